@@ -1,0 +1,87 @@
+"""Shared pieces of the bench_<op>.py scripts: environment stamp, copy bandwidth, CSV rows."""
+
+import csv
+import math
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+KERNEL_COLUMNS = ["kernel", "provider", "dtype", "shape", "ms", "gbps", "bw_fraction", "peak_extra_mb", "device",
+                  "torch", "triton", "commit"]  # fmt: skip
+
+
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """'256x1000,4096x32768' -> [(256, 1000), (4096, 32768)]."""
+    try:
+        return [tuple(int(size) for size in item.split("x")) for item in text.split(",") if item]
+    except ValueError:
+        raise SystemExit(f"--shapes must look like 256x1000,4096x32768, got {text!r}") from None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parent)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """The columns that say where and with what a row was measured."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    return dict(device=name, torch=torch.__version__, triton=triton_version, commit=git_commit())
+
+
+def copy_bandwidth_gbps(device: torch.device, megabytes: int | None = None) -> float:
+    """Measured device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    megabytes = megabytes or (1024 if device.type == "cuda" else 256)
+    source = torch.empty(megabytes * 2**20 // 4, dtype=torch.float32, device=device).fill_(1.0)
+    target = torch.empty_like(source)
+    moved = 2 * source.numel() * source.element_size()
+    if device.type == "cuda":
+        import triton.testing
+
+        ms = triton.testing.do_bench(lambda: target.copy_(source), warmup=25, rep=200, return_mode="median")
+    else:
+        target.copy_(source)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            target.copy_(source)
+            times.append(time.perf_counter() - start)
+        ms = sorted(times)[len(times) // 2] * 1e3
+    return moved / ms / 1e6
+
+
+def append_rows(path: Path, rows: list[dict], columns: list[str] = KERNEL_COLUMNS) -> None:
+    """Append rows to a long-format CSV, writing the header when the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        if new_file:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({key: _format(row[key]) for key in columns})
+
+
+def _format(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value

@@ -1,0 +1,148 @@
+"""Benchmark softmax_kl forward+backward: reference (eager), torch.compile(reference), gankd Triton, Liger-Kernel.
+
+Appends long-format rows to benchmarks/results/kernels.csv. Bandwidth counts the 3·N·V·bytes a fused
+forward+backward must move (read student, read teacher, write the student gradient) and is compared with
+the device's copy bandwidth measured in the same run. On a machine without CUDA only the reference
+providers run, and the script says which rows are missing.
+
+    python benchmarks/bench_softmax_kl.py                       # the issue's shapes, bf16 and fp32
+    python benchmarks/bench_softmax_kl.py --shapes 256x1000 --dtypes fp32 --providers reference
+"""
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench_common import (
+    DTYPES,
+    append_rows,
+    copy_bandwidth_gbps,
+    environment,
+    parse_shapes,
+)
+from gankd.kernels import softmax_kl, softmax_kl_ref
+
+DEFAULT_SHAPES = "256x1000,4096x32768,16384x32768,8192x131072"
+# On a CPU the largest shapes would take minutes per call and tens of GB: default to these.
+CPU_ELEMENT_LIMIT = 4096 * 32768
+PROVIDERS = ("reference", "torch_compile", "gankd_triton", "liger")
+TEMPERATURE = 2.0
+
+
+def make_provider(name: str, device: torch.device) -> Callable | None:
+    """A loss function (student, teacher) -> scalar for the provider, or None when it cannot run here."""
+    if name == "reference":
+        return lambda s, t: softmax_kl_ref(s, t, TEMPERATURE)
+    if name == "torch_compile":
+        return torch.compile(lambda s, t: softmax_kl_ref(s, t, TEMPERATURE))
+    if name == "gankd_triton":
+        return (lambda s, t: softmax_kl(s, t, TEMPERATURE, impl="triton")) if device.type == "cuda" else None
+    if name == "liger":
+        if device.type != "cuda":
+            return None
+        try:
+            from liger_kernel.transformers import LigerKLDIVLoss
+        except ImportError:
+            return None
+        liger_kl = LigerKLDIVLoss(reduction="batchmean", log_target=True)
+
+        # Liger's KL takes log-probabilities (input = student, target = teacher): softmax, temperature
+        # and T^2 are the caller's, done here with eager log_softmax as its users must.
+        def liger_loss(s, t):
+            log_ps = torch.log_softmax(s.float() / TEMPERATURE, -1)
+            log_pt = torch.log_softmax(t.float() / TEMPERATURE, -1)
+            return TEMPERATURE**2 * liger_kl(log_ps, log_pt)
+
+        return liger_loss
+    raise ValueError(f"unknown provider {name!r}; choose from {PROVIDERS}")
+
+
+def time_forward_backward(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor, reps: int) -> float:
+    """Median milliseconds of one forward+backward."""
+
+    def step():
+        student.grad = None
+        loss_fn(student, teacher).backward()
+
+    if student.device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(step, warmup=25, rep=max(reps, 100), return_mode="median")
+    step()  # warm-up (and compilation)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_extra_mb(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor) -> float:
+    """Peak device memory above the inputs during one forward+backward (CUDA only), in MB."""
+    if student.device.type != "cuda":
+        return float("nan")
+    student.grad = None
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    loss_fn(student, teacher).backward()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - baseline) / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default=None, help=f"NxV list (default {DEFAULT_SHAPES}; smaller on CPU)")
+    parser.add_argument("--dtypes", default="bf16,fp32", help="from fp32, bf16, fp16")
+    parser.add_argument("--providers", default=",".join(PROVIDERS), help=f"from {', '.join(PROVIDERS)}")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions on CPU (CUDA uses do_bench)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernels.csv")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    shapes = parse_shapes(args.shapes or DEFAULT_SHAPES)
+    if args.shapes is None and device.type != "cuda":
+        skipped = [s for s in shapes if s[0] * s[1] > CPU_ELEMENT_LIMIT]
+        shapes = [s for s in shapes if s[0] * s[1] <= CPU_ELEMENT_LIMIT]
+        print(f"CPU run: skipping shapes {skipped} (pass --shapes to force them)")
+    dtypes = [DTYPES[name] for name in args.dtypes.split(",")]
+    env = environment(device)
+    bandwidth = copy_bandwidth_gbps(device)
+    print(f"device: {env['device']}  measured copy bandwidth: {bandwidth:.1f} GB/s")
+
+    rows = []
+    missing = []
+    for provider in args.providers.split(","):
+        loss_fn = make_provider(provider, device)
+        if loss_fn is None:
+            missing.append(provider)
+            continue
+        for dtype_name, dtype in zip(args.dtypes.split(","), dtypes, strict=True):
+            for n_rows, n_classes in shapes:
+                torch.manual_seed(0)
+                student = torch.randn(n_rows, n_classes, device=device, dtype=dtype).requires_grad_(True)
+                teacher = torch.randn(n_rows, n_classes, device=device, dtype=dtype)
+                ms = time_forward_backward(loss_fn, student, teacher, args.reps)
+                gbps = 3 * student.numel() * student.element_size() / ms / 1e6
+                row = dict(kernel="softmax_kl", provider=provider, dtype=dtype_name, shape=f"{n_rows}x{n_classes}",
+                           ms=ms, gbps=gbps, bw_fraction=gbps / bandwidth,
+                           peak_extra_mb=peak_extra_mb(loss_fn, student, teacher), **env)  # fmt: skip
+                rows.append(row)
+                peak = "n/a" if math.isnan(row["peak_extra_mb"]) else f"{row['peak_extra_mb']:.1f} MB"
+                print(f"{provider:>14} {dtype_name} {row['shape']:>13}: {ms:9.3f} ms {gbps:8.1f} GB/s "
+                      f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
+                del student, teacher
+    append_rows(args.out, rows)
+    print(f"appended {len(rows)} rows to {args.out}")
+    if missing:
+        print(f"not measured here: {', '.join(missing)} (needs a CUDA device, and for liger the liger-kernel package)")
+
+
+if __name__ == "__main__":
+    main()

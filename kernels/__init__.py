@@ -1,0 +1,9 @@
+"""gankd.kernels — fused distillation losses (Triton) with their pure-PyTorch reference twins.
+
+Depends on torch, and on Triton when present; never on the rest of gankd, so other trainers can
+`from gankd.kernels import softmax_kl` alone.
+"""
+
+from .softmax_kl import check_softmax_kl_options, softmax_kl, softmax_kl_ref
+
+__all__ = ["check_softmax_kl_options", "softmax_kl", "softmax_kl_ref"]

@@ -1,0 +1,96 @@
+"""Which implementation runs: Triton availability, the interpreter, and `impl=` resolution.
+
+Every fused op in gankd.kernels resolves its `impl` argument here:
+- "auto": the Triton kernel for CUDA tensors when Triton imports; the reference otherwise — silently for
+  CPU tensors, with one warning per op (not per call) when CUDA tensors have to fall back.
+- "triton": always the kernel, or a RuntimeError that says why it cannot run.
+- "reference": the plain-PyTorch specification.
+"""
+
+import os
+import warnings
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs and platforms without Triton: the reference path still works
+    triton = None
+    tl = None
+
+HAS_TRITON = triton is not None
+# Triton chooses the interpreter when a kernel is decorated, so the variable is read once, at import.
+TRITON_INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+IMPLS = ("auto", "triton", "reference")
+
+_warned_fallback: set[str] = set()
+
+
+class _MissingTriton:
+    """Stands in for `triton` and `triton.language` so kernel modules load without Triton.
+
+    Kernels decorated with the stand-in `jit` raise when launched; dispatch never launches them.
+    """
+
+    constexpr = None  # used only as an annotation in kernel signatures
+
+    @staticmethod
+    def jit(fn=None, **_options):
+        def decorate(kernel_fn):
+            return _UnavailableKernel(kernel_fn.__name__)
+
+        return decorate(fn) if fn is not None else decorate
+
+
+class _UnavailableKernel:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getitem__(self, _grid):
+        raise RuntimeError(f"Triton kernel {self.name} cannot launch: Triton is not installed")
+
+    def __call__(self, *_args, **_kwargs):
+        raise RuntimeError(f"Triton kernel {self.name} cannot run: Triton is not installed")
+
+
+if triton is None:
+    triton = tl = _MissingTriton()
+
+
+def triton_unavailable_reason(device: torch.device) -> str | None:
+    """Why the Triton path cannot run on `device`, or None when it can."""
+    if not HAS_TRITON:
+        return "Triton is not installed (it ships with torch's Linux CUDA wheels, or `pip install triton`)"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu":
+        if TRITON_INTERPRET:
+            return None
+        return (
+            "the tensors are on the CPU; Triton kernels run on CUDA devices, or on the CPU under the Triton "
+            "interpreter (set TRITON_INTERPRET=1 before triton is first imported)"
+        )
+    return f"gankd's Triton kernels support CUDA devices (and the CPU interpreter), got device {device}"
+
+
+def use_triton(impl: str, op_name: str, device: torch.device) -> bool:
+    """Resolve `impl` for tensors on `device`: True runs the Triton kernel, False the reference."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "reference":
+        return False
+    reason = triton_unavailable_reason(device)
+    if impl == "triton":
+        if reason is not None:
+            raise RuntimeError(f"{op_name}(impl='triton') cannot run: {reason}")
+        return True
+    if device.type != "cuda":
+        return False
+    if reason is not None:
+        if op_name not in _warned_fallback:
+            _warned_fallback.add(op_name)
+            warnings.warn(f"{op_name}: using the reference path for CUDA tensors because {reason}", stacklevel=3)
+        return False
+    return True

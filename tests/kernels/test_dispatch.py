@@ -1,0 +1,94 @@
+"""impl= resolution, Triton-less installs, and gankd.kernels standing alone."""
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+
+from gankd.kernels import _dispatch, softmax_kl, softmax_kl_ref
+
+softmax_kl_module = importlib.import_module("gankd.kernels.softmax_kl")
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=os.environ | env, timeout=300)  # fmt: skip
+
+
+def test_auto_runs_the_reference_for_cpu_tensors(monkeypatch):
+    def must_not_launch(*args, **kwargs):
+        raise AssertionError("the Triton kernel was launched for CPU tensors with impl='auto'")
+
+    monkeypatch.setattr(softmax_kl_module, "_softmax_kl_kernel", must_not_launch)
+    student, teacher = torch.randn(3, 9), torch.randn(3, 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # silently: no warning for CPU tensors
+        assert torch.equal(softmax_kl(student, teacher), softmax_kl_ref(student, teacher))
+
+
+def test_cuda_fallback_warns_once_per_op(monkeypatch):
+    monkeypatch.setattr(_dispatch, "HAS_TRITON", False)
+    monkeypatch.setattr(_dispatch, "_warned_fallback", set())
+    cuda = torch.device("cuda")
+    with pytest.warns(UserWarning, match="Triton is not installed"):
+        assert _dispatch.use_triton("auto", "some_op", cuda) is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _dispatch.use_triton("auto", "some_op", cuda) is False
+    with pytest.raises(RuntimeError, match=r"some_op\(impl='triton'\) cannot run: Triton is not installed"):
+        _dispatch.use_triton("triton", "some_op", cuda)
+
+
+def test_explicit_triton_on_cpu_without_the_interpreter_says_why():
+    result = run_python(
+        """
+        import torch
+        from gankd.kernels import softmax_kl
+        try:
+            softmax_kl(torch.randn(2, 5), torch.randn(2, 5), impl="triton")
+        except RuntimeError as error:
+            print(error)
+        """,
+        TRITON_INTERPRET="0",
+    )
+    assert "TRITON_INTERPRET=1" in result.stdout, result.stderr
+
+
+def test_works_without_triton():
+    # A meta-path entry of None makes `import triton` raise ImportError, as on a machine without it.
+    result = run_python(
+        """
+        import sys
+        sys.modules["triton"] = None
+        import torch
+        from gankd.kernels import softmax_kl, softmax_kl_ref
+        student = torch.randn(4, 7, requires_grad=True)
+        loss = softmax_kl(student, torch.randn(4, 7), 2.0)
+        loss.backward()
+        assert student.grad is not None and torch.isfinite(loss)
+        try:
+            softmax_kl(student, torch.randn(4, 7), impl="triton")
+        except RuntimeError as error:
+            print(error)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Triton is not installed" in result.stdout
+
+
+def test_kernels_package_stands_alone():
+    result = run_python(
+        """
+        import sys
+        import gankd.kernels
+        others = sorted(m for m in sys.modules if m.startswith("gankd.") and not m.startswith("gankd.kernels"))
+        print(others)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,35 @@
+"""The benchmark scripts run end to end on a tiny shape and write well-formed rows and plots."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def test_bench_softmax_kl_appends_rows_and_plot_draws_them(tmp_path):
+    out = tmp_path / "kernels.csv"
+    command = [sys.executable, str(BENCHMARKS / "bench_softmax_kl.py"), "--shapes", "8x50,4x300", "--dtypes",
+               "fp32,bf16", "--providers", "reference,gankd_triton", "--reps", "2", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    providers = ["reference", "gankd_triton"] if torch.cuda.is_available() else ["reference"]
+    expected = [(p, d, s) for p in providers for d in ("fp32", "bf16") for s in ("8x50", "4x300")]
+    assert [(row["provider"], row["dtype"], row["shape"]) for row in rows] == expected
+    for row in rows:
+        assert row["kernel"] == "softmax_kl"
+        assert float(row["ms"]) > 0 and float(row["gbps"]) > 0 and float(row["bw_fraction"]) > 0
+        assert row["torch"] and row["device"] and row["commit"]
+    if not torch.cuda.is_available():
+        assert "not measured here: gankd_triton" in result.stdout
+
+    plotted = subprocess.run([sys.executable, str(BENCHMARKS / "plot.py"), "--kernels-csv", str(out)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert plotted.returncode == 0, plotted.stderr
+    images = list(tmp_path.glob("softmax_kl_*.png"))
+    assert len(images) == 1 and images[0].stat().st_size > 10_000

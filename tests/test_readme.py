@@ -1,0 +1,26 @@
+"""The README's examples run as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_readme_has_the_trainer_example():
+    assert any("from gankd.kernels import softmax_kl" in block for block in python_blocks())
+
+
+def test_readme_python_examples_run(capsys):
+    for block in python_blocks():
+        exec(compile(block, str(README), "exec"), {"__name__": "readme_example"})
+    assert "JSD loss:" in capsys.readouterr().out
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci_script = (README.parent / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_script[-1] == "make test"
+    assert "make test" in README.read_text()
