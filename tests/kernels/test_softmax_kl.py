@@ -297,3 +297,83 @@ def test_torch_compile_fullgraph_traces_a_training_step(backend, reduction, devi
     assert torch.allclose(loss, expected_loss, rtol=1e-5, atol=1e-7)
     record_error("torch.compile step grad vs reference", relative_error(grad, expected_grad))
     assert relative_error(grad, expected_grad) < 1e-5
+
+
+# Compiled-kernel checks that need a GPU: large shapes, int64 offsets, no host sync, CUDA graphs.
+
+
+def require_cuda(device):
+    if device.type != "cuda":
+        pytest.skip("needs a CUDA device (compiled Triton kernel)")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_large_vocabulary(direction, dtype, device, record_error):
+    require_cuda(device)
+    torch.manual_seed(8)
+    student = (torch.randn(64, 131_072, device=device) * 4).to(dtype)
+    teacher = (torch.randn(64, 131_072, device=device) * 4).to(dtype).requires_grad_(True)
+    compare_all(student, teacher, record_error, f"V=131072 {direction} {str(dtype)[6:]}", dtype=dtype,
+                upstream=torch.tensor(0.7, device=device), temperature=2.0, direction=direction)  # fmt: skip
+
+
+@pytest.mark.gpu
+def test_more_than_2_31_elements_use_64_bit_offsets(device):
+    require_cuda(device)
+    n_rows, n_classes = 16_400, 131_072  # N·V = 2,149,580,800 > 2^31
+    torch.manual_seed(9)
+    student = torch.randn(n_rows, n_classes, device=device, dtype=torch.bfloat16, requires_grad=True)
+    teacher = torch.randn(n_rows, n_classes, device=device, dtype=torch.bfloat16)
+    per_row = softmax_kl(student, teacher, 2.0, reduction="none", impl="triton")
+    per_row.sum().backward()
+    # Rows are independent: the last rows, past 2^31 elements, must match the reference on those rows.
+    tail_student = student.detach()[-3:].clone().requires_grad_(True)
+    expected = softmax_kl_ref(tail_student, teacher[-3:], 2.0, reduction="none")
+    expected.sum().backward()
+    assert torch.allclose(per_row[-3:], expected, rtol=1e-5, atol=1e-6)
+    assert relative_error(student.grad[-3:], tail_student.grad) <= GRAD_TOL[torch.bfloat16]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_no_host_sync_and_cuda_graph_capture(reduction, device):
+    # The launch-bound classifier case: 256 x 1000 with labels, forward and backward.
+    require_cuda(device)
+    torch.manual_seed(10)
+    student = torch.randn(256, 1000, device=device, requires_grad=True)
+    teacher = torch.randn(256, 1000, device=device)
+    labels = torch.randint(0, 1000, (256,), device=device)
+    labels[::7] = -100
+
+    def step():
+        loss = softmax_kl(student, teacher, 4.0, labels=labels, ce_weight=0.5, reduction=reduction, impl="triton")
+        (loss * 0.5).sum().backward()
+        return loss
+
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            student.grad = None
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    student.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured_loss = step()
+    student.data.normal_()  # new inputs, same buffers
+    graph.replay()
+    torch.cuda.synchronize()
+    fresh = student.detach().clone().requires_grad_(True)
+    expected = softmax_kl_ref(fresh, teacher, 4.0, labels=labels, ce_weight=0.5, reduction=reduction)
+    (expected * 0.5).sum().backward()
+    assert torch.allclose(captured_loss, expected, rtol=1e-5, atol=1e-6)
+    assert relative_error(student.grad, fresh.grad) < 1e-5
