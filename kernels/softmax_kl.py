@@ -10,11 +10,9 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_float_tensor, check_number, check_same_device
-from ._dispatch import IMPLS, tl, triton, use_triton
+from ._dispatch import tl, triton, use_triton
+from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
 
-DIRECTIONS = ("forward", "reverse", "jsd")
-REDUCTIONS = ("batchmean", "sum", "none")
 _DIRECTION_CODE = {"forward": 0, "reverse": 1, "jsd": 2}
 
 # Widest block a row is streamed in; rows wider than this take several blocks per pass.
@@ -104,16 +102,15 @@ def _softmax_kl_kernel(
         row_weight = tl.where(counted, row_weight, 0.0)
         row_weight = tl.where(counted & ~label_ok, float("nan"), row_weight)
 
-    # Pass 1: online log-sum-exps of s/T and t/T (and of s for cross-entropy), plus the numerator of the
-    # forward or reverse KL, so the divergence is known before the gradient pass. Everything is kept
-    # relative to the running maxima m_s, m_t of the raw logits:
+    # Pass 1: online log-sum-exps of s/T and t/T (and of s at T = 1 for cross-entropy, sharing the max m_s),
+    # plus the numerator of the forward or reverse KL, so the divergence is known before the gradient pass.
+    # Everything is kept relative to the running maxima m_s, m_t of the raw logits:
     #   forward: kl_num = sum_j e_t,j * ((t_j - m_t) - (s_j - m_s)),  KL = kl_num / (T z_t) + log z_s - log z_t
     # and when a maximum moves, the old terms are rescaled and shifted by the move.
     m_s = float("-inf")
     z_s = 0.0
     m_t = float("-inf")
     z_t = 0.0
-    m_1 = float("-inf")
     z_1 = 0.0
     kl_num = 0.0
     for start in range(0, V, BLOCK_V):
@@ -134,7 +131,7 @@ def _softmax_kl_kernel(
         if DIRECTION == 1:
             kl_num = (kl_num - shift * z_s_old) * alpha_s - tl.sum(tl.where(e_s == 0.0, 0.0, e_s * gap), axis=0)
         if HAS_CE:
-            m_1, z_1, _, _, _ = _online_lse_step(m_1, z_1, s_raw, 1.0)
+            _, z_1, _, _, _ = _online_lse_step(m_s_old, z_1, s_raw, 1.0)
     log_z_s = tl.log(z_s)
     log_z_t = tl.log(z_t)
 
@@ -161,7 +158,7 @@ def _softmax_kl_kernel(
     if HAS_CE:
         label_col = tl.minimum(tl.maximum(label, 0), V - 1)
         s_label = tl.load(s_row + label_col).to(tl.float32)
-        loss += ce_weight * (log_z_1 - (s_label - m_1))
+        loss += ce_weight * (log_z_1 - (s_label - m_s))
     tl.store(loss_ptr + row, tl.where(row_weight == 0.0, 0.0, loss + 0.0 * row_weight))
 
     # Last pass: gradients of the weighted row loss, d/ds = d/da / T, written in the inputs' dtypes.
@@ -187,7 +184,7 @@ def _softmax_kl_kernel(
             grad_b = beta * (_xlogy_diff(p_t, log_pt, log_m) - p_t * kl_t_mix)
         grad_s = grad_a * grad_scale
         if HAS_CE:
-            p_1 = tl.exp((s_raw - m_1) - log_z_1)
+            p_1 = tl.exp((s_raw - m_s) - log_z_1)
             grad_s += ce_weight * row_weight * (p_1 - tl.where(cols == label, 1.0, 0.0))
         if STUDENT_GRAD:
             grad_s = tl.where(row_weight == 0.0, 0.0, grad_s)
@@ -307,67 +304,6 @@ def _reduce_rows(loss_rows: Tensor, inv_count: Tensor, reduction: str) -> Tensor
     return total * inv_count[0] if reduction == "batchmean" else total
 
 
-def check_softmax_kl_options(
-    temperature: float = 1.0,
-    *,
-    direction: str = "forward",
-    beta: float = 0.5,
-    kd_weight: float = 1.0,
-    ce_weight: float = 0.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    impl: str = "auto",
-) -> None:
-    """Raise ValueError/TypeError for a bad scalar option of `softmax_kl` (tensors are checked per call)."""
-    check_number("temperature", temperature, positive=True)
-    check_choice("impl", impl, IMPLS)
-    check_choice("direction", direction, DIRECTIONS)
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_number("kd_weight", kd_weight)
-    check_number("ce_weight", ce_weight)
-    if direction == "jsd" and not 0.0 < check_number("beta", beta) < 1.0:
-        raise ValueError(f"beta must lie in (0, 1) for direction='jsd', got {beta}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
-
-
-def _check_inputs(student_logits, teacher_logits, labels, ce_weight) -> None:
-    check_float_tensor("student_logits", student_logits)
-    check_float_tensor("teacher_logits", teacher_logits)
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student_logits and teacher_logits must have the same shape, got {tuple(student_logits.shape)} "
-            f"and {tuple(teacher_logits.shape)}"
-        )
-    if student_logits.dim() == 0 or student_logits.shape[-1] == 0:
-        raise ValueError(f"logits need a non-empty class dimension (last), got shape {tuple(student_logits.shape)}")
-    check_same_device(student_logits=student_logits, teacher_logits=teacher_logits, labels=labels)
-    if labels is None:
-        if ce_weight != 0.0:
-            raise ValueError(f"ce_weight={ce_weight} needs labels, got labels=None")
-        return
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
-    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
-    if labels.shape != student_logits.shape[:-1]:
-        raise ValueError(
-            f"labels must have the logits' leading shape {tuple(student_logits.shape[:-1])}, got {tuple(labels.shape)}"
-        )
-
-
-def _check_label_values(labels: Tensor, n_classes: int, ignore_index: int) -> None:
-    # Checking values on a GPU would need a host sync; there, a bad label makes its row's loss NaN instead.
-    if labels.device.type != "cpu" or labels.numel() == 0 or torch.compiler.is_compiling():
-        return
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= n_classes))
-    if bad.any():
-        raise ValueError(
-            f"labels must lie in [0, {n_classes}) or equal ignore_index={ignore_index}, "
-            f"got {labels[bad].flatten()[0].item()}"
-        )
-
-
 def _log_softmax_scaled(logits: Tensor, temperature: float) -> Tensor:
     # log_softmax(x / T) with the row max taken off before dividing, so 1e4-sized logits lose no digits.
     row_max = logits.detach().amax(dim=-1, keepdim=True)
@@ -399,10 +335,10 @@ def softmax_kl_ref(
     """Pure-PyTorch specification of `softmax_kl` (fp32 or wider accumulation); same arguments, no `impl`."""
     check_softmax_kl_options(temperature, direction=direction, beta=beta, kd_weight=kd_weight,
                              ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip
-    _check_inputs(student_logits, teacher_logits, labels, ce_weight)
+    check_inputs(student_logits, teacher_logits, labels, ce_weight)
     n_classes = student_logits.shape[-1]
     if labels is not None:
-        _check_label_values(labels, n_classes, ignore_index)
+        check_label_values(labels, n_classes, ignore_index)
     compute_dtype = torch.promote_types(torch.promote_types(student_logits.dtype, teacher_logits.dtype), torch.float32)
     student = student_logits.to(compute_dtype)
     teacher = teacher_logits.to(compute_dtype)
@@ -493,7 +429,7 @@ def softmax_kl(
     """
     check_softmax_kl_options(temperature, direction=direction, beta=beta, kd_weight=kd_weight,
                              ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip
-    _check_inputs(student_logits, teacher_logits, labels, ce_weight)
+    check_inputs(student_logits, teacher_logits, labels, ce_weight)
     options = dict(direction=direction, beta=beta, t2_scale=t2_scale, labels=labels, kd_weight=kd_weight,
                    ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip
     float64 = torch.float64 in (student_logits.dtype, teacher_logits.dtype)
@@ -508,7 +444,7 @@ def softmax_kl(
     teacher = _as_rows(teacher_logits, n_classes)
     flat_labels = None
     if labels is not None:
-        _check_label_values(labels, n_classes, ignore_index)
+        check_label_values(labels, n_classes, ignore_index)
         flat_labels = labels.reshape(-1)
     # 1 / (rows counted) stays on the device: counting labels there needs no host sync.
     if reduction == "batchmean" and labels is not None:

@@ -139,6 +139,27 @@ def test_options_with_labels(direction, options, device, small_blocks, record_er
         assert torch.all(loss[ignored] == 0)
 
 
+@pytest.mark.parametrize(
+    "student_dtype, teacher_dtype",
+    [(torch.bfloat16, torch.float32), (torch.float32, torch.float16), (torch.float16, torch.bfloat16)],
+    ids=str,
+)
+def test_mixed_dtypes_and_int32_labels(student_dtype, teacher_dtype, device, small_blocks, record_error):
+    # Each input is loaded in its own dtype; each gradient comes back in its input's dtype.
+    torch.manual_seed(11)
+    student = torch.randn(5, 40, device=device).to(student_dtype)
+    teacher = torch.randn(5, 40, device=device).to(teacher_dtype).requires_grad_(True)
+    labels = torch.tensor([0, 39, -100, 7, 7], device=device, dtype=torch.int32)
+    kernel = run_with_grads(softmax_kl, student, teacher, 1.0, temperature=2.0, labels=labels, ce_weight=0.5,
+                            impl="triton")  # fmt: skip
+    reference = run_with_grads(softmax_kl_ref, student, teacher, 1.0, temperature=2.0, labels=labels, ce_weight=0.5)
+    assert kernel[1].dtype == student_dtype and kernel[2].dtype == teacher_dtype
+    assert relative_error(kernel[0], reference[0]) <= LOSS_TOL
+    for got, expected, dtype in ((kernel[1], reference[1], student_dtype), (kernel[2], reference[2], teacher_dtype)):
+        record_error("mixed dtypes grad vs reference", relative_error(got, expected))
+        assert relative_error(got, expected) <= GRAD_TOL[dtype]
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_all_rows_ignored_gives_zero_not_nan(reduction, device):
     # Ignored rows hold NaN: they must neither be read into the loss nor into the gradient.
