@@ -1,0 +1,93 @@
+"""Pieces shared by the feature-map losses: layouts, argument checks, loss reduction, in-place gradient scaling.
+
+Feature maps are [N, C, *spatial] (or [N, C]). The kernels see them as [N, C, P] with P the flattened
+spatial positions and three strides, which covers contiguous NCHW (strides C·P, P, 1) and channels_last
+(strides P·C, 1, C) without copies; any other layout is copied to contiguous first.
+"""
+
+import torch
+from torch import Tensor
+
+from ._checks import check_choice, check_float_tensor, check_same_device
+from ._dispatch import tl, triton
+
+REDUCTIONS = ("mean", "sum", "none")
+SCALE_BLOCK = 2048
+
+
+def check_feature_map(name: str, value: object) -> Tensor:
+    """A float tensor [N, C, *spatial] or [N, C]."""
+    check_float_tensor(name, value)
+    if value.dim() < 2:
+        raise ValueError(f"{name} must have shape [N, C, *spatial] or [N, C], got {tuple(value.shape)}")
+    return value
+
+
+def check_pair(student: object, teacher: object, reduction: str) -> None:
+    check_feature_map("student", student)
+    check_feature_map("teacher", teacher)
+    check_same_device(student=student, teacher=teacher)
+    check_choice("reduction", reduction, REDUCTIONS)
+
+
+def dense_layout(x: Tensor) -> bool:
+    """True when x covers its memory without gaps or overlap (contiguous in some dim order)."""
+    if x.is_contiguous():
+        return True
+    if x.dim() == 4:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    if x.dim() == 5:
+        return x.is_contiguous(memory_format=torch.channels_last_3d)
+    return False
+
+
+def as_channels_positions(x: Tensor) -> Tensor:
+    """[N, C, *spatial] -> [N, C, P]: a view for NCHW-contiguous and channels_last maps, else a copy."""
+    if not dense_layout(x):
+        x = x.contiguous()
+    if x.dim() == 2:
+        return x.unsqueeze(-1)
+    return x.flatten(2)
+
+
+def like_layout(x: Tensor, reference: Tensor) -> Tensor:
+    """x with the same strides as the dense tensor `reference` (a copy only when they differ)."""
+    if x.stride() == reference.stride():
+        return x
+    return torch.empty_like(reference, dtype=x.dtype).copy_(x)
+
+
+def reduce_partials(partials: Tensor, count: int, reduction: str) -> Tensor:
+    """Sum of per-program partial losses (fp32), divided by `count` for reduction='mean'."""
+    total = partials.sum()
+    return total / max(count, 1) if reduction == "mean" else total
+
+
+@triton.jit
+def _scale_kernel(
+    grad_ptr,  # [M] dense gradient buffer (any dim order), scaled in place
+    grad_output_ptr,  # [] upstream gradient of a scalar loss
+    M,
+    BLOCK: tl.constexpr,
+):
+    g = tl.load(grad_output_ptr).to(tl.float32)
+    # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
+    if g != 1.0:
+        offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        in_range = offsets < M
+        values = tl.load(grad_ptr + offsets, mask=in_range).to(tl.float32)
+        tl.store(grad_ptr + offsets, (values * g).to(grad_ptr.dtype.element_ty), mask=in_range)
+
+
+@torch.library.custom_op("gankd::scale_by_scalar_", mutates_args=("grad",))
+def scale_by_scalar_(grad: Tensor, grad_output: Tensor) -> None:
+    """grad *= grad_output (a 0-d tensor) in place, skipped on the device when it is 1. grad must be dense."""
+    n_elements = grad.numel()
+    if n_elements == 0:
+        return
+    _scale_kernel[(triton.cdiv(n_elements, SCALE_BLOCK),)](grad, grad_output, n_elements, BLOCK=SCALE_BLOCK)
+
+
+@scale_by_scalar_.register_fake
+def _scale_by_scalar_fake(grad, grad_output):
+    return None

@@ -1,0 +1,406 @@
+"""Feature-map matching loss (mse, l1, smooth-l1, cosine): Triton kernels, custom op, reference and dispatcher.
+
+With reduction "mean" or "sum" one launch reads student and teacher once, writes per-program partial
+losses and the gradients for upstream gradient 1; backward only rescales them in place when the upstream
+gradient differs from 1 (decided on the device). With reduction "none" the forward writes the per-element
+loss and the backward computes gradients from the upstream map. Cosine keeps three numbers per position
+(dot product and both norms) so its backward is one pass.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_choice
+from ._dispatch import tl, triton, use_triton
+from ._features import (
+    as_channels_positions,
+    check_pair,
+    dense_layout,
+    like_layout,
+    reduce_partials,
+    scale_by_scalar_,
+)
+
+KINDS = ("mse", "l1", "smooth_l1", "cosine")
+_KIND_CODE = {"mse": 0, "l1": 1, "smooth_l1": 2}
+COSINE_EPS = 1e-8  # as torch.nn.functional.cosine_similarity
+ELEMENTWISE_BLOCK = 4096
+COSINE_BLOCK_C = 16
+COSINE_BLOCK_P = 128
+
+
+@triton.jit
+def _elementwise_match_kernel(
+    s_ptr,  # [M] student, flat in memory order
+    t_ptr,  # [M] teacher, same memory order
+    g_ptr,  # [M] upstream gradient of the per-element loss (HAS_UPSTREAM), same order
+    e_ptr,  # [M] fp32 per-element loss, output (WRITE_E)
+    partial_ptr,  # [programs] fp32 partial sums, output (WRITE_PARTIAL)
+    ds_ptr,  # [M] student gradient, output (STUDENT_GRAD)
+    dt_ptr,  # [M] teacher gradient, output (TEACHER_GRAD)
+    M,
+    grad_scale,  # 1/M for mean, 1 otherwise
+    KIND: tl.constexpr,  # 0 mse, 1 l1, 2 smooth_l1 (beta 1)
+    WRITE_E: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr,
+    HAS_UPSTREAM: tl.constexpr,
+    STUDENT_GRAD: tl.constexpr,
+    TEACHER_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    in_range = offsets < M
+    diff = tl.load(s_ptr + offsets, mask=in_range).to(tl.float32) - tl.load(t_ptr + offsets, mask=in_range).to(
+        tl.float32
+    )
+    # sign(diff) that keeps NaN: d * 0 is NaN for NaN, 0 for 0.
+    sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, diff * 0.0))
+    if KIND == 0:
+        loss = diff * diff
+        slope = 2.0 * diff
+    elif KIND == 1:
+        loss = tl.abs(diff)
+        slope = sign
+    else:
+        quadratic = tl.abs(diff) < 1.0
+        loss = tl.where(quadratic, 0.5 * diff * diff, tl.abs(diff) - 0.5)
+        slope = tl.where(quadratic, diff, sign)
+    if WRITE_E:
+        tl.store(e_ptr + offsets, loss, mask=in_range)
+    if WRITE_PARTIAL:
+        tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.where(in_range, loss, 0.0), axis=0))
+    grad = slope * grad_scale
+    if HAS_UPSTREAM:
+        grad = grad * tl.load(g_ptr + offsets, mask=in_range).to(tl.float32)
+    if STUDENT_GRAD:
+        tl.store(ds_ptr + offsets, grad.to(ds_ptr.dtype.element_ty), mask=in_range)
+    if TEACHER_GRAD:
+        tl.store(dt_ptr + offsets, (-grad).to(dt_ptr.dtype.element_ty), mask=in_range)
+
+
+@triton.jit
+def _cosine_match_kernel(
+    s_ptr,  # [N, C, P] student (strides s_sn, s_sc, s_sp); its gradient ds_ptr has the same strides
+    s_sn,
+    s_sc,
+    s_sp,
+    t_ptr,  # [N, C, P] teacher (strides t_sn, t_sc, t_sp); its gradient dt_ptr has the same strides
+    t_sn,
+    t_sc,
+    t_sp,
+    stats_ptr,  # [3, N, P] fp32: dot(s, t), |s|, |t| per position; written when not STATS_IN, else read
+    g_ptr,  # [N, P] contiguous upstream gradient of the per-position loss (HAS_UPSTREAM)
+    e_ptr,  # [N, P] fp32 per-position loss 1 - cos, output (WRITE_E)
+    partial_ptr,  # [programs] fp32 partial sums, output (WRITE_PARTIAL)
+    ds_ptr,
+    dt_ptr,
+    N,
+    C,
+    P,
+    grad_scale,
+    eps,
+    STATS_IN: tl.constexpr,
+    WRITE_E: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr,
+    HAS_UPSTREAM: tl.constexpr,
+    STUDENT_GRAD: tl.constexpr,
+    TEACHER_GRAD: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    n = tl.program_id(1).to(tl.int64)
+    positions = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    in_p = positions < P
+    channels = tl.arange(0, BLOCK_C)
+    s_base = s_ptr + n * s_sn + positions[None, :] * s_sp
+    t_base = t_ptr + n * t_sn + positions[None, :] * t_sp
+    stat_offsets = n * P + positions
+    if STATS_IN:
+        dot = tl.load(stats_ptr + stat_offsets, mask=in_p, other=0.0)
+        norm_s = tl.load(stats_ptr + N * P + stat_offsets, mask=in_p, other=0.0)
+        norm_t = tl.load(stats_ptr + 2 * N * P + stat_offsets, mask=in_p, other=0.0)
+    else:
+        # Pass 1 over the channels: dot product and squared norms per position.
+        dot = tl.zeros([BLOCK_P], dtype=tl.float32)
+        sq_s = tl.zeros([BLOCK_P], dtype=tl.float32)
+        sq_t = tl.zeros([BLOCK_P], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = (c0 + channels)[:, None].to(tl.int64)
+            tile = (c < C) & in_p[None, :]
+            s = tl.load(s_base + c * s_sc, mask=tile, other=0.0).to(tl.float32)
+            t = tl.load(t_base + c * t_sc, mask=tile, other=0.0).to(tl.float32)
+            dot += tl.sum(s * t, axis=0)
+            sq_s += tl.sum(s * s, axis=0)
+            sq_t += tl.sum(t * t, axis=0)
+        norm_s = tl.sqrt(sq_s)
+        norm_t = tl.sqrt(sq_t)
+        tl.store(stats_ptr + stat_offsets, dot, mask=in_p)
+        tl.store(stats_ptr + N * P + stat_offsets, norm_s, mask=in_p)
+        tl.store(stats_ptr + 2 * N * P + stat_offsets, norm_t, mask=in_p)
+    # cos = s.t / (max(|s|, eps) * max(|t|, eps)), as torch's cosine_similarity.
+    clamped_s = tl.maximum(norm_s, eps)
+    clamped_t = tl.maximum(norm_t, eps)
+    cos = dot / (clamped_s * clamped_t)
+    if WRITE_E:
+        tl.store(e_ptr + stat_offsets, 1.0 - cos, mask=in_p)
+    if WRITE_PARTIAL:
+        tl.store(partial_ptr + tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
+                 tl.sum(tl.where(in_p, 1.0 - cos, 0.0), axis=0))  # fmt: skip
+    if STUDENT_GRAD or TEACHER_GRAD:
+        # d(1 - cos)/ds = cos * s / |s|^2 - t / (|s| |t|); a norm under eps is a constant (as in torch).
+        grad = tl.zeros([BLOCK_P], dtype=tl.float32) + grad_scale
+        if HAS_UPSTREAM:
+            grad = grad * tl.load(g_ptr + stat_offsets, mask=in_p, other=0.0)
+        cross = grad / (clamped_s * clamped_t)
+        self_s = tl.where(norm_s > eps, grad * cos / (norm_s * clamped_s), 0.0)
+        self_t = tl.where(norm_t > eps, grad * cos / (norm_t * clamped_t), 0.0)
+        for c0 in range(0, C, BLOCK_C):
+            c = (c0 + channels)[:, None].to(tl.int64)
+            tile = (c < C) & in_p[None, :]
+            s = tl.load(s_base + c * s_sc, mask=tile, other=0.0).to(tl.float32)
+            t = tl.load(t_base + c * t_sc, mask=tile, other=0.0).to(tl.float32)
+            if STUDENT_GRAD:
+                ds = self_s[None, :] * s - cross[None, :] * t
+                tl.store(ds_ptr + n * s_sn + positions[None, :] * s_sp + c * s_sc, ds.to(ds_ptr.dtype.element_ty),
+                         mask=tile)  # fmt: skip
+            if TEACHER_GRAD:
+                dt = self_t[None, :] * t - cross[None, :] * s
+                tl.store(dt_ptr + n * t_sn + positions[None, :] * t_sp + c * t_sc, dt.to(dt_ptr.dtype.element_ty),
+                         mask=tile)  # fmt: skip
+
+
+def _grid_elementwise(n_elements: int) -> tuple[int]:
+    return (triton.cdiv(n_elements, ELEMENTWISE_BLOCK),)
+
+
+def _grid_cosine(channels_positions: Tensor) -> tuple[int, int]:
+    n_samples, _, n_positions = channels_positions.shape
+    return (triton.cdiv(n_positions, COSINE_BLOCK_P), n_samples)
+
+
+def _maybe_empty_like(x: Tensor, wanted: bool) -> Tensor:
+    return torch.empty_like(x) if wanted else x.new_empty(0)
+
+
+@torch.library.custom_op("gankd::feature_match_elementwise", mutates_args=())
+def _elementwise_op(
+    student: Tensor, teacher: Tensor, kind: str, reduction: str, student_grad: bool, teacher_grad: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """student and teacher dense with equal strides. "mean"/"sum": (loss, ds, dt) for upstream 1;
+    "none": (per-element loss shaped and laid out like student, [0], [0])."""
+    n_elements = student.numel()
+    grid = _grid_elementwise(n_elements)
+    per_element = reduction == "none"
+    e = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty(0, dtype=torch.float32)
+    partials = student.new_empty(0 if per_element else grid[0], dtype=torch.float32)
+    grad_s = _maybe_empty_like(student, student_grad and not per_element)
+    grad_t = _maybe_empty_like(teacher, teacher_grad and not per_element)
+    _elementwise_match_kernel[grid](
+        student, teacher, student, e, partials, grad_s, grad_t, n_elements,
+        1.0 / n_elements if reduction == "mean" else 1.0, KIND=_KIND_CODE[kind], WRITE_E=per_element,
+        WRITE_PARTIAL=not per_element, HAS_UPSTREAM=False, STUDENT_GRAD=grad_s.numel() > 0,
+        TEACHER_GRAD=grad_t.numel() > 0, BLOCK=ELEMENTWISE_BLOCK,
+    )  # fmt: skip
+    return (e if per_element else reduce_partials(partials, n_elements, reduction)), grad_s, grad_t
+
+
+@_elementwise_op.register_fake
+def _elementwise_fake(student, teacher, kind, reduction, student_grad, teacher_grad):
+    per_element = reduction == "none"
+    loss = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
+    return (loss, _maybe_empty_like(student, student_grad and not per_element),
+            _maybe_empty_like(teacher, teacher_grad and not per_element))  # fmt: skip
+
+
+@torch.library.custom_op("gankd::feature_match_elementwise_grad", mutates_args=())
+def _elementwise_grad_op(
+    student: Tensor, teacher: Tensor, grad_e: Tensor, kind: str, student_grad: bool, teacher_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """Gradients of sum(grad_e * e) for reduction "none"; grad_e has student's strides."""
+    grad_s = _maybe_empty_like(student, student_grad)
+    grad_t = _maybe_empty_like(teacher, teacher_grad)
+    n_elements = student.numel()
+    _elementwise_match_kernel[_grid_elementwise(n_elements)](
+        student, teacher, grad_e, grad_e, grad_e, grad_s, grad_t, n_elements, 1.0, KIND=_KIND_CODE[kind],
+        WRITE_E=False, WRITE_PARTIAL=False, HAS_UPSTREAM=True, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
+        BLOCK=ELEMENTWISE_BLOCK,
+    )  # fmt: skip
+    return grad_s, grad_t
+
+
+@_elementwise_grad_op.register_fake
+def _elementwise_grad_fake(student, teacher, grad_e, kind, student_grad, teacher_grad):
+    return _maybe_empty_like(student, student_grad), _maybe_empty_like(teacher, teacher_grad)
+
+
+@torch.library.custom_op("gankd::feature_match_cosine", mutates_args=())
+def _cosine_op(
+    student: Tensor, teacher: Tensor, reduction: str, student_grad: bool, teacher_grad: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """student, teacher [N, C, P] dense. Returns (loss or per-position [N, P], ds, dt, stats [3, N, P])."""
+    n_samples, n_channels, n_positions = student.shape
+    grid = _grid_cosine(student)
+    per_position = reduction == "none"
+    stats = student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
+    e = student.new_empty((n_samples, n_positions) if per_position else 0, dtype=torch.float32)
+    partials = student.new_empty(0 if per_position else grid[0] * grid[1], dtype=torch.float32)
+    grad_s = _maybe_empty_like(student, student_grad and not per_position)
+    grad_t = _maybe_empty_like(teacher, teacher_grad and not per_position)
+    count = n_samples * n_positions
+    _cosine_match_kernel[grid](
+        student, *student.stride(), teacher, *teacher.stride(), stats, stats, e, partials, grad_s, grad_t,
+        n_samples, n_channels, n_positions, 1.0 / count if reduction == "mean" else 1.0, COSINE_EPS,
+        STATS_IN=False, WRITE_E=per_position, WRITE_PARTIAL=not per_position, HAS_UPSTREAM=False,
+        STUDENT_GRAD=grad_s.numel() > 0, TEACHER_GRAD=grad_t.numel() > 0, BLOCK_C=COSINE_BLOCK_C,
+        BLOCK_P=COSINE_BLOCK_P,
+    )  # fmt: skip
+    return (e if per_position else reduce_partials(partials, count, reduction)), grad_s, grad_t, stats
+
+
+@_cosine_op.register_fake
+def _cosine_fake(student, teacher, reduction, student_grad, teacher_grad):
+    n_samples, _, n_positions = student.shape
+    per_position = reduction == "none"
+    loss = student.new_empty((n_samples, n_positions) if per_position else (), dtype=torch.float32)
+    return (loss, _maybe_empty_like(student, student_grad and not per_position),
+            _maybe_empty_like(teacher, teacher_grad and not per_position),
+            student.new_empty((3, n_samples, n_positions), dtype=torch.float32))  # fmt: skip
+
+
+@torch.library.custom_op("gankd::feature_match_cosine_grad", mutates_args=())
+def _cosine_grad_op(
+    student: Tensor, teacher: Tensor, stats: Tensor, grad_e: Tensor, student_grad: bool, teacher_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """Gradients of sum(grad_e * (1 - cos)) from the saved per-position stats; grad_e [N, P] contiguous."""
+    grad_s = _maybe_empty_like(student, student_grad)
+    grad_t = _maybe_empty_like(teacher, teacher_grad)
+    n_samples, n_channels, n_positions = student.shape
+    _cosine_match_kernel[_grid_cosine(student)](
+        student, *student.stride(), teacher, *teacher.stride(), stats, grad_e, grad_e, grad_e, grad_s, grad_t,
+        n_samples, n_channels, n_positions, 1.0, COSINE_EPS, STATS_IN=True, WRITE_E=False, WRITE_PARTIAL=False,
+        HAS_UPSTREAM=True, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_C=COSINE_BLOCK_C,
+        BLOCK_P=COSINE_BLOCK_P,
+    )  # fmt: skip
+    return grad_s, grad_t
+
+
+@_cosine_grad_op.register_fake
+def _cosine_grad_fake(student, teacher, stats, grad_e, student_grad, teacher_grad):
+    return _maybe_empty_like(student, student_grad), _maybe_empty_like(teacher, teacher_grad)
+
+
+def _setup_elementwise(ctx, inputs, output):
+    student, teacher, ctx.kind, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
+    _, grad_s, grad_t = output
+    ctx.mark_non_differentiable(grad_s, grad_t)
+    if ctx.reduction == "none":
+        ctx.save_for_backward(student, teacher)
+    else:
+        ctx.save_for_backward(grad_s, grad_t)
+
+
+def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
+    if ctx.reduction == "none":
+        student, teacher = ctx.saved_tensors
+        grad_s, grad_t = _elementwise_grad_op(student, teacher, like_layout(grad_loss, student), ctx.kind,
+                                              ctx.student_grad, ctx.teacher_grad)  # fmt: skip
+    else:
+        # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
+        grad_s, grad_t = ctx.saved_tensors
+        for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
+            if wanted:
+                scale_by_scalar_(grad, grad_loss)
+    return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None, None, None, None, None)
+
+
+def _setup_cosine(ctx, inputs, output):
+    student, teacher, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
+    _, grad_s, grad_t, stats = output
+    ctx.mark_non_differentiable(grad_s, grad_t, stats)
+    if ctx.reduction == "none":
+        ctx.save_for_backward(student, teacher, stats)
+    else:
+        ctx.save_for_backward(grad_s, grad_t)
+
+
+def _backward_cosine(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_stats):
+    if ctx.reduction == "none":
+        student, teacher, stats = ctx.saved_tensors
+        grad_s, grad_t = _cosine_grad_op(student, teacher, stats, grad_loss.contiguous(), ctx.student_grad,
+                                         ctx.teacher_grad)  # fmt: skip
+    else:
+        grad_s, grad_t = ctx.saved_tensors
+        for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
+            if wanted:
+                scale_by_scalar_(grad, grad_loss)
+    return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None, None, None, None)
+
+
+_elementwise_op.register_autograd(_backward_elementwise, setup_context=_setup_elementwise)
+_cosine_op.register_autograd(_backward_cosine, setup_context=_setup_cosine)
+
+
+def _check_feature_match(student, teacher, kind, reduction) -> None:
+    check_pair(student, teacher, reduction)
+    check_choice("kind", kind, KINDS)
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"student and teacher must have the same shape, got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+
+
+def feature_match_ref(student: Tensor, teacher: Tensor, *, kind: str = "mse", reduction: str = "mean") -> Tensor:
+    """Pure-PyTorch specification of `feature_match` (fp32 or wider accumulation); same arguments, no `impl`."""
+    _check_feature_match(student, teacher, kind, reduction)
+    compute_dtype = torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
+    student, teacher = student.to(compute_dtype), teacher.to(compute_dtype)
+    if kind == "mse":
+        per_element = (student - teacher).square()
+    elif kind == "l1":
+        per_element = (student - teacher).abs()
+    elif kind == "smooth_l1":
+        per_element = F.smooth_l1_loss(student, teacher, reduction="none", beta=1.0)
+    else:
+        per_element = 1.0 - F.cosine_similarity(student, teacher, dim=1, eps=COSINE_EPS)
+    if reduction == "none":
+        return per_element
+    return per_element.sum() / max(per_element.numel(), 1) if reduction == "mean" else per_element.sum()
+
+
+def feature_match(
+    student: Tensor, teacher: Tensor, *, kind: str = "mse", reduction: str = "mean", impl: str = "auto"
+) -> Tensor:
+    """Match a student feature map to the teacher's, elementwise or by cosine along channels.
+
+    Per element e = (s - t)^2 ("mse"), |s - t| ("l1"), or Huber with beta 1 ("smooth_l1", as
+    torch.nn.functional.smooth_l1_loss); "cosine" gives one e = 1 - cos(s, t) per position, the cosine
+    taken along dim 1 (eps 1e-8 as torch.nn.functional.cosine_similarity).
+
+    Args:
+        student: [N, C, *spatial] or [N, C] float16/bfloat16/float32 (float64 on the reference path).
+            Contiguous and channels_last maps are read in place, without copies.
+        teacher: same shape and device; its dtype may differ. Gets a gradient when it requires grad.
+        kind: "mse", "l1", "smooth_l1" or "cosine".
+        reduction: "mean" (over all e), "sum", or "none" (e itself: the input's shape, or [N, *spatial]
+            for cosine).
+        impl: "auto" (Triton for CUDA tensors when available, else the reference), "triton", "reference".
+
+    Returns:
+        float32 loss (float64 for float64 inputs), a scalar unless reduction="none".
+    """
+    _check_feature_match(student, teacher, kind, reduction)
+    float64 = torch.float64 in (student.dtype, teacher.dtype)
+    if impl == "triton" and float64:
+        raise TypeError("feature_match(impl='triton') computes in float32; float64 inputs run with impl='reference'")
+    if not use_triton(impl, "feature_match", student.device) or float64 or student.numel() == 0:
+        return feature_match_ref(student, teacher, kind=kind, reduction=reduction)
+    student_grad = student.requires_grad and torch.is_grad_enabled()
+    teacher_grad = teacher.requires_grad and torch.is_grad_enabled()
+    if kind == "cosine":
+        loss = _cosine_op(as_channels_positions(student), as_channels_positions(teacher), reduction, student_grad,
+                          teacher_grad)[0]  # fmt: skip
+        return loss.reshape(student.shape[:1] + student.shape[2:]) if reduction == "none" else loss
+    dense_student = student if dense_layout(student) else student.contiguous()
+    return _elementwise_op(dense_student, like_layout(teacher, dense_student), kind, reduction, student_grad,
+                           teacher_grad)[0]  # fmt: skip
