@@ -4,7 +4,16 @@ Depends on torch, and on Triton when present; never on the rest of gankd, so oth
 `from gankd.kernels import softmax_kl` alone.
 """
 
+from .attention_transfer import attention_transfer, attention_transfer_ref
 from .feature_match import feature_match, feature_match_ref
 from .softmax_kl import check_softmax_kl_options, softmax_kl, softmax_kl_ref
 
-__all__ = ["check_softmax_kl_options", "feature_match", "feature_match_ref", "softmax_kl", "softmax_kl_ref"]
+__all__ = [
+    "attention_transfer",
+    "attention_transfer_ref",
+    "check_softmax_kl_options",
+    "feature_match",
+    "feature_match_ref",
+    "softmax_kl",
+    "softmax_kl_ref",
+]
