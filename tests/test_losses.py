@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from gankd.kernels import softmax_kl_ref
-from gankd.losses import KDLoss
+from gankd.kernels import attention_transfer_ref, feature_match_ref, softmax_kl_ref
+from gankd.losses import AttentionTransferLoss, FeatureMatchLoss, KDLoss
 
 
 def test_kd_loss_matches_the_function_with_the_same_options():
@@ -35,3 +35,33 @@ def test_kd_loss_matches_the_function_with_the_same_options():
 def test_kd_loss_rejects_bad_options_at_construction(options, error, message):
     with pytest.raises(error, match=message):
         KDLoss(**options)
+
+
+def test_feature_modules_match_their_functions():
+    torch.manual_seed(1)
+    student = torch.randn(2, 4, 5, 5, requires_grad=True)
+    teacher = torch.randn(2, 4, 5, 5)
+    assert torch.equal(FeatureMatchLoss("cosine")(student, teacher), feature_match_ref(student, teacher, kind="cosine"))
+    wide_teacher = torch.randn(2, 9, 5, 5)
+    attention = AttentionTransferLoss(p=1.5, reduction="sum")
+    assert torch.allclose(attention(student, wide_teacher),
+                          attention_transfer_ref(student, wide_teacher, p=1.5, reduction="sum"))  # fmt: skip
+    attention(student, wide_teacher).backward()
+    assert student.grad is not None
+    assert "kind='cosine'" in repr(FeatureMatchLoss("cosine")) and "p=1.5" in repr(attention)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: FeatureMatchLoss("huber"), "kind"),
+        (lambda: FeatureMatchLoss(reduction="batchmean"), "reduction"),
+        (lambda: FeatureMatchLoss(impl="cuda"), "impl"),
+        (lambda: AttentionTransferLoss(p=0), "p must be"),
+        (lambda: AttentionTransferLoss(p=float("inf")), "p must be"),
+        (lambda: AttentionTransferLoss(reduction="avg"), "reduction"),
+    ],
+)
+def test_feature_modules_reject_bad_options(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()

@@ -1,0 +1,137 @@
+"""attention_transfer: the Triton kernels against the reference and an independent float64 computation."""
+
+import importlib
+import re
+
+import pytest
+import torch
+from compare import loss_and_grads, relative_error
+
+from gankd.kernels import attention_transfer, attention_transfer_ref
+
+attention_module = importlib.import_module("gankd.kernels.attention_transfer")
+
+REDUCTIONS = ("mean", "sum", "none")
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+GRAD_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+LOSS_TOL = {torch.float32: 1e-5, torch.float16: 1e-5, torch.bfloat16: 1e-5}
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(attention_module, "BLOCK_C", 4)
+    monkeypatch.setattr(attention_module, "BLOCK_P", 16)
+
+
+def oracle(student, teacher, *, p, reduction):
+    """float64 attention-transfer loss written independently of the reference."""
+
+    def attention(x):
+        q = (x.double().abs() ** p).sum(1).flatten(1) / x.shape[1]
+        return q / q.square().sum(1, keepdim=True).sqrt().clamp(min=1e-12)
+
+    e = (attention(student) - attention(teacher)).square().reshape(student.shape[:1] + student.shape[2:])
+    return e if reduction == "none" else (e.mean() if reduction == "mean" else e.sum())
+
+
+def compare(student, teacher, record_error, label, dtype=torch.float32, **kwargs):
+    inputs = dict(student=student.requires_grad_(True), teacher=teacher.requires_grad_(True))
+    kernel = loss_and_grads(attention_transfer, inputs, impl="triton", **kwargs)
+    reference = loss_and_grads(attention_transfer_ref, inputs, **kwargs)
+    exact = loss_and_grads(oracle, {k: v.double().requires_grad_(True) for k, v in inputs.items()}, **kwargs)
+    assert kernel[0].dtype == torch.float32 and kernel[0].shape == exact[0].shape
+    checks = [("loss", LOSS_TOL[dtype], kernel[0], reference[0], exact[0])]
+    checks += [(f"grad_{k}", GRAD_TOL[dtype], kernel[1][k], reference[1][k], exact[1][k]) for k in inputs]
+    for name, tol, got, ref, truth in checks:
+        if name != "loss":
+            assert got.dtype == inputs[name[5:]].dtype and got.stride() == inputs[name[5:]].stride(), name
+        record_error(f"attention_transfer {label} {name} vs reference", relative_error(got, ref))
+        record_error(f"attention_transfer {label} {name} vs float64", relative_error(got, truth))
+        assert relative_error(got, ref) <= tol, name
+        assert relative_error(got, truth) <= tol, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("p", [2, 1, 1.5])
+def test_matches_reference_and_float64(p, reduction, dtype, device, small_blocks, record_error):
+    torch.manual_seed(0)
+    # Different channel counts (5 and 11, both odd); 7 x 9 positions over 16-wide position blocks.
+    student = torch.randn(2, 5, 7, 9, device=device).to(dtype)
+    teacher = torch.randn(2, 11, 7, 9, device=device).to(dtype)
+    compare(student, teacher, record_error, f"p={p} {str(dtype)[6:]}", dtype, p=p, reduction=reduction)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "mixed", "3d"])
+def test_layouts(layout, device, small_blocks, record_error):
+    torch.manual_seed(1)
+    if layout == "3d":
+        student, teacher = torch.randn(3, 6, 50, device=device), torch.randn(3, 2, 50, device=device)
+    else:
+        student = torch.randn(2, 6, 5, 7, device=device).to(memory_format=torch.channels_last)
+        teacher = torch.randn(2, 9, 5, 7, device=device)
+        if layout == "channels_last":
+            teacher = teacher.to(memory_format=torch.channels_last)
+    for reduction in REDUCTIONS:
+        compare(student, teacher, record_error, "layouts", p=2, reduction=reduction)
+
+
+def test_teacher_without_grad_and_compile(device):
+    torch.manual_seed(2)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1).to(device)
+    inputs, teacher = torch.randn(2, 3, 6, 6, device=device), torch.randn(2, 8, 6, 6, device=device)
+
+    def forward(impl):
+        return attention_transfer(conv(inputs), teacher, impl=impl) * 3.0
+
+    results = []
+    for fn, impl in ((torch.compile(forward, fullgraph=True, backend="aot_eager"), "triton"), (forward, "reference")):
+        conv.zero_grad()
+        loss = fn(impl)
+        loss.backward()
+        results.append((loss.detach(), conv.weight.grad.clone()))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
+    assert relative_error(results[0][1], results[1][1]) < 1e-5
+
+
+def test_identical_attention_gives_zero(device):
+    features = torch.randn(2, 4, 5, 5, device=device)
+    # Scaling the features does not change the normalized map: loss 0 whatever the channel count.
+    loss = attention_transfer(features, torch.cat([features, features], 1) * 3.0, impl="triton")
+    assert loss.abs().item() < 1e-7
+
+
+MAP = torch.randn(2, 3, 4, 4)
+BAD_INPUTS = [
+    (dict(teacher=torch.randn(3, 3, 4, 4)), ValueError, "same batch size and spatial sizes"),
+    (dict(teacher=torch.randn(2, 3, 4, 5)), ValueError, "got (2, 3, 4, 4) and (2, 3, 4, 5)"),
+    (dict(p=0), ValueError, "p must be > 0"),
+    (dict(p=-1.0), ValueError, "p must be > 0"),
+    (dict(p=float("nan")), ValueError, "p must be finite"),
+    (dict(p="2"), TypeError, "p must be a real number"),
+    (dict(student=MAP.long()), TypeError, "student must be float16"),
+    (dict(reduction="batchmean"), ValueError, "reduction must be one of"),
+    (dict(impl="fast"), ValueError, "impl must be one of"),
+    (dict(teacher=MAP.to("meta")), ValueError, "same device"),
+]
+
+
+@pytest.mark.parametrize("arguments, error, message", BAD_INPUTS)
+@pytest.mark.parametrize("function", [attention_transfer, attention_transfer_ref])
+def test_bad_input_is_named(function, arguments, error, message):
+    call = dict(student=MAP, teacher=MAP.clone()) | arguments
+    if function is attention_transfer_ref and "impl" in arguments:
+        function = attention_transfer
+    with pytest.raises(error, match=re.escape(message)):
+        function(**call)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_large_feature_maps(dtype, device, record_error):
+    if device.type != "cuda":
+        pytest.skip("needs a CUDA device (compiled Triton kernel)")
+    torch.manual_seed(3)
+    student = torch.randn(8, 256, 64, 64, device=device).to(dtype)
+    teacher = torch.randn(8, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
+    compare(student, teacher, record_error, "large", dtype, p=2, reduction="mean")
