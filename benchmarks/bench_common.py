@@ -3,8 +3,10 @@
 import csv
 import math
 import platform
+import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -67,6 +69,53 @@ def copy_bandwidth_gbps(device: torch.device, megabytes: int | None = None) -> f
             times.append(time.perf_counter() - start)
         ms = sorted(times)[len(times) // 2] * 1e3
     return moved / ms / 1e6
+
+
+def time_forward_backward(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor, reps: int) -> float:
+    """Median milliseconds of one forward+backward of loss_fn(student, teacher) (do_bench on CUDA)."""
+
+    def step():
+        student.grad = None
+        loss_fn(student, teacher).backward()
+
+    if student.device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(step, warmup=25, rep=max(reps, 100), return_mode="median")
+    step()  # warm-up (and compilation)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_extra_mb(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor) -> float:
+    """Peak device memory above the inputs during one forward+backward (CUDA only), in MB."""
+    if student.device.type != "cuda":
+        return float("nan")
+    student.grad = None
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    loss_fn(student, teacher).backward()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - baseline) / 1e6
+
+
+def measure(kernel: str, provider: str, dtype_name: str, loss_fn: Callable, student: torch.Tensor,
+            teacher: torch.Tensor, bytes_moved: int, bandwidth: float, env: dict, reps: int) -> dict:  # fmt: skip
+    """Time one provider on one input pair and print and return its CSV row."""
+    ms = time_forward_backward(loss_fn, student, teacher, reps)
+    gbps = bytes_moved / ms / 1e6
+    row = dict(kernel=kernel, provider=provider, dtype=dtype_name, shape="x".join(map(str, student.shape)), ms=ms,
+               gbps=gbps, bw_fraction=gbps / bandwidth, peak_extra_mb=peak_extra_mb(loss_fn, student, teacher),
+               **env)  # fmt: skip
+    peak = "n/a" if math.isnan(row["peak_extra_mb"]) else f"{row['peak_extra_mb']:.1f} MB"
+    print(f"{kernel:>20} {provider:>14} {dtype_name} {row['shape']:>15}: {ms:9.3f} ms {gbps:8.1f} GB/s "
+          f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
+    return row
 
 
 def append_rows(path: Path, rows: list[dict], columns: list[str] = KERNEL_COLUMNS) -> None:

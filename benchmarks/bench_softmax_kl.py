@@ -10,9 +10,6 @@ providers run, and the script says which rows are missing.
 """
 
 import argparse
-import math
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from bench_common import (
     append_rows,
     copy_bandwidth_gbps,
     environment,
+    measure,
     parse_shapes,
 )
 from gankd.kernels import softmax_kl, softmax_kl_ref
@@ -62,39 +60,6 @@ def make_provider(name: str, device: torch.device) -> Callable | None:
     raise ValueError(f"unknown provider {name!r}; choose from {PROVIDERS}")
 
 
-def time_forward_backward(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor, reps: int) -> float:
-    """Median milliseconds of one forward+backward."""
-
-    def step():
-        student.grad = None
-        loss_fn(student, teacher).backward()
-
-    if student.device.type == "cuda":
-        import triton.testing
-
-        return triton.testing.do_bench(step, warmup=25, rep=max(reps, 100), return_mode="median")
-    step()  # warm-up (and compilation)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def peak_extra_mb(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor) -> float:
-    """Peak device memory above the inputs during one forward+backward (CUDA only), in MB."""
-    if student.device.type != "cuda":
-        return float("nan")
-    student.grad = None
-    torch.cuda.synchronize()
-    baseline = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    loss_fn(student, teacher).backward()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - baseline) / 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default=None, help=f"NxV list (default {DEFAULT_SHAPES}; smaller on CPU)")
@@ -128,15 +93,9 @@ def main() -> None:
                 torch.manual_seed(0)
                 student = torch.randn(n_rows, n_classes, device=device, dtype=dtype).requires_grad_(True)
                 teacher = torch.randn(n_rows, n_classes, device=device, dtype=dtype)
-                ms = time_forward_backward(loss_fn, student, teacher, args.reps)
-                gbps = 3 * student.numel() * student.element_size() / ms / 1e6
-                row = dict(kernel="softmax_kl", provider=provider, dtype=dtype_name, shape=f"{n_rows}x{n_classes}",
-                           ms=ms, gbps=gbps, bw_fraction=gbps / bandwidth,
-                           peak_extra_mb=peak_extra_mb(loss_fn, student, teacher), **env)  # fmt: skip
-                rows.append(row)
-                peak = "n/a" if math.isnan(row["peak_extra_mb"]) else f"{row['peak_extra_mb']:.1f} MB"
-                print(f"{provider:>14} {dtype_name} {row['shape']:>13}: {ms:9.3f} ms {gbps:8.1f} GB/s "
-                      f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
+                bytes_moved = 3 * student.numel() * student.element_size()
+                rows.append(measure("softmax_kl", provider, dtype_name, loss_fn, student, teacher, bytes_moved,
+                                    bandwidth, env, args.reps))  # fmt: skip
                 del student, teacher
     append_rows(args.out, rows)
     print(f"appended {len(rows)} rows to {args.out}")

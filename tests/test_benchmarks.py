@@ -33,3 +33,15 @@ def test_bench_softmax_kl_appends_rows_and_plot_draws_them(tmp_path):
     assert plotted.returncode == 0, plotted.stderr
     images = list(tmp_path.glob("softmax_kl_*.png"))
     assert len(images) == 1 and images[0].stat().st_size > 10_000
+
+
+def test_bench_feature_match_appends_a_row_per_op(tmp_path):
+    out = tmp_path / "kernels.csv"
+    command = [sys.executable, str(BENCHMARKS / "bench_feature_match.py"), "--shapes", "2x3x5x5", "--dtypes", "bf16",
+               "--providers", "reference", "--reps", "1", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["kernel"] for row in rows] == ["feature_match_mse", "feature_match_cosine", "attention_transfer"]
+    assert all(row["shape"] == "2x3x5x5" and float(row["gbps"]) > 0 for row in rows)
