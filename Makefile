@@ -24,6 +24,7 @@ test: $(VENV)/.installed
 # Full kernel benchmark into the committed results, and its plots.
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_softmax_kl.py
+	$(PY) benchmarks/bench_feature_match.py
 	$(PY) benchmarks/plot.py
 
 plot: $(VENV)/.installed

@@ -71,6 +71,13 @@ def copy_bandwidth_gbps(device: torch.device, megabytes: int | None = None) -> f
     return moved / ms / 1e6
 
 
+def compiled(fn: Callable) -> Callable:
+    """torch.compile of fn with Dynamo's caches cleared first, so each measured case compiles afresh and
+    earlier cases cannot exhaust the recompile limit (which silently falls back to eager)."""
+    torch._dynamo.reset()
+    return torch.compile(fn)
+
+
 def time_forward_backward(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor, reps: int) -> float:
     """Median milliseconds of one forward+backward of loss_fn(student, teacher) (do_bench on CUDA)."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import DTYPES, append_rows, copy_bandwidth_gbps, environment, measure, parse_shapes
+from bench_common import DTYPES, append_rows, compiled, copy_bandwidth_gbps, environment, measure, parse_shapes
 from gankd.kernels import attention_transfer, attention_transfer_ref, feature_match, feature_match_ref
 
 DEFAULT_SHAPES = "16x256x64x64,16x512x32x32"
@@ -71,11 +71,9 @@ def main() -> None:
         for op in args.ops.split(","):
             if op not in OPS:
                 raise SystemExit(f"unknown op {op!r}; choose from {OPS}")
-            loss_fn = loss_of(op, provider)
-            if provider == "torch_compile":
-                loss_fn = torch.compile(loss_fn)
             for dtype_name in args.dtypes.split(","):
                 for shape in shapes:
+                    loss_fn = compiled(loss_of(op, provider)) if provider == "torch_compile" else loss_of(op, provider)
                     torch.manual_seed(0)
                     student = torch.randn(shape, device=device, dtype=DTYPES[dtype_name]).requires_grad_(True)
                     teacher = torch.randn(shape, device=device, dtype=DTYPES[dtype_name])

@@ -18,6 +18,7 @@ import torch
 from bench_common import (
     DTYPES,
     append_rows,
+    compiled,
     copy_bandwidth_gbps,
     environment,
     measure,
@@ -37,7 +38,7 @@ def make_provider(name: str, device: torch.device) -> Callable | None:
     if name == "reference":
         return lambda s, t: softmax_kl_ref(s, t, TEMPERATURE)
     if name == "torch_compile":
-        return torch.compile(lambda s, t: softmax_kl_ref(s, t, TEMPERATURE))
+        return compiled(lambda s, t: softmax_kl_ref(s, t, TEMPERATURE))
     if name == "gankd_triton":
         return (lambda s, t: softmax_kl(s, t, TEMPERATURE, impl="triton")) if device.type == "cuda" else None
     if name == "liger":
@@ -84,12 +85,12 @@ def main() -> None:
     rows = []
     missing = []
     for provider in args.providers.split(","):
-        loss_fn = make_provider(provider, device)
-        if loss_fn is None:
+        if make_provider(provider, device) is None:
             missing.append(provider)
             continue
         for dtype_name, dtype in zip(args.dtypes.split(","), dtypes, strict=True):
             for n_rows, n_classes in shapes:
+                loss_fn = make_provider(provider, device)  # afresh per case: compiled providers recompile cleanly
                 torch.manual_seed(0)
                 student = torch.randn(n_rows, n_classes, device=device, dtype=dtype).requires_grad_(True)
                 teacher = torch.randn(n_rows, n_classes, device=device, dtype=dtype)
