@@ -60,7 +60,7 @@ def _channel_power_mean_kernel(
     BLOCK_P: tl.constexpr,
 ):
     n = tl.program_id(1).to(tl.int64)
-    positions = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    positions = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_p = positions < P
     base = x_ptr + n * x_sn + positions[None, :] * x_sp
     total = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -88,7 +88,7 @@ def _channel_power_mean_grad_kernel(
     BLOCK_P: tl.constexpr,
 ):
     n = tl.program_id(1).to(tl.int64)
-    positions = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    positions = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_p = positions < P
     dq = tl.load(dq_ptr + n * P + positions, mask=in_p, other=0.0) * inv_channels
     offsets = n * x_sn + positions[None, :] * x_sp

@@ -110,7 +110,7 @@ def _cosine_match_kernel(
     BLOCK_P: tl.constexpr,
 ):
     n = tl.program_id(1).to(tl.int64)
-    positions = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    positions = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_p = positions < P
     channels = tl.arange(0, BLOCK_C)
     s_base = s_ptr + n * s_sn + positions[None, :] * s_sp
