@@ -1,0 +1,41 @@
+"""ONNX export of a student, checked against PyTorch with onnxruntime, with the ONNX model's CPU latency."""
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, *, repeats: int = 20) -> dict:
+    """Export `model` to ONNX at `path` (batch dimension dynamic), run it with onnxruntime on the CPU and compare.
+
+    Returns: path, max_abs_diff against the PyTorch model on `example_inputs`, onnx_cpu_latency_ms (median of
+    `repeats` runs at the example batch), opset. Needs the `export` extra (onnx, onnxruntime).
+    """
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'gankd[export]'") from error
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    example_inputs = tuple(x.cpu() for x in example_inputs)
+    names = [f"input_{i}" for i in range(len(example_inputs))]
+    opset = 17
+    torch.onnx.export(model, example_inputs, str(path), input_names=names, output_names=["output"],
+                      dynamic_axes={name: {0: "batch"} for name in names + ["output"]}, opset_version=opset,
+                      dynamo=False)  # fmt: skip
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {name: x.numpy() for name, x in zip(names, example_inputs, strict=True)}
+    with torch.no_grad():
+        expected = model(*example_inputs)
+    produced = torch.from_numpy(session.run(None, feed)[0])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - start) * 1e3)
+    return dict(path=str(path), max_abs_diff=(produced - expected).abs().max().item(),
+                onnx_cpu_latency_ms=statistics.median(times), opset=opset)  # fmt: skip

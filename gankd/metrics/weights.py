@@ -1,0 +1,84 @@
+"""Standard metric weights from local files only: where to find them, and checking they are the right ones.
+
+Each file is looked up, in order, at an explicit path (argument or config key), at the path in an
+environment variable, and in torch hub's checkpoint cache under the name the upstream package would
+download it to. The file's SHA-256 must start with the prefix upstream publishes in that name. Nothing
+is ever downloaded: a missing or wrong file raises `MetricWeightsError` saying what to put where.
+"""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class MetricWeightsError(FileNotFoundError):
+    """The weights a standard metric needs are missing or are not the published file."""
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A published weights file: its canonical name, SHA-256 prefix, environment variable and purpose."""
+
+    filename: str
+    sha256_prefix: str
+    env_var: str
+    used_for: str
+
+
+INCEPTION_V3 = WeightsFile(
+    filename="weights-inception-2015-12-05-6726825d.pth",
+    sha256_prefix="6726825d",
+    env_var="GANKD_INCEPTION_WEIGHTS",
+    used_for="standard FID/KID (torch-fidelity's inception-v3-compat)",
+)
+LPIPS_BACKBONES = {
+    "alex": WeightsFile("alexnet-owt-7be5be79.pth", "7be5be79", "GANKD_LPIPS_BACKBONE", "LPIPS (AlexNet backbone)"),
+    "vgg": WeightsFile("vgg16-397923af.pth", "397923af", "GANKD_LPIPS_BACKBONE", "LPIPS (VGG16 backbone)"),
+}
+
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def hub_checkpoint_path(weights: WeightsFile) -> Path:
+    """Where torch hub (and so torch-fidelity and torchvision) would keep the file."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.filename
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, cached by (path, size, mtime) so repeated evaluations hash it once."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        _verified[key] = digest.hexdigest()
+    return _verified[key]
+
+
+def resolve_weights(weights: WeightsFile, explicit_path: str | os.PathLike | None = None) -> Path:
+    """The verified local path of `weights`, or MetricWeightsError naming the file and where to put it."""
+    if explicit_path is not None:
+        source, path = "the path given", Path(explicit_path)
+    elif os.environ.get(weights.env_var):
+        source, path = f"${weights.env_var}", Path(os.environ[weights.env_var])
+    else:
+        source, path = "the torch hub cache", hub_checkpoint_path(weights)
+    if not path.is_file():
+        raise MetricWeightsError(
+            f"{weights.used_for} needs the file {weights.filename} (SHA-256 starting {weights.sha256_prefix}); "
+            f"{source} points to {path}, which does not exist. gankd never downloads: copy the file there, "
+            f"or set {weights.env_var}=/path/to/{weights.filename}, or pass its path explicitly "
+            f"(the torch hub cache is {hub_checkpoint_path(weights).parent})."
+        )
+    digest = sha256_of(path)
+    if not digest.startswith(weights.sha256_prefix):
+        raise MetricWeightsError(
+            f"{path} (from {source}) is not {weights.filename}: its SHA-256 starts {digest[:8]}, the published "
+            f"file's starts {weights.sha256_prefix}. Standard {weights.used_for} needs exactly that file."
+        )
+    return path
