@@ -138,5 +138,5 @@ def test_onnx_export_matches_pytorch(tmp_path):
     pytest.importorskip("onnxruntime")
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.ConvTranspose2d(8, 3, 4, 2, 1), torch.nn.Tanh())  # fmt: skip
-    result = export_onnx(model, (torch.randn(2, 3, 8, 8),), tmp_path / "student.onnx", repeats=3)
+    result = export_onnx(model, (torch.randn(1, 3, 8, 8),), tmp_path / "student.onnx", repeats=3)
     assert Path(result["path"]).is_file() and result["max_abs_diff"] < 1e-5 and result["onnx_cpu_latency_ms"] > 0

@@ -12,21 +12,22 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, *, re
     """Export `model` to ONNX at `path` (batch dimension dynamic), run it with onnxruntime on the CPU and compare.
 
     Returns: path, max_abs_diff against the PyTorch model on `example_inputs`, onnx_cpu_latency_ms (median of
-    `repeats` runs at the example batch), opset. Needs the `export` extra (onnx, onnxruntime).
+    `repeats` runs at the example batch), opset. Uses torch's torch.export-based exporter; needs the `export`
+    extra (onnx, onnxscript, onnxruntime).
     """
     try:
         import onnxruntime
     except ImportError as error:
-        raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'gankd[export]'") from error
+        raise ImportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'gankd[export]'") from error
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     example_inputs = tuple(x.cpu() for x in example_inputs)
     names = [f"input_{i}" for i in range(len(example_inputs))]
-    opset = 17
+    opset = 18
+    batch_dynamic = tuple({0: torch.export.Dim.DYNAMIC} for _ in example_inputs)
     torch.onnx.export(model, example_inputs, str(path), input_names=names, output_names=["output"],
-                      dynamic_axes={name: {0: "batch"} for name in names + ["output"]}, opset_version=opset,
-                      dynamo=False)  # fmt: skip
+                      dynamic_shapes=batch_dynamic, opset_version=opset, dynamo=True, verbose=False)  # fmt: skip
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {name: x.numpy() for name, x in zip(names, example_inputs, strict=True)}
     with torch.no_grad():
