@@ -264,6 +264,10 @@ def test_unknown_names_and_wrong_options(tmp_path):
         data.build("paired_folder", root=tmp_path, direction="AB")
     with pytest.raises(ValueError, match="crop_size must be a multiple of scale=4"):
         data.build("photos_sr", crop_size=30)
+    with pytest.raises(ValueError, match=r"crop_size must be at most 300 \(the smallest test photograph\)"):
+        data.build("photos_sr", "test", crop_size=320)
+    with pytest.raises(TypeError, match="length must be an int"):
+        data.build("photos_sr", "test", length="10")
     with pytest.raises(TypeError, match="seed must be an int"):
         data.build("digits", seed=1.5)
 

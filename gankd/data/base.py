@@ -7,6 +7,9 @@ a run repeats exactly given its seed. Call `set_epoch(epoch)` before each epoch 
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import numpy as np
 from torch.utils.data import Dataset
 
@@ -32,10 +35,8 @@ class SeededDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
 
-def import_extra(module: str, dataset: str):
+def import_extra(module: str, dataset: str) -> ModuleType:
     """Import an optional dependency of an embedded data set, or say how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as error:

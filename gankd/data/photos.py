@@ -55,11 +55,13 @@ class PhotoSuperResolution(SeededDataset):
         if crop_size % scale:
             raise ValueError(f"crop_size must be a multiple of scale={scale}, got {crop_size}")
         self.flip = check_bool("flip", flip)
+        self.length = check_int("length", length, minimum=1)
         self.photo_names = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
         self.photos = [load_photo(name) for name in self.photo_names]
-        if split == "train":
-            self.length = check_int("length", length, minimum=1)
-        else:
+        smallest = min(min(photo.shape[1:]) for photo in self.photos)
+        if crop_size > smallest:
+            raise ValueError(f"crop_size must be at most {smallest} (the smallest {split} photograph), got {crop_size}")
+        if split == "test":
             # (photo, top, left) of each tile; the test split has no randomness.
             self.tiles = [
                 (number, top, left)
@@ -69,7 +71,7 @@ class PhotoSuperResolution(SeededDataset):
             ]
 
     def __len__(self) -> int:
-        return self.length if self.split == "train" else len(self.tiles)
+        return self.length if self.split == "train" else len(self.tiles)  # `length` is for training only
 
     def crop_position(self, index: int) -> tuple[int, int, int, bool]:
         """Where item `index` comes from: (photograph number in `photo_names`, top, left, flipped)."""
