@@ -17,7 +17,10 @@ def test_readme_has_the_trainer_example():
 def test_readme_python_examples_run(capsys):
     for block in python_blocks():
         exec(compile(block, str(README), "exec"), {"__name__": "readme_example"})
-    assert "JSD loss:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "JSD loss:" in out
+    assert "torch.Size([1, 3, 128, 128])" in out and "fewer MACs" in out  # the model zoo example
+    assert "torch.Size([3, 16, 16]) torch.Size([3, 64, 64])" in out  # the data example
 
 
 def test_readme_test_command_is_what_ci_runs():

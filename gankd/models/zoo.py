@@ -1,0 +1,87 @@
+"""The model registry: names → constructors, feature taps, and the teacher/student cost table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from gankd.models.classifiers import CifarResNet, SmallCNN, resnet8x4, resnet32x4
+from gankd.models.cost import cost, example_inputs
+from gankd.models.discriminators import DCGANDiscriminator, PatchGANDiscriminator
+from gankd.models.generators import DCGANGenerator, ResnetGenerator
+from gankd.models.torchvision_models import build_torchvision
+from gankd.registry import Registry
+
+_MODELS = Registry("model")
+_MODELS.register("dcgan_g", DCGANGenerator)
+_MODELS.register("resnet_g", ResnetGenerator)
+_MODELS.register("dcgan_d", DCGANDiscriminator)
+_MODELS.register("patchgan_d", PatchGANDiscriminator)
+_MODELS.register("cifar_resnet", CifarResNet)
+_MODELS.register("resnet8x4", resnet8x4)
+_MODELS.register("resnet32x4", resnet32x4)
+_MODELS.register("small_cnn", SmallCNN)
+_MODELS.register("torchvision", build_torchvision)
+
+# The rows of `gankd models` and of the README table: each name at a teacher and a student setting.
+TEACHER_STUDENT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "dcgan_g": ({"ngf": 64}, {"ngf": 16}),
+    "resnet_g": ({"ngf": 64}, {"ngf": 16}),
+    "dcgan_d": ({"ndf": 64}, {"ndf": 16}),
+    "patchgan_d": ({"ndf": 64}, {"ndf": 16}),
+    "cifar_resnet": ({"depth": 32, "width": 4}, {"depth": 32, "width": 1}),
+    "resnet8x4": ({}, {}),
+    "resnet32x4": ({}, {}),
+    "small_cnn": ({"width": 32}, {"width": 8}),
+    "torchvision": ({"arch": "resnet50"}, {"arch": "resnet18"}),
+}
+
+
+def build(name: str, **options: Any) -> nn.Module:
+    """Build the model registered under `name` with `options` (its constructor's keyword arguments).
+
+    Unknown names raise ValueError listing `names()`; unknown options raise TypeError listing the valid
+    ones; options of the wrong type or value raise TypeError / ValueError naming the option.
+    """
+    return _MODELS.build(name, **options)
+
+
+def names() -> list[str]:
+    """The registered model names, sorted."""
+    return _MODELS.names()
+
+
+def feature_layers(model: nn.Module) -> tuple[str, ...]:
+    """The module paths that are `model`'s natural distillation taps (each resolves with `get_submodule`)."""
+    layers = getattr(model, "feature_layers", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__} declares no feature_layers; pass module paths explicitly")
+    for path in layers:
+        model.get_submodule(path)
+    return tuple(layers)
+
+
+def cost_table() -> list[dict[str, Any]]:
+    """Params and MACs (batch 1, default input size) of every registered model at its teacher and student
+    setting from `TEACHER_STUDENT`; models are built on the meta device, so nothing is computed."""
+    rows = []
+    for name in names():
+        settings = TEACHER_STUDENT.get(name, ({}, {}))
+        is_preset = settings[0] == settings[1]
+        for role, options in zip(("teacher", "student"), settings, strict=True):
+            if is_preset and role == "student":
+                continue  # a preset has one setting: one row
+            with torch.device("meta"):
+                model = build(name, **options)
+                inputs = example_inputs(model)
+            counts = cost(model, *inputs)
+            rows.append({
+                "name": name,
+                "role": "preset" if is_preset else role,
+                "options": ", ".join(f"{key}={value}" for key, value in options.items()),
+                "input": " + ".join("x".join(map(str, tensor.shape)) for tensor in inputs),
+                **counts,
+            })  # fmt: skip
+    return rows
