@@ -1,4 +1,4 @@
-"""The `gankd` command: `gankd models` lists the model zoo with parameters and MACs."""
+"""The `gankd` command: `gankd models`, `gankd eval`, `gankd export` (each with --help)."""
 
 from __future__ import annotations
 
@@ -33,12 +33,128 @@ def _models(arguments: argparse.Namespace) -> None:
     print("Batch 1 at each model's default input size; MACs = torch.utils.flop_counter FLOPs / 2 (conv, matmul).")
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """'key=value' -> (key, value), the value read as a Python literal when it is one (8, 0.5, True, 'x')."""
+    import ast
+
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _built_model(name: str, options: list[tuple[str, Any]], weights: str | None):
+    import torch
+
+    from gankd.models import build
+
+    model = build(name, **dict(options))
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _write_json(result: dict, out: str | None) -> None:
+    import json
+    from pathlib import Path
+
+    text = json.dumps(result, indent=2, default=str)
+    if out is None:
+        print(text)
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text + "\n")
+    print(f"wrote {out}")
+
+
+def _eval(arguments: argparse.Namespace) -> None:
+    from gankd import data, metrics
+    from gankd.models import cost, example_inputs
+
+    names = arguments.metrics.split(",") if arguments.metrics else None
+    if arguments.generated or arguments.reference:
+        if not (arguments.generated and arguments.reference):
+            raise SystemExit("gankd eval: --generated and --reference go together")
+        generated, reference = (
+            metrics.evaluate.stack_images(data.build("image_folder", "test", root=folder, flip=False))
+            for folder in (arguments.generated, arguments.reference)
+        )
+        result = metrics.evaluate_images(generated, reference, names or ["fid", "kid"],
+                                         inception_weights=arguments.inception_weights)  # fmt: skip
+        return _write_json(result, arguments.out)
+    if not (arguments.model and arguments.data):
+        raise SystemExit("gankd eval: give --generated and --reference folders, or --model and --data")
+    model = _built_model(arguments.model, arguments.set, arguments.weights)
+    dataset = data.build(arguments.data, arguments.split, **dict(arguments.data_set))
+    first = dataset[0]
+    if hasattr(model, "nz"):
+        default = ["fd_digits", "kid_digits"] if arguments.data == "digits" else ["fid", "kid"]
+        result = metrics.evaluate_generator(model, dataset, names or default,
+                                            inception_weights=arguments.inception_weights)  # fmt: skip
+    elif isinstance(first[1], int):
+        teacher = None
+        if arguments.teacher_model:
+            teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights)
+        result = metrics.evaluate_classifier(model, dataset, names or (["accuracy", "agreement"] if teacher else
+                                                                        ["accuracy"]), teacher=teacher)  # fmt: skip
+    else:
+        result = metrics.evaluate_paired(model, dataset, names or ["psnr", "ssim"])
+    if arguments.speed:
+        result["cost"] = cost(model, *example_inputs(model))
+        result["latency"] = metrics.measure_latency(model, lambda batch: example_inputs(model, batch))
+    _write_json(result, arguments.out)
+
+
+def _export(arguments: argparse.Namespace) -> None:
+    from gankd.metrics import export_onnx
+    from gankd.models import example_inputs
+
+    model = _built_model(arguments.model, arguments.set, arguments.weights)
+    _write_json(export_onnx(model, example_inputs(model, 2), arguments.out), None)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `gankd` console script."""
     parser = argparse.ArgumentParser(prog="gankd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     models = commands.add_parser("models", help="list the model zoo with params and MACs at default sizes")
     models.set_defaults(run=_models)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="metrics of a model on a data set, or of an image folder against another",
+        description="Writes a metrics JSON. Standard fid/kid need Inception weights on disk ($GANKD_INCEPTION_WEIGHTS "
+        "or the torch hub cache); fd_digits/kid_digits are offline proxies comparable only with each other.",
+    )
+    evaluate.add_argument("--generated", help="folder of generated images")
+    evaluate.add_argument("--reference", help="folder of reference images")
+    evaluate.add_argument("--model", help="zoo name of the model to evaluate (see `gankd models`)")
+    evaluate.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                          help="a model option, e.g. --set ngf=16 (repeatable)")  # fmt: skip
+    evaluate.add_argument("--weights", help="state dict file of the model (torch.save of model.state_dict())")
+    evaluate.add_argument("--teacher-model", help="zoo name of a teacher, for classifier agreement")
+    evaluate.add_argument("--teacher-set", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--teacher-weights")
+    evaluate.add_argument("--data", help="data set name (see gankd.data.names())")
+    evaluate.add_argument("--data-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                          help="a data set option, e.g. --data-set root=photos/ (repeatable)")  # fmt: skip
+    evaluate.add_argument("--split", default="test", choices=["train", "test"])
+    evaluate.add_argument("--metrics", help="comma-separated metric names (default: the task's usual ones)")
+    evaluate.add_argument("--inception-weights", help="local Inception weights for standard fid/kid")
+    evaluate.add_argument("--speed", action="store_true", help="also params, MACs and CPU latency at batch 1 and 64")
+    evaluate.add_argument("--out", help="JSON file to write (default: print)")
+    evaluate.set_defaults(run=_eval)
+
+    export = commands.add_parser("export", help="export a model to ONNX and check it with onnxruntime")
+    export.add_argument("--model", required=True, help="zoo name (see `gankd models`)")
+    export.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    export.add_argument("--weights", help="state dict file of the model")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.set_defaults(run=_export)
+
     arguments = parser.parse_args(argv)
     arguments.run(arguments)
 

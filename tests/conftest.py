@@ -47,6 +47,20 @@ def _offline():
         yield
 
 
+@pytest.fixture(scope="session")
+def proxy_cache(tmp_path_factory):
+    """The digits proxy classifier, trained once per session into a temporary GANKD_CACHE; returns its path.
+
+    Tests that use it set GANKD_CACHE to `proxy_cache.parent` (monkeypatch) so nothing trains it again.
+    """
+    from gankd.metrics import proxy
+
+    folder = tmp_path_factory.mktemp("gankd-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GANKD_CACHE", str(folder))
+        return proxy.digits_lenet_path(0)
+
+
 @pytest.fixture
 def device() -> torch.device:
     return DEVICE

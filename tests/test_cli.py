@@ -28,3 +28,55 @@ def test_the_readme_table_is_the_commands_output(capsys):
     readme = README.read_text()
     assert "gankd models" in readme
     assert re.search(re.escape("\n".join(table)), readme), "README table differs from `gankd models`: paste it again"
+
+
+def test_gankd_eval_on_image_folders_writes_a_metrics_json(tmp_path, monkeypatch, proxy_cache):
+    import json
+
+    import torch
+    from PIL import Image
+
+    from gankd import data
+
+    monkeypatch.setenv("GANKD_CACHE", str(proxy_cache.parent))
+    digits = data.build("digits", split="test")
+    for folder, offset in (("generated", 0), ("reference", 100)):
+        (tmp_path / folder).mkdir()
+        for index in range(40):
+            pixels = ((digits[index + offset][0][0] + 1) * 127.5).round().to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / folder / f"{index}.png")
+    out = tmp_path / "metrics.json"
+    main(["eval", "--generated", str(tmp_path / "generated"), "--reference", str(tmp_path / "reference"),
+          "--metrics", "fd_digits,kid_digits", "--out", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["metrics"]["fd_digits"] > 0 and result["details"]["proxy"]["samples_generated"] == 40
+    assert result["details"]["proxy"]["comparable_with_published"] is False
+
+
+def test_gankd_eval_classifier_with_speed_and_export(tmp_path, capsys):
+    import json
+
+    import pytest
+    import torch
+
+    weights = tmp_path / "cnn.pt"
+    torch.save(models.build("small_cnn", width=4, in_channels=1).state_dict(), weights)
+    main(["eval", "--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1", "--weights", str(weights),
+          "--data", "digits", "--speed"])  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["metrics"]["accuracy"] <= 1 and result["details"]["samples"] == 359
+    assert result["cost"]["params"] > 0 and [row["batch"] for row in result["latency"]] == [1, 64]
+    pytest.importorskip("onnxruntime")
+    main(["export", "--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1", "--weights", str(weights),
+          "--out", str(tmp_path / "cnn.onnx")])  # fmt: skip
+    exported = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "cnn.onnx").is_file() and exported["max_abs_diff"] < 1e-4
+
+
+def test_gankd_eval_says_what_it_needs():
+    import pytest
+
+    with pytest.raises(SystemExit, match="--generated and --reference go together"):
+        main(["eval", "--generated", "somewhere"])
+    with pytest.raises(SystemExit, match="--model and --data"):
+        main(["eval", "--model", "small_cnn"])

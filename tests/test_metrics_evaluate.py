@@ -19,16 +19,6 @@ from gankd.metrics import (
 
 
 @pytest.fixture(scope="session")
-def proxy_cache(tmp_path_factory):
-    """One trained proxy classifier for the whole session, in a temporary cache."""
-    folder = tmp_path_factory.mktemp("gankd-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GANKD_CACHE", str(folder))
-        path = proxy.digits_lenet_path(0)
-        yield path
-
-
-@pytest.fixture(scope="session")
 def digit_sets(proxy_cache):
     test = data.build("digits", split="test")
     train = data.build("digits", split="train")
