@@ -1,5 +1,6 @@
 """Loss modules: nn.Module faces of the fused kernels in gankd.kernels."""
 
+from .adapter import AdaptedFeatureLoss
 from .kd import KDLoss
 
-__all__ = ["KDLoss"]
+__all__ = ["AdaptedFeatureLoss", "KDLoss"]
