@@ -1,10 +1,13 @@
 """Shared pieces of the bench_<op>.py scripts: environment stamp, copy bandwidth, CSV rows."""
 
+import argparse
 import csv
 import math
 import platform
+import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,6 +23,74 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
         return [tuple(int(size) for size in item.split("x")) for item in text.split(",") if item]
     except ValueError:
         raise SystemExit(f"--shapes must look like 256x1000,4096x32768, got {text!r}") from None
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, shapes_help: str, providers: tuple[str, ...]) -> None:
+    """The options every bench_<op>.py takes: --shapes --dtypes --providers --device --reps --out."""
+    parser.add_argument("--shapes", default=None, help=shapes_help)
+    parser.add_argument("--dtypes", default="bf16,fp32", help="from fp32, bf16, fp16")
+    parser.add_argument("--providers", default=",".join(providers), help=f"from {', '.join(providers)}")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions on CPU (CUDA uses do_bench)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernels.csv")
+
+
+def time_step(step: Callable[[], None], device: torch.device, reps: int) -> float:
+    """Median milliseconds of one call of `step` (a forward+backward): do_bench on CUDA, wall clock on CPU."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(step, warmup=25, rep=max(reps, 100), return_mode="median")
+    step()  # warm-up (and compilation)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_extra_mb(step: Callable[[], None], device: torch.device) -> float:
+    """Peak device memory above what is allocated before one call of `step` (CUDA only, else NaN), in MB."""
+    if device.type != "cuda":
+        return float("nan")
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - baseline) / 1e6
+
+
+def shapes_for_device(text: str | None, default: str, device: torch.device, elements: Callable, limit: int) -> list:
+    """--shapes, else the default shapes; on a CPU the defaults over `limit` elements are skipped (and said)."""
+    shapes = parse_shapes(text or default)
+    if text is None and device.type != "cuda":
+        skipped = [shape for shape in shapes if elements(shape) > limit]
+        shapes = [shape for shape in shapes if elements(shape) <= limit]
+        print(f"CPU run: skipping shapes {skipped} (pass --shapes to force them)")
+    return shapes
+
+
+def measure(step: Callable[[], None], device: torch.device, reps: int, bytes_moved: int, bandwidth: float) -> dict:
+    """The timing columns of a row: ms, GB/s from the minimum bytes, fraction of copy bandwidth, peak memory."""
+    ms = time_step(step, device, reps)
+    gbps = bytes_moved / ms / 1e6
+    return dict(ms=ms, gbps=gbps, bw_fraction=gbps / bandwidth, peak_extra_mb=peak_extra_mb(step, device))
+
+
+def print_row(row: dict) -> None:
+    peak = "n/a" if math.isnan(row["peak_extra_mb"]) else f"{row['peak_extra_mb']:.1f} MB"
+    print(f"{row['provider']:>14} {row['dtype']} {row['shape']:>17}: {row['ms']:9.3f} ms {row['gbps']:8.1f} GB/s "
+          f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
+
+
+def finish(out: Path, rows: list[dict], missing: list[str], why: str) -> None:
+    """Append the rows and say which providers could not be measured here, and why."""
+    append_rows(out, rows)
+    print(f"appended {len(rows)} rows to {out}")
+    if missing:
+        print(f"not measured here: {', '.join(missing)} ({why})")
 
 
 def git_commit() -> str:

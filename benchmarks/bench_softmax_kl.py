@@ -11,19 +11,19 @@ providers run, and the script says which rows are missing.
 
 import argparse
 import math
-import statistics
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from bench_common import (
     DTYPES,
-    append_rows,
+    add_common_arguments,
     copy_bandwidth_gbps,
     environment,
-    parse_shapes,
+    finish,
+    measure,
+    print_row,
+    shapes_for_device,
 )
 from gankd.kernels import softmax_kl, softmax_kl_ref
 
@@ -62,55 +62,14 @@ def make_provider(name: str, device: torch.device) -> Callable | None:
     raise ValueError(f"unknown provider {name!r}; choose from {PROVIDERS}")
 
 
-def time_forward_backward(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor, reps: int) -> float:
-    """Median milliseconds of one forward+backward."""
-
-    def step():
-        student.grad = None
-        loss_fn(student, teacher).backward()
-
-    if student.device.type == "cuda":
-        import triton.testing
-
-        return triton.testing.do_bench(step, warmup=25, rep=max(reps, 100), return_mode="median")
-    step()  # warm-up (and compilation)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def peak_extra_mb(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor) -> float:
-    """Peak device memory above the inputs during one forward+backward (CUDA only), in MB."""
-    if student.device.type != "cuda":
-        return float("nan")
-    student.grad = None
-    torch.cuda.synchronize()
-    baseline = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    loss_fn(student, teacher).backward()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - baseline) / 1e6
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default=None, help=f"NxV list (default {DEFAULT_SHAPES}; smaller on CPU)")
-    parser.add_argument("--dtypes", default="bf16,fp32", help="from fp32, bf16, fp16")
-    parser.add_argument("--providers", default=",".join(PROVIDERS), help=f"from {', '.join(PROVIDERS)}")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions on CPU (CUDA uses do_bench)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernels.csv")
+    add_common_arguments(parser, shapes_help=f"NxV list (default {DEFAULT_SHAPES}; smaller on CPU)",
+                         providers=PROVIDERS)  # fmt: skip
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    shapes = parse_shapes(args.shapes or DEFAULT_SHAPES)
-    if args.shapes is None and device.type != "cuda":
-        skipped = [s for s in shapes if s[0] * s[1] > CPU_ELEMENT_LIMIT]
-        shapes = [s for s in shapes if s[0] * s[1] <= CPU_ELEMENT_LIMIT]
-        print(f"CPU run: skipping shapes {skipped} (pass --shapes to force them)")
+    shapes = shapes_for_device(args.shapes, DEFAULT_SHAPES, device, math.prod, CPU_ELEMENT_LIMIT)
     dtypes = [DTYPES[name] for name in args.dtypes.split(",")]
     env = environment(device)
     bandwidth = copy_bandwidth_gbps(device)
@@ -128,20 +87,18 @@ def main() -> None:
                 torch.manual_seed(0)
                 student = torch.randn(n_rows, n_classes, device=device, dtype=dtype).requires_grad_(True)
                 teacher = torch.randn(n_rows, n_classes, device=device, dtype=dtype)
-                ms = time_forward_backward(loss_fn, student, teacher, args.reps)
-                gbps = 3 * student.numel() * student.element_size() / ms / 1e6
+
+                def step(loss_fn=loss_fn, student=student, teacher=teacher):
+                    student.grad = None
+                    loss_fn(student, teacher).backward()
+
+                timing = measure(step, device, args.reps, 3 * student.numel() * student.element_size(), bandwidth)
                 row = dict(kernel="softmax_kl", provider=provider, dtype=dtype_name, shape=f"{n_rows}x{n_classes}",
-                           ms=ms, gbps=gbps, bw_fraction=gbps / bandwidth,
-                           peak_extra_mb=peak_extra_mb(loss_fn, student, teacher), **env)  # fmt: skip
+                           **timing, **env)  # fmt: skip
                 rows.append(row)
-                peak = "n/a" if math.isnan(row["peak_extra_mb"]) else f"{row['peak_extra_mb']:.1f} MB"
-                print(f"{provider:>14} {dtype_name} {row['shape']:>13}: {ms:9.3f} ms {gbps:8.1f} GB/s "
-                      f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
+                print_row(row)
                 del student, teacher
-    append_rows(args.out, rows)
-    print(f"appended {len(rows)} rows to {args.out}")
-    if missing:
-        print(f"not measured here: {', '.join(missing)} (needs a CUDA device, and for liger the liger-kernel package)")
+    finish(args.out, rows, missing, "needs a CUDA device, and for liger the liger-kernel package")
 
 
 if __name__ == "__main__":
