@@ -15,13 +15,18 @@ from torch import Tensor
 from ._dispatch import TRITON_INTERPRET, tl, triton
 
 _KIND_CODE = {"mse": 0, "l1": 1}
-# Widest student channel count the fused kernels hold in one tile; wider adapters run the reference.
+# Widest student the fused kernels hold in one tile; wider adapters run the reference. fp32 products (float32
+# or mixed-dtype inputs) need about twice the shared memory of fp16/bf16 ones: on sm_90 builds up to 115 KB
+# at 128-512 channels and 195 KB at 1024 (more than an A100 has), against at most 82 KB for bf16 at 1024.
 MAX_STUDENT_CHANNELS = 1024
-# Elements of a [BLOCK_CS, BLOCK_P] student tile and of a [BLOCK_CT, BLOCK_CS] weight block: BLOCK_P and
-# BLOCK_CT shrink as the student gets wider so the tiles stay in registers; tl.dot needs every dim >= 16.
+MAX_STUDENT_CHANNELS_FP32 = 512
+# Block sizes: BLOCK_CT x BLOCK_CS weight blocks of at most WEIGHT_BLOCK_ELEMENTS and BLOCK_CS x BLOCK_P student
+# tiles of at most TILE_ELEMENTS, each dim >= 16 (tl.dot's minimum). Chosen from sm_90 builds (ptxas resource
+# usage, no GPU at hand): without register spills from 16 to 512 student channels, a few spills at 1024.
+WEIGHT_BLOCK_ELEMENTS = 4096
 TILE_ELEMENTS = 8192
-MAX_BLOCK_P = 128
-MAX_BLOCK_CT = 64
+MAX_BLOCK_P = 64
+MAX_BLOCK_CT = 32
 # Weight-kernel programs per CPU run (on CUDA: 2 per SM); each sums the positions of one chunk.
 CPU_WEIGHT_PROGRAMS = 4
 
@@ -43,8 +48,10 @@ def _dot(a, b, LOW_PRECISION_DOT: tl.constexpr, PRECISION: tl.constexpr):
     # fp16/bf16 operands straight to the tensor cores (fp32 accumulation); otherwise fp32 operands with
     # TF32 or IEEE products. The interpreter has no bf16 arithmetic: it always takes the fp32 branch.
     if LOW_PRECISION_DOT:
-        return tl.dot(a, b)
-    return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PRECISION)
+        product = tl.dot(a, b)
+    else:
+        product = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PRECISION)
+    return product
 
 
 @triton.jit
@@ -213,15 +220,24 @@ def _dot_precision() -> str:
     return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
 
 
+def low_precision_products(student_dtype: torch.dtype, weight_dtype: torch.dtype) -> bool:
+    """fp16/bf16 student and weight of one dtype go to tl.dot as they are; everything else in fp32."""
+    return student_dtype == weight_dtype and student_dtype in (torch.float16, torch.bfloat16)
+
+
+def max_student_channels(student_dtype: torch.dtype, weight_dtype: torch.dtype) -> int:
+    return MAX_STUDENT_CHANNELS if low_precision_products(student_dtype, weight_dtype) else MAX_STUDENT_CHANNELS_FP32
+
+
 def launch_config(student: Tensor, weight: Tensor, bias: Tensor | None, upstream: Tensor | None, kind: str) -> dict:
     """Block sizes, warps and the constexpr options shared by both kernels (student [N, Cs, P])."""
     block_cs = max(16, triton.next_power_of_2(student.shape[1]))
-    low_precision = student.dtype == weight.dtype and student.dtype in (torch.float16, torch.bfloat16)
+    low_precision = low_precision_products(student.dtype, weight.dtype)
     return dict(
         KIND=_KIND_CODE[kind], HAS_BIAS=bias is not None, HAS_UPSTREAM=upstream is not None,
         LOW_PRECISION_DOT=low_precision and not TRITON_INTERPRET, PRECISION=_dot_precision(), BLOCK_CS=block_cs,
-        BLOCK_CT=max(16, min(MAX_BLOCK_CT, TILE_ELEMENTS // block_cs)),
-        BLOCK_P=max(16, min(MAX_BLOCK_P, TILE_ELEMENTS // block_cs)), num_warps=4 if block_cs <= 128 else 8,
+        BLOCK_CT=max(16, min(MAX_BLOCK_CT, WEIGHT_BLOCK_ELEMENTS // block_cs)),
+        BLOCK_P=max(16, min(MAX_BLOCK_P, TILE_ELEMENTS // block_cs)), num_warps=4 if block_cs <= 32 else 8,
     )  # fmt: skip
 
 

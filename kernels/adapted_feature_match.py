@@ -11,7 +11,14 @@ import torch
 from torch import Tensor
 
 from ._adapter_args import check_adapted_feature_match_options, check_adapter_inputs, compute_dtype
-from ._adapter_kernels import MAX_STUDENT_CHANNELS, dense, launch_config, position_tiles, positions_pass, weight_pass
+from ._adapter_kernels import (
+    dense,
+    launch_config,
+    max_student_channels,
+    position_tiles,
+    positions_pass,
+    weight_pass,
+)
 from ._dispatch import use_triton
 from ._features import as_channels_positions, reduce_partials, scale_by_scalar_
 
@@ -163,8 +170,9 @@ def adapted_feature_match(
         kind: "mse" or "l1".
         reduction: "mean" (over all N·Ct·positions elements of e), "sum", or "none" (e itself, teacher-shaped).
         impl: "auto" (Triton for CUDA tensors when available, else the reference), "triton", "reference".
-            The fused kernels hold Cs <= 1024 student channels; wider adapters run the reference with "auto"
-            and raise ValueError with "triton". On CUDA, float32 products use TF32 when
+            The fused kernels hold Cs <= 1024 student channels when student and weight share the dtype
+            float16 or bfloat16, Cs <= 512 otherwise (fp32 products); wider adapters run the reference with
+            "auto" and raise ValueError with "triton". On CUDA, float32 products use TF32 when
             torch.backends.cudnn.allow_tf32 is True (torch's default, as an eager 1x1 conv), else IEEE fp32.
 
     Returns:
@@ -179,11 +187,13 @@ def adapted_feature_match(
             "adapted_feature_match(impl='triton') computes in float32; float64 inputs run with impl='reference'"
         )
     n_student, n_teacher = student.shape[1], teacher.shape[1]
-    too_wide = n_student > MAX_STUDENT_CHANNELS
+    limit = max_student_channels(student.dtype, weight.dtype)
+    too_wide = n_student > limit
     if impl == "triton" and too_wide:
         raise ValueError(
-            f"adapted_feature_match(impl='triton') holds at most {MAX_STUDENT_CHANNELS} student channels in one tile, "
-            f"got Cs = {n_student} (student {tuple(student.shape)}); impl='auto' runs the reference for these"
+            f"adapted_feature_match(impl='triton') holds at most {limit} student channels in one tile with "
+            f"{student.dtype} student and {weight.dtype} weight, got Cs = {n_student} (student "
+            f"{tuple(student.shape)}); impl='auto' runs the reference for these"
         )
     if (not use_triton(impl, "adapted_feature_match", student.device) or float64 or too_wide
             or student.numel() == 0 or teacher.numel() == 0):  # fmt: skip

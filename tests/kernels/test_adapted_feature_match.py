@@ -177,7 +177,7 @@ def test_layouts_and_shapes(layout, device, small_blocks, record_error):
 )
 def test_channel_counts_with_default_blocks(student_shape, n_teacher, kind, device, record_error):
     # Odd channel counts padded to the 16-wide minimum of tl.dot; 70 teacher channels and 130 positions
-    # exceed the default 64-channel and 128-position blocks.
+    # exceed the default 32-channel and 64-position blocks.
     torch.manual_seed(2)
     student, teacher, weight, bias = make_inputs(student_shape, n_teacher, device)
     compare_all(student, teacher, weight, bias, record_error, "channel counts", kind=kind,
@@ -311,15 +311,23 @@ def test_float64_runs_the_reference_and_is_refused_by_the_kernel(device):
     assert relative_error(loss, oracle(student, teacher, weight, bias)) < 1e-12
 
 
-def test_wide_students_run_the_reference(device, monkeypatch):
-    # Over 1024 student channels: impl="triton" explains the limit, impl="auto" (here forced to prefer the
-    # kernel, as for CUDA tensors) silently runs the reference instead of launching.
-    student, teacher, weight, bias = make_inputs((1, 1025, 2), 3, device)
-    with pytest.raises(ValueError, match="1024 student channels"):
+@pytest.mark.parametrize(
+    "dtype, widest", [(torch.float32, 512), (torch.bfloat16, 1024), (torch.float16, 1024)], ids=str
+)
+def test_wide_students_run_the_reference(dtype, widest, device, monkeypatch, record_error):
+    # Up to 1024 student channels with fp16/bf16 products, 512 with fp32 ones: the widest runs on the kernel;
+    # one more and impl="triton" explains the limit while impl="auto" (here forced to prefer the kernel, as
+    # for CUDA tensors) silently runs the reference instead of launching.
+    torch.manual_seed(14)
+    student, teacher, weight, bias = make_inputs((1, widest, 2), 3, device, dtype)
+    compare_all(student, teacher, weight, bias, record_error, f"widest student {str(dtype)[6:]}",
+                upstream=torch.tensor(1.0, device=device))  # fmt: skip
+    student, teacher, weight, bias = make_inputs((1, widest + 1, 2), 3, device, dtype)
+    with pytest.raises(ValueError, match=f"at most {widest} student channels"):
         adapted_feature_match(student, teacher, weight, bias, impl="triton")
 
     def must_not_launch(*args, **kwargs):
-        raise AssertionError("the fused kernel was launched for Cs > 1024")
+        raise AssertionError(f"the fused kernel was launched for Cs > {widest}")
 
     monkeypatch.setattr(adapter_module, "use_triton", lambda impl, op_name, device: True)
     monkeypatch.setattr(adapter_module, "positions_pass", must_not_launch)
@@ -391,8 +399,11 @@ def test_gan_compression_shape(kind, dtype, device, record_error):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("n_student", [256, 1024])
+@pytest.mark.parametrize(
+    "n_student, dtype",
+    [(256, torch.float32), (512, torch.float32), (256, torch.bfloat16), (1024, torch.bfloat16), (1024, torch.float16)],
+    ids=str,
+)
 def test_wide_students_and_channels_last(n_student, dtype, device, record_error):
     require_cuda(device)
     torch.manual_seed(10)
