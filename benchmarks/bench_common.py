@@ -1,5 +1,6 @@
 """Shared pieces of the bench_<op>.py scripts: environment stamp, copy bandwidth, CSV rows."""
 
+import argparse
 import csv
 import math
 import platform
@@ -22,6 +23,82 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
         return [tuple(int(size) for size in item.split("x")) for item in text.split(",") if item]
     except ValueError:
         raise SystemExit(f"--shapes must look like 256x1000,4096x32768, got {text!r}") from None
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, shapes_help: str, providers: tuple[str, ...]) -> None:
+    """The options every bench_<op>.py takes: --shapes --dtypes --providers --device --reps --out."""
+    parser.add_argument("--shapes", default=None, help=shapes_help)
+    parser.add_argument("--dtypes", default="bf16,fp32", help="from fp32, bf16, fp16")
+    parser.add_argument("--providers", default=",".join(providers), help=f"from {', '.join(providers)}")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions on CPU (CUDA uses do_bench)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernels.csv")
+
+
+def compiled(fn: Callable) -> Callable:
+    """torch.compile of fn with Dynamo's caches cleared first, so each measured case compiles afresh and
+    earlier cases cannot exhaust the recompile limit (which silently falls back to eager)."""
+    torch._dynamo.reset()
+    return torch.compile(fn)
+
+
+def time_step(step: Callable[[], None], device: torch.device, reps: int) -> float:
+    """Median milliseconds of one call of `step` (a forward+backward): do_bench on CUDA, wall clock on CPU."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(step, warmup=25, rep=max(reps, 100), return_mode="median")
+    step()  # warm-up (and compilation)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_extra_mb(step: Callable[[], None], device: torch.device) -> float:
+    """Peak device memory above what is allocated before one call of `step` (CUDA only, else NaN), in MB."""
+    if device.type != "cuda":
+        return float("nan")
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - baseline) / 1e6
+
+
+def shapes_for_device(text: str | None, default: str, device: torch.device, elements: Callable, limit: int) -> list:
+    """--shapes, else the default shapes; on a CPU the defaults over `limit` elements are skipped (and said)."""
+    shapes = parse_shapes(text or default)
+    if text is None and device.type != "cuda":
+        skipped = [shape for shape in shapes if elements(shape) > limit]
+        shapes = [shape for shape in shapes if elements(shape) <= limit]
+        print(f"CPU run: skipping shapes {skipped} (pass --shapes to force them)")
+    return shapes
+
+
+def measure(step: Callable[[], None], device: torch.device, reps: int, bytes_moved: int, bandwidth: float) -> dict:
+    """The timing columns of a row: ms, GB/s from the minimum bytes, fraction of copy bandwidth, peak memory."""
+    ms = time_step(step, device, reps)
+    gbps = bytes_moved / ms / 1e6
+    return dict(ms=ms, gbps=gbps, bw_fraction=gbps / bandwidth, peak_extra_mb=peak_extra_mb(step, device))
+
+
+def print_row(row: dict) -> None:
+    peak = "n/a" if math.isnan(row["peak_extra_mb"]) else f"{row['peak_extra_mb']:.1f} MB"
+    print(f"{row['kernel']:>22} {row['provider']:>14} {row['dtype']} {row['shape']:>17}: {row['ms']:9.3f} ms "
+          f"{row['gbps']:8.1f} GB/s "
+          f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
+
+
+def finish(out: Path, rows: list[dict], missing: list[str], why: str) -> None:
+    """Append the rows and say which providers could not be measured here, and why."""
+    append_rows(out, rows)
+    print(f"appended {len(rows)} rows to {out}")
+    if missing:
+        print(f"not measured here: {', '.join(missing)} ({why})")
 
 
 def git_commit() -> str:
@@ -69,60 +146,6 @@ def copy_bandwidth_gbps(device: torch.device, megabytes: int | None = None) -> f
             times.append(time.perf_counter() - start)
         ms = sorted(times)[len(times) // 2] * 1e3
     return moved / ms / 1e6
-
-
-def compiled(fn: Callable) -> Callable:
-    """torch.compile of fn with Dynamo's caches cleared first, so each measured case compiles afresh and
-    earlier cases cannot exhaust the recompile limit (which silently falls back to eager)."""
-    torch._dynamo.reset()
-    return torch.compile(fn)
-
-
-def time_forward_backward(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor, reps: int) -> float:
-    """Median milliseconds of one forward+backward of loss_fn(student, teacher) (do_bench on CUDA)."""
-
-    def step():
-        student.grad = None
-        loss_fn(student, teacher).backward()
-
-    if student.device.type == "cuda":
-        import triton.testing
-
-        return triton.testing.do_bench(step, warmup=25, rep=max(reps, 100), return_mode="median")
-    step()  # warm-up (and compilation)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def peak_extra_mb(loss_fn: Callable, student: torch.Tensor, teacher: torch.Tensor) -> float:
-    """Peak device memory above the inputs during one forward+backward (CUDA only), in MB."""
-    if student.device.type != "cuda":
-        return float("nan")
-    student.grad = None
-    torch.cuda.synchronize()
-    baseline = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    loss_fn(student, teacher).backward()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - baseline) / 1e6
-
-
-def measure(kernel: str, provider: str, dtype_name: str, loss_fn: Callable, student: torch.Tensor,
-            teacher: torch.Tensor, bytes_moved: int, bandwidth: float, env: dict, reps: int) -> dict:  # fmt: skip
-    """Time one provider on one input pair and print and return its CSV row."""
-    ms = time_forward_backward(loss_fn, student, teacher, reps)
-    gbps = bytes_moved / ms / 1e6
-    row = dict(kernel=kernel, provider=provider, dtype=dtype_name, shape="x".join(map(str, student.shape)), ms=ms,
-               gbps=gbps, bw_fraction=gbps / bandwidth, peak_extra_mb=peak_extra_mb(loss_fn, student, teacher),
-               **env)  # fmt: skip
-    peak = "n/a" if math.isnan(row["peak_extra_mb"]) else f"{row['peak_extra_mb']:.1f} MB"
-    print(f"{kernel:>20} {provider:>14} {dtype_name} {row['shape']:>15}: {ms:9.3f} ms {gbps:8.1f} GB/s "
-          f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
-    return row
 
 
 def append_rows(path: Path, rows: list[dict], columns: list[str] = KERNEL_COLUMNS) -> None:

@@ -12,15 +12,26 @@ least its algorithm must move:
 """
 
 import argparse
+import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from bench_common import DTYPES, append_rows, compiled, copy_bandwidth_gbps, environment, measure, parse_shapes
+from bench_common import (
+    DTYPES,
+    add_common_arguments,
+    compiled,
+    copy_bandwidth_gbps,
+    environment,
+    finish,
+    measure,
+    print_row,
+    shapes_for_device,
+)
 from gankd.kernels import attention_transfer, attention_transfer_ref, feature_match, feature_match_ref
 
 DEFAULT_SHAPES = "16x256x64x64,16x512x32x32"
+CPU_ELEMENT_LIMIT = 4 * 64 * 32 * 32  # the CPU runs 4x64x32x32 and 4x128x16x16 unless --shapes says otherwise
 CPU_SHAPES = "4x64x32x32,4x128x16x16"
 PROVIDERS = ("reference", "torch_compile", "gankd_triton")
 OPS = ("feature_match_mse", "feature_match_cosine", "attention_transfer")
@@ -46,17 +57,14 @@ def bytes_moved(op: str, student: torch.Tensor, teacher: torch.Tensor) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default=None, help=f"NxCxHxW list (default {DEFAULT_SHAPES}; {CPU_SHAPES} on CPU)")
-    parser.add_argument("--dtypes", default="bf16,fp32", help="from fp32, bf16, fp16")
+    add_common_arguments(parser, shapes_help=f"NxCxHxW list (default {DEFAULT_SHAPES}; {CPU_SHAPES} on CPU)",
+                         providers=PROVIDERS)  # fmt: skip
     parser.add_argument("--ops", default=",".join(OPS), help=f"from {', '.join(OPS)}")
-    parser.add_argument("--providers", default=",".join(PROVIDERS), help=f"from {', '.join(PROVIDERS)}")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions on CPU (CUDA uses do_bench)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernels.csv")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    shapes = parse_shapes(args.shapes or (DEFAULT_SHAPES if device.type == "cuda" else CPU_SHAPES))
+    default = DEFAULT_SHAPES if device.type == "cuda" else CPU_SHAPES
+    shapes = shapes_for_device(args.shapes, default, device, math.prod, CPU_ELEMENT_LIMIT)
     env = environment(device)
     bandwidth = copy_bandwidth_gbps(device)
     print(f"device: {env['device']}  measured copy bandwidth: {bandwidth:.1f} GB/s")
@@ -77,13 +85,18 @@ def main() -> None:
                     torch.manual_seed(0)
                     student = torch.randn(shape, device=device, dtype=DTYPES[dtype_name]).requires_grad_(True)
                     teacher = torch.randn(shape, device=device, dtype=DTYPES[dtype_name])
-                    rows.append(measure(op, provider, dtype_name, loss_fn, student, teacher,
-                                        bytes_moved(op, student, teacher), bandwidth, env, args.reps))  # fmt: skip
+
+                    def step(loss_fn=loss_fn, student=student, teacher=teacher):
+                        student.grad = None
+                        loss_fn(student, teacher).backward()
+
+                    timing = measure(step, device, args.reps, bytes_moved(op, student, teacher), bandwidth)
+                    row = dict(kernel=op, provider=provider, dtype=dtype_name, shape="x".join(map(str, shape)),
+                               **timing, **env)  # fmt: skip
+                    rows.append(row)
+                    print_row(row)
                     del student, teacher
-    append_rows(args.out, rows)
-    print(f"appended {len(rows)} rows to {args.out}")
-    if missing:
-        print(f"not measured here: {', '.join(missing)} (needs a CUDA device)")
+    finish(args.out, rows, missing, "needs a CUDA device")
 
 
 if __name__ == "__main__":

@@ -10,19 +10,21 @@ providers run, and the script says which rows are missing.
 """
 
 import argparse
+import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from bench_common import (
     DTYPES,
-    append_rows,
+    add_common_arguments,
     compiled,
     copy_bandwidth_gbps,
     environment,
+    finish,
     measure,
-    parse_shapes,
+    print_row,
+    shapes_for_device,
 )
 from gankd.kernels import softmax_kl, softmax_kl_ref
 
@@ -63,20 +65,12 @@ def make_provider(name: str, device: torch.device) -> Callable | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", default=None, help=f"NxV list (default {DEFAULT_SHAPES}; smaller on CPU)")
-    parser.add_argument("--dtypes", default="bf16,fp32", help="from fp32, bf16, fp16")
-    parser.add_argument("--providers", default=",".join(PROVIDERS), help=f"from {', '.join(PROVIDERS)}")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions on CPU (CUDA uses do_bench)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernels.csv")
+    add_common_arguments(parser, shapes_help=f"NxV list (default {DEFAULT_SHAPES}; smaller on CPU)",
+                         providers=PROVIDERS)  # fmt: skip
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    shapes = parse_shapes(args.shapes or DEFAULT_SHAPES)
-    if args.shapes is None and device.type != "cuda":
-        skipped = [s for s in shapes if s[0] * s[1] > CPU_ELEMENT_LIMIT]
-        shapes = [s for s in shapes if s[0] * s[1] <= CPU_ELEMENT_LIMIT]
-        print(f"CPU run: skipping shapes {skipped} (pass --shapes to force them)")
+    shapes = shapes_for_device(args.shapes, DEFAULT_SHAPES, device, math.prod, CPU_ELEMENT_LIMIT)
     dtypes = [DTYPES[name] for name in args.dtypes.split(",")]
     env = environment(device)
     bandwidth = copy_bandwidth_gbps(device)
@@ -94,14 +88,18 @@ def main() -> None:
                 torch.manual_seed(0)
                 student = torch.randn(n_rows, n_classes, device=device, dtype=dtype).requires_grad_(True)
                 teacher = torch.randn(n_rows, n_classes, device=device, dtype=dtype)
-                bytes_moved = 3 * student.numel() * student.element_size()
-                rows.append(measure("softmax_kl", provider, dtype_name, loss_fn, student, teacher, bytes_moved,
-                                    bandwidth, env, args.reps))  # fmt: skip
+
+                def step(loss_fn=loss_fn, student=student, teacher=teacher):
+                    student.grad = None
+                    loss_fn(student, teacher).backward()
+
+                timing = measure(step, device, args.reps, 3 * student.numel() * student.element_size(), bandwidth)
+                row = dict(kernel="softmax_kl", provider=provider, dtype=dtype_name, shape=f"{n_rows}x{n_classes}",
+                           **timing, **env)  # fmt: skip
+                rows.append(row)
+                print_row(row)
                 del student, teacher
-    append_rows(args.out, rows)
-    print(f"appended {len(rows)} rows to {args.out}")
-    if missing:
-        print(f"not measured here: {', '.join(missing)} (needs a CUDA device, and for liger the liger-kernel package)")
+    finish(args.out, rows, missing, "needs a CUDA device, and for liger the liger-kernel package")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,208 @@
+"""Adapter-fused feature matching: custom ops, autograd, reference and dispatcher (kernels in _adapter_kernels.py).
+
+The student map goes through a 1x1 convolution y = W s + b (the "adapter", Cs -> Ct channels) and is
+matched to the teacher with mse or l1, without y ever being written to device memory. With reduction
+"mean"/"sum" the forward computes the loss and every gradient for upstream gradient 1, and the backward
+rescales them in place (skipped on the device when the upstream gradient is 1); with "none" the forward
+writes the per-element loss and a separate op computes the gradients from the upstream map.
+"""
+
+import torch
+from torch import Tensor
+
+from ._adapter_args import check_adapted_feature_match_options, check_adapter_inputs, compute_dtype
+from ._adapter_kernels import (
+    dense,
+    launch_config,
+    max_student_channels,
+    position_tiles,
+    positions_pass,
+    weight_pass,
+)
+from ._dispatch import use_triton
+from ._features import as_channels_positions, reduce_partials, scale_by_scalar_
+
+
+def _maybe_empty_like(x: Tensor, wanted: bool, dtype: torch.dtype | None = None) -> Tensor:
+    return torch.empty_like(x, dtype=dtype) if wanted else x.new_empty(0, dtype=dtype)
+
+
+def _maybe_fp32_grad(x: Tensor, wanted: bool) -> Tensor:
+    # Weight and bias gradients leave the kernels contiguous in fp32 (cast to the parameter's dtype in backward).
+    return x.new_empty(x.shape if wanted else 0, dtype=torch.float32)
+
+
+@torch.library.custom_op("gankd::adapted_feature_match", mutates_args=())
+def _adapted_op(
+    student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor | None, kind: str, reduction: str,
+    student_grad: bool, teacher_grad: bool, weight_grad: bool, bias_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """student [N, Cs, P], teacher [N, Ct, P], weight [Ct, Cs]. "mean"/"sum": (loss, ds, dt, dW, db) for upstream
+    gradient 1, dW and db in fp32; "none": (e [N, Ct, P] fp32 laid out like teacher, [0], [0], [0], [0])."""
+    student, teacher = dense(student), dense(teacher)
+    count = teacher.numel()
+    grad_scale = 1.0 / count if reduction == "mean" else 1.0
+    config = launch_config(student, weight, bias, None, kind)
+    per_element = reduction == "none"
+    e = _maybe_empty_like(teacher, per_element, torch.float32)
+    partials = student.new_empty(0 if per_element else position_tiles(student, config), dtype=torch.float32)
+    grad_s = _maybe_empty_like(student, student_grad and not per_element)
+    grad_t = _maybe_empty_like(teacher, teacher_grad and not per_element)
+    positions_pass(student, teacher, weight, bias, None, e, partials, grad_s, grad_t, grad_scale, config)
+    grad_w, grad_b = weight_pass(student, teacher, weight, bias, None, grad_scale, weight_grad and not per_element,
+                                 bias_grad and not per_element, config)  # fmt: skip
+    return (e if per_element else reduce_partials(partials, count, reduction)), grad_s, grad_t, grad_w, grad_b
+
+
+@_adapted_op.register_fake
+def _adapted_fake(student, teacher, weight, bias, kind, reduction, student_grad, teacher_grad, weight_grad,
+                  bias_grad):  # fmt: skip
+    student, teacher = dense(student), dense(teacher)
+    per_element = reduction == "none"
+    loss = torch.empty_like(teacher, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
+    return (loss, _maybe_empty_like(student, student_grad and not per_element),
+            _maybe_empty_like(teacher, teacher_grad and not per_element),
+            _maybe_fp32_grad(weight, weight_grad and not per_element),
+            _maybe_fp32_grad(bias if bias is not None else weight, bias_grad and not per_element))  # fmt: skip
+
+
+@torch.library.custom_op("gankd::adapted_feature_match_grad", mutates_args=())
+def _adapted_grad_op(
+    student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor | None, grad_e: Tensor, kind: str,
+    student_grad: bool, teacher_grad: bool, weight_grad: bool, bias_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """Gradients of sum(grad_e * e) for reduction "none": (ds, dt, dW fp32, db fp32), each [0] when unwanted.
+    grad_e [N, Ct, P] is read through its own strides (an expanded upstream gradient is not copied)."""
+    student, teacher = dense(student), dense(teacher)
+    config = launch_config(student, weight, bias, grad_e, kind)
+    grad_s, grad_t = _maybe_empty_like(student, student_grad), _maybe_empty_like(teacher, teacher_grad)
+    if student_grad or teacher_grad:
+        no_output = grad_e.new_empty(0, dtype=torch.float32)
+        positions_pass(student, teacher, weight, bias, grad_e, no_output, no_output, grad_s, grad_t, 1.0, config)
+    grad_w, grad_b = weight_pass(student, teacher, weight, bias, grad_e, 1.0, weight_grad, bias_grad, config)
+    return grad_s, grad_t, grad_w, grad_b
+
+
+@_adapted_grad_op.register_fake
+def _adapted_grad_fake(student, teacher, weight, bias, grad_e, kind, student_grad, teacher_grad, weight_grad,
+                       bias_grad):  # fmt: skip
+    student, teacher = dense(student), dense(teacher)
+    return (_maybe_empty_like(student, student_grad), _maybe_empty_like(teacher, teacher_grad),
+            _maybe_fp32_grad(weight, weight_grad),
+            _maybe_fp32_grad(bias if bias is not None else weight, bias_grad))  # fmt: skip
+
+
+def _setup_context(ctx, inputs, output):
+    student, teacher, weight, bias, ctx.kind, ctx.reduction = inputs[:6]
+    ctx.wanted = inputs[6:]  # student, teacher, weight, bias
+    ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
+    ctx.mark_non_differentiable(*output[1:])
+    if ctx.reduction == "none":
+        ctx.save_for_backward(student, teacher, weight, bias)
+    else:
+        ctx.save_for_backward(*output[1:])
+
+
+def _backward(ctx, grad_loss, *_unused_grads):
+    if ctx.reduction == "none":
+        student, teacher, weight, bias = ctx.saved_tensors
+        grads = _adapted_grad_op(student, teacher, weight, bias, grad_loss, ctx.kind, *ctx.wanted)
+    else:
+        # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
+        grads = ctx.saved_tensors
+        for grad, wanted in zip(grads, ctx.wanted, strict=True):
+            if wanted:
+                scale_by_scalar_(grad, grad_loss)
+    grad_s, grad_t, grad_w, grad_b = (grad if wanted else None for grad, wanted in zip(grads, ctx.wanted, strict=True))
+    grad_w = None if grad_w is None else grad_w.to(ctx.weight_dtype)
+    grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype)
+    return (grad_s, grad_t, grad_w, grad_b) + (None,) * 6
+
+
+_adapted_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _positions_views(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """[N, C, P] views of both maps; vectors ([N, C], P = 1) become [1, C, N] so that samples fill the tiles."""
+    student, teacher = as_channels_positions(student), as_channels_positions(teacher)
+    if student.shape[2] == 1 and student.shape[0] > 1:
+        return student.permute(2, 1, 0), teacher.permute(2, 1, 0), True
+    return student, teacher, False
+
+
+def adapted_feature_match_ref(
+    student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor | None = None, *, kind: str = "mse",
+    reduction: str = "mean",
+) -> Tensor:  # fmt: skip
+    """Pure-PyTorch specification of `adapted_feature_match` (fp32 or wider accumulation); same arguments, no `impl`."""
+    check_adapted_feature_match_options(kind=kind, reduction=reduction)
+    check_adapter_inputs(student, teacher, weight, bias)
+    dtype = compute_dtype(student, teacher, weight, bias)
+    n_student, n_teacher = student.shape[1], teacher.shape[1]
+    # y[n, o, ...] = sum_c W[o, c] s[n, c, ...] + b[o]: channels moved last for one matmul, then back.
+    matrix = weight.reshape(n_teacher, n_student).to(dtype)
+    adapted = torch.movedim(torch.movedim(student.to(dtype), 1, -1) @ matrix.t(), -1, 1)
+    if bias is not None:
+        adapted = adapted + bias.to(dtype).reshape(n_teacher, *[1] * (student.dim() - 2))
+    diff = adapted - teacher.to(dtype)
+    per_element = diff.square() if kind == "mse" else diff.abs()
+    if reduction == "none":
+        return per_element
+    return per_element.sum() / max(per_element.numel(), 1) if reduction == "mean" else per_element.sum()
+
+
+def adapted_feature_match(
+    student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor | None = None, *, kind: str = "mse",
+    reduction: str = "mean", impl: str = "auto",
+) -> Tensor:  # fmt: skip
+    """Match a student feature map to the teacher's through a 1x1-convolution adapter, without materializing it.
+
+    Per position the adapter maps the student's Cs channels to the teacher's Ct: y = W s + b. Per element
+    of the teacher-shaped result e = (y - t)^2 ("mse") or |y - t| ("l1"). Gradients reach the student, the
+    weight, the bias and, when it requires grad, the teacher.
+
+    Args:
+        student: [N, Cs, *spatial] or [N, Cs] float16/bfloat16/float32 (float64 on the reference path).
+            Contiguous and channels_last maps are read in place, without copies.
+        teacher: [N, Ct, *spatial] (or [N, Ct]): same batch and spatial sizes and device; any float dtype.
+        weight: [Ct, Cs] or a 1x1 conv weight [Ct, Cs, 1, 1] (trailing ones of any count).
+        bias: [Ct] or None.
+        kind: "mse" or "l1".
+        reduction: "mean" (over all N·Ct·positions elements of e), "sum", or "none" (e itself, teacher-shaped).
+        impl: "auto" (Triton for CUDA tensors when available, else the reference), "triton", "reference".
+            The fused kernels hold Cs <= 1024 student channels when student and weight share the dtype
+            float16 or bfloat16, Cs <= 512 otherwise (fp32 products); wider adapters run the reference with
+            "auto" and raise ValueError with "triton". On CUDA, float32 products use TF32 when
+            torch.backends.cudnn.allow_tf32 is True (torch's default, as an eager 1x1 conv), else IEEE fp32.
+
+    Returns:
+        float32 loss (float64 for float64 inputs), a scalar unless reduction="none". Each gradient has its
+        input's dtype.
+    """
+    check_adapted_feature_match_options(kind=kind, reduction=reduction, impl=impl)
+    check_adapter_inputs(student, teacher, weight, bias)
+    float64 = compute_dtype(student, teacher, weight, bias) == torch.float64
+    if impl == "triton" and float64:
+        raise TypeError(
+            "adapted_feature_match(impl='triton') computes in float32; float64 inputs run with impl='reference'"
+        )
+    n_student, n_teacher = student.shape[1], teacher.shape[1]
+    limit = max_student_channels(student.dtype, weight.dtype)
+    too_wide = n_student > limit
+    if impl == "triton" and too_wide:
+        raise ValueError(
+            f"adapted_feature_match(impl='triton') holds at most {limit} student channels in one tile with "
+            f"{student.dtype} student and {weight.dtype} weight, got Cs = {n_student} (student "
+            f"{tuple(student.shape)}); impl='auto' runs the reference for these"
+        )
+    if (not use_triton(impl, "adapted_feature_match", student.device) or float64 or too_wide
+            or student.numel() == 0 or teacher.numel() == 0):  # fmt: skip
+        return adapted_feature_match_ref(student, teacher, weight, bias, kind=kind, reduction=reduction)
+    grad_enabled = torch.is_grad_enabled()
+    wanted = [x is not None and x.requires_grad and grad_enabled for x in (student, teacher, weight, bias)]
+    student_view, teacher_view, permuted = _positions_views(student, teacher)
+    loss = _adapted_op(student_view, teacher_view, weight.reshape(n_teacher, n_student), bias, kind, reduction,
+                       *wanted)[0]  # fmt: skip
+    if reduction != "none":
+        return loss
+    return (loss.permute(2, 1, 0) if permuted else loss).reshape(teacher.shape)
