@@ -1,7 +1,8 @@
-"""Loss modules: nn.Module faces of the fused kernels in gankd.kernels."""
+"""Loss modules: nn.Module faces of the fused kernels in gankd.kernels, and the GAN losses."""
 
 from .adapter import AdaptedFeatureLoss
+from .adversarial import GAN_MODES, GANLoss
 from .features import AttentionTransferLoss, FeatureMatchLoss
 from .kd import KDLoss
 
-__all__ = ["AdaptedFeatureLoss", "AttentionTransferLoss", "FeatureMatchLoss", "KDLoss"]
+__all__ = ["GAN_MODES", "AdaptedFeatureLoss", "AttentionTransferLoss", "FeatureMatchLoss", "GANLoss", "KDLoss"]
