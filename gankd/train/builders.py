@@ -1,0 +1,88 @@
+"""Objects built from a RunConfig: models, data, optimizers, schedules, samplers (the only place that does)."""
+
+import math
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from gankd import data, models
+from gankd.config import ModelConfig, OptimConfig, RunConfig
+
+from .distributed import Distributed
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    return models.build(config.name, **config.options)
+
+
+def build_dataset(config: RunConfig, split: str) -> Dataset:
+    options = dict(config.data.options)
+    options.setdefault("seed", config.seed)
+    return data.build(config.data.name, split, **options)
+
+
+def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:
+    beta1, beta2 = config.betas
+    return torch.optim.Adam(parameters, lr=config.lr, betas=(beta1, beta2), weight_decay=config.weight_decay)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, steps: int):
+    """Linear warm-up, then constant, cosine or linear decay to 0 at `steps`."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, steps - config.warmup_steps)
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if config.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (this process's shard of a seeded shuffle per epoch) that can start mid-epoch.
+
+    `set_position(epoch, start_batch)` skips the first `start_batch` batches of that epoch without
+    loading them, so a resumed run sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, dist: Distributed, seed: int):
+        super().__init__(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed,
+                         drop_last=True)  # fmt: skip
+        self.batch_size = batch_size
+        self.start_batch = 0
+        self.batches_per_epoch = self.num_samples // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"data.batch_size={batch_size} is larger than the {self.num_samples} samples each of the "
+                f"{dist.world_size} process(es) gets per epoch: lower data.batch_size"
+            )
+
+    def set_position(self, epoch: int, start_batch: int) -> None:
+        self.set_epoch(epoch)
+        self.start_batch = start_batch
+
+    def __iter__(self):
+        indices = list(super().__iter__())[: self.batches_per_epoch * self.batch_size]
+        return iter(indices[self.start_batch * self.batch_size :])
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+def batches(dataset: Dataset, config: RunConfig, dist: Distributed, start_step: int):
+    """Endless batches from `start_step` on: epoch after epoch, data augmentation re-seeded per epoch."""
+    sampler = ResumableSampler(dataset, config.data.batch_size, dist, config.seed)
+    loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler,
+                        num_workers=config.data.num_workers, drop_last=True)  # fmt: skip
+    epoch, start_batch = divmod(start_step, sampler.batches_per_epoch)
+    while True:
+        sampler.set_position(epoch, start_batch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        yield from loader
+        epoch, start_batch = epoch + 1, 0

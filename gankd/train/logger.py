@@ -1,0 +1,46 @@
+"""Run logging: a JSONL log (one line per logged step), a tqdm progress bar, TensorBoard when asked."""
+
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+class RunLogger:
+    """Writes only when `enabled` (rank 0); the other processes get a silent logger."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, total: int, start: int, tensorboard: bool = False):
+        self.enabled = enabled
+        self.started = time.time()
+        self.file = (run_dir / "log.jsonl").open("a") if enabled else None
+        self.bar = tqdm(total=total, initial=start, disable=not enabled, desc=run_dir.name, dynamic_ncols=True)
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ImportError("config.tensorboard is true but the tensorboard package is missing") from error
+            self.writer = SummaryWriter(run_dir / "tensorboard")
+
+    def progress(self, scalars: dict) -> None:
+        if self.enabled:
+            self.bar.update(1)
+            self.bar.set_postfix({name: f"{value:.3g}" for name, value in scalars.items() if name != "lr"})
+
+    def log(self, step: int, scalars: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "seconds": round(time.time() - self.started, 3)} | scalars
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,159 @@
+"""The training loop: train a teacher, a scratch student, or distil a student, from a RunConfig.
+
+A run directory (output_dir/name) holds config.yaml (resolved), log.jsonl, checkpoints/last.pt,
+samples/*.png and metrics.json. Checkpoints carry everything a resume needs (models, adapters, optimizers,
+schedules, scaler, EMA, RNG states, step, config): a run stopped at step k and resumed reaches the same
+weights as one never stopped.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from gankd import metrics
+from gankd.config import RunConfig, save_config, to_dict
+
+from .builders import batches, build_dataset
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import Distributed, setup, teardown
+from .logger import RunLogger
+from .steps import NonFiniteLoss, Stepper, build_stepper
+
+# Keys of the config that may change when a run is resumed (more steps, other logging or evaluation).
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "sample_every", "eval", "tensorboard"}
+
+
+class TrainingError(RuntimeError):
+    """Training stopped; the message says why and what was kept."""
+
+
+def run_directory(config: RunConfig) -> Path:
+    return Path(config.output_dir) / config.name
+
+
+def teacher_state(config: RunConfig) -> dict:
+    """The teacher's model config and weights (its EMA weights when it kept them) and its discriminator."""
+    state = load_checkpoint(config.distill.teacher)
+    teacher_config = state["config"]
+    weights = state["model"]
+    if state.get("ema") is not None:
+        weights = {key.removeprefix("module."): value for key, value in state["ema"].items() if key != "n_averaged"}
+    from gankd.config import ModelConfig
+
+    return {"model_config": ModelConfig(**teacher_config["model"]), "weights": weights,
+            "discriminator": state.get("discriminator")}  # fmt: skip
+
+
+def _check_resumable(saved: dict, config: RunConfig) -> None:
+    current = to_dict(config)
+    changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
+    if changed:
+        raise TrainingError(f"cannot resume: the config differs from the checkpoint's in {', '.join(changed)}")
+
+
+def evaluate(stepper: Stepper, config: RunConfig) -> dict:
+    """The task's metrics on the evaluation split (proxy FD/KID, PSNR/SSIM, or accuracy)."""
+    model = stepper.eval_model()
+    dataset = build_dataset(config, config.eval.split)
+    device = stepper.device
+    if config.task == "generator":
+        names = config.eval.metrics or (["fd_digits", "kid_digits"] if config.data.name == "digits" else ["fid", "kid"])
+        return metrics.evaluate_generator(model, dataset, names, num_samples=config.eval.num_samples or None,
+                                          inception_weights=config.eval.inception_weights, device=device)  # fmt: skip
+    if config.task == "image2image":
+        return metrics.evaluate_paired(model, dataset, config.eval.metrics or ["psnr", "ssim"], device=device)
+    teacher = stepper.distiller.teacher if stepper.distiller is not None else None
+    names = config.eval.metrics or (["accuracy", "agreement"] if teacher is not None else ["accuracy"])
+    return metrics.evaluate_classifier(model, dataset, names, teacher=teacher, device=device)
+
+
+@torch.no_grad()
+def save_samples(stepper: Stepper, config: RunConfig, path: Path) -> None:
+    """A grid of outputs: generator samples (fixed seed, classes in order), or inputs/outputs/targets."""
+    model = stepper.eval_model()
+    if config.task == "generator":
+        images = metrics.sample_generator(model, 64, seed=1234, device=stepper.device)
+    elif config.task == "image2image":
+        dataset = build_dataset(config, config.eval.split)
+        inputs, targets = (torch.stack(items) for items in zip(*[dataset[i] for i in range(8)], strict=True))
+        was_training = model.training
+        model.eval()
+        outputs = model(inputs.to(stepper.device)).float().cpu().clamp(-1, 1)
+        model.train(was_training)
+        upsampled = torch.nn.functional.interpolate(inputs, size=targets.shape[-2:], mode="nearest")
+        images = torch.cat([upsampled, outputs, targets])
+    else:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, path, nrow=8, normalize=True, value_range=(-1, 1))
+
+
+def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None) -> dict:
+    """Run `config` to config.steps (or, with `stop_at`, stop after that step as an interrupted run would).
+
+    Returns the final metrics (rank 0) or an empty dict. Raises TrainingError with what was kept.
+    """
+    dist = setup(config.device)
+    try:
+        return _train(config, dist, resume, stop_at)
+    finally:
+        teardown(dist)
+
+
+def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | None) -> dict:
+    run_dir = run_directory(config)
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.exists() and not resume:
+        raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another name")
+    if resume and not last.exists():
+        raise TrainingError(f"--resume: {last} does not exist")
+    stepper = build_stepper(config, dist, teacher_state(config) if config.mode == "distill" else None)
+    start = 0
+    if resume:
+        state = load_checkpoint(last, map_location=dist.device)
+        _check_resumable(state["config"], config)
+        stepper.load_state_dict(state)
+        start = state["step"]
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    dataset = build_dataset(config, "train")
+    data = batches(dataset, config, dist, start)
+    logger = RunLogger(run_dir, enabled=dist.is_main, total=config.steps, start=start, tensorboard=config.tensorboard)
+    end = config.steps if stop_at is None else min(stop_at, config.steps)
+    started = time.perf_counter()
+    try:
+        for step in range(start, end):
+            try:
+                scalars = stepper.step(next(data))
+            except NonFiniteLoss as error:
+                kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
+                raise TrainingError(f"step {step + 1}: {error}; training stopped, {kept}. Lower optim.lr, use "
+                                    "precision fp32, or set optim.grad_clip") from None  # fmt: skip
+            done = step + 1
+            logger.progress(scalars)
+            if done % config.log_every == 0 or done == end:
+                logger.log(done, {name: dist.all_mean(value) for name, value in scalars.items()})
+            if done % config.checkpoint_every == 0 or done == end:
+                if dist.is_main:
+                    save_checkpoint({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+                dist.barrier()
+            if dist.is_main and config.sample_every and done % config.sample_every == 0:
+                save_samples(stepper, config, run_dir / "samples" / f"step_{done:06d}.png")
+            if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
+                logger.log(done, {f"eval/{k}": v for k, v in evaluate(stepper, config)["metrics"].items()})
+    except torch.OutOfMemoryError as error:
+        raise TrainingError(f"out of memory ({error}); the last checkpoint is kept at {last}. Lower "
+                            "data.batch_size, use precision bf16, or a smaller model width") from None  # fmt: skip
+    finally:
+        logger.close()
+    if end < config.steps or not dist.is_main:
+        return {}
+    result = evaluate(stepper, config)
+    result["train_seconds"] = time.perf_counter() - started
+    save_samples(stepper, config, run_dir / "samples" / "final.png")
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
