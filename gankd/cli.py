@@ -1,4 +1,4 @@
-"""The `gankd` command: `gankd models`, `gankd eval`, `gankd export` (each with --help)."""
+"""The `gankd` command: train, distill, eval, export, models, demo (each with --help)."""
 
 from __future__ import annotations
 
@@ -116,12 +116,47 @@ def _export(arguments: argparse.Namespace) -> None:
     _write_json(export_onnx(model, example_inputs(model, 2), arguments.out), None)
 
 
+def _train(arguments: argparse.Namespace) -> None:
+    from gankd.config import ConfigError, load_config
+    from gankd.train import CheckpointError, TrainingError, train
+
+    try:
+        config = load_config(arguments.config, arguments.set)
+        if arguments.command == "distill" and config.mode != "distill":
+            raise ConfigError(
+                f"gankd distill needs a config with mode: distill, {arguments.config} has {config.mode!r}"
+            )
+        if arguments.command == "train" and config.mode == "distill":
+            raise ConfigError(f"{arguments.config} is a distillation config: run it with gankd distill")
+        result = train(config, resume=arguments.resume)
+    except (ConfigError, CheckpointError, TrainingError) as error:
+        raise SystemExit(f"gankd {arguments.command}: {error}") from None
+    if result:
+        print(_summary(result["metrics"]))
+
+
+def _summary(values: dict) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML run config, e.g. configs/digits_dcgan_teacher.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value, e.g. --set steps=200 (repeatable)")  # fmt: skip
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `gankd` console script."""
     parser = argparse.ArgumentParser(prog="gankd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     models = commands.add_parser("models", help="list the model zoo with params and MACs at default sizes")
     models.set_defaults(run=_models)
+    for name, text in (("train", "train a teacher or a scratch student from a YAML config"),
+                       ("distill", "distil a student from a trained teacher, from a YAML config")):  # fmt: skip
+        command = commands.add_parser(name, help=text, description=text)
+        _add_run_arguments(command)
+        command.set_defaults(run=_train)
 
     evaluate = commands.add_parser(
         "eval",

@@ -135,6 +135,11 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as text
+            return float(value)
+        except ValueError:
+            pass
     if (annotation in (int, float) and isinstance(value, bool)) or not isinstance(value, annotation):
         raise ConfigError(f"{where} must be {_type_name(annotation)}, got {type(value).__name__} {value!r}")
     return value

@@ -53,6 +53,9 @@ class DCGANDiscriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Conv2d(width, 1, 4, 1, 0)
         self.label_embedding = nn.Embedding(num_classes, width) if num_classes else None
+        if self.label_embedding is not None:
+            # Small, as DCGAN initialises its weights: N(0, 1) embeddings make the first projection logits ~±100.
+            nn.init.normal_(self.label_embedding.weight, 0.0, 0.02)
         if spectral_norm:
             apply_spectral_norm(self)
         self.feature_layers = ("stem", *(f"blocks.{i}" for i in range(n_blocks)))

@@ -128,8 +128,8 @@ class Stepper:
     @staticmethod
     def _check_finite(total: Tensor, terms: dict) -> None:
         if not torch.isfinite(total).item():
-            values = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
-            raise NonFiniteLoss(f"the loss is {float(total)} ({values})")
+            values = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in terms.items())
+            raise NonFiniteLoss(f"the loss is {float(total.detach())} ({values})")
 
     # -- checkpoint state --------------------------------------------------------------------------------------
 

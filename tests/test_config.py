@@ -1,0 +1,56 @@
+"""gankd.config: YAML + --set overrides into typed dataclasses; unknown keys and bad types rejected."""
+
+from pathlib import Path
+
+import pytest
+
+from gankd.config import ConfigError, RunConfig, load_config, save_config
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_is_named_after_its_file(path):
+    config = load_config(path)
+    assert config.name == path.stem
+    data, family, role = path.stem.split("_")
+    assert config.mode == role and config.data.name.startswith(data)
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    config = load_config(CONFIGS / "digits_dcgan_teacher.yaml",
+                         ["steps=7", "optim.lr=1e-3", "model.options.ngf=8", "eval.metrics=[fd_digits]"])  # fmt: skip
+    assert config.steps == 7 and config.optim.lr == 1e-3 and config.model.options["ngf"] == 8
+    assert config.eval.metrics == ["fd_digits"]
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config  # the resolved config reloads to itself
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["stepz=3"], "unknown key config.stepz; valid keys of config: name, task"),
+        (["optim.learning_rate=1"], "unknown key config.optim.learning_rate; valid keys of config.optim: lr"),
+        (["steps=many"], "config.steps must be int, got str 'many'"),
+        (["steps=true"], "config.steps must be int, got bool"),
+        (["optim.betas=0.5"], "config.optim.betas must be a list"),
+        (["task=segmentation"], "config.task must be one of"),
+        (["mode=distill"], "config.distill.teacher (the teacher's run directory) is empty"),
+        (["precision=fp8"], "config.precision must be fp32, bf16 or fp16"),
+        (["ema=1.5"], "config.ema must be in [0, 1)"),
+        (["steps=0"], "config.steps must be >= 1"),
+        (["nonsense"], "--set takes key.path=value"),
+    ],
+)
+def test_bad_configs_say_what_is_wrong(overrides, message):
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        load_config(CONFIGS / "digits_dcgan_teacher.yaml", overrides)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+    assert isinstance(load_config(), RunConfig)

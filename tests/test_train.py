@@ -1,0 +1,130 @@
+"""Training runs on CPU: every shipped config for a few steps, exact resume, bad input, NaN, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gankd.config import load_config
+from gankd.train import CheckpointError, TrainingError, load_checkpoint, train
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+# Tiny widths and batches so that a few steps take seconds; evaluation on a few samples.
+SMALL = {
+    "digits_dcgan": ["model.options.ngf=4", "gan.discriminator.options.ndf=4", "data.batch_size=8",
+                     "eval.num_samples=64"],
+    "photos_resnet": ["model.options.ngf=4", "model.options.n_blocks=2", "data.batch_size=2"],
+    "digits_cnn": ["model.options.width=4", "data.batch_size=16"],
+}  # fmt: skip
+TEACHER_SMALL = {
+    "digits_dcgan": ["model.options.ngf=8"],
+    "photos_resnet": ["model.options.ngf=8", "distill.feature_pairs={blocks.1: blocks.1}"],
+    "digits_cnn": ["model.options.width=8"],
+}
+
+
+def small_config(name: str, tmp_path: Path, *extra: str):
+    family = "_".join(name.split("_")[:2])
+    overrides = [f"output_dir={tmp_path}", "steps=4", "checkpoint_every=2", "log_every=1", *SMALL[family], *extra]
+    return load_config(CONFIGS / f"{name}.yaml", overrides)
+
+
+@pytest.fixture(autouse=True)
+def _proxy(monkeypatch, proxy_cache):
+    monkeypatch.setenv("GANKD_CACHE", str(proxy_cache.parent))
+
+
+@pytest.mark.parametrize("family", ["digits_dcgan", "photos_resnet", "digits_cnn"])
+def test_teacher_and_scratch_configs_run(family, tmp_path):
+    for role in ("teacher", "scratch"):
+        result = train(small_config(f"{family}_{role}", tmp_path))
+        run = tmp_path / f"{family}_{role}"
+        assert (run / "config.yaml").is_file() and (run / "metrics.json").is_file()
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        assert [entry["step"] for entry in log] == [1, 2, 3, 4] and all("loss" in entry for entry in log)
+        assert load_checkpoint(run)["step"] == 4
+        assert all(isinstance(value, float) for value in result["metrics"].values())
+        if family != "digits_cnn":
+            assert (run / "samples" / "final.png").is_file()
+
+
+def _same_state(first: dict, second: dict) -> None:
+    for key in first:
+        if isinstance(first[key], torch.Tensor):
+            assert torch.equal(first[key], second[key]), key
+
+
+@pytest.mark.parametrize("name", ["digits_dcgan_teacher", "digits_cnn_scratch"])
+def test_resume_reaches_the_same_weights(name, tmp_path):
+    uninterrupted = small_config(name, tmp_path / "a", "steps=6", "checkpoint_every=3", "ema=0.9")
+    train(uninterrupted)
+    interrupted = small_config(name, tmp_path / "b", "steps=6", "checkpoint_every=3", "ema=0.9")
+    train(interrupted, stop_at=3)
+    assert load_checkpoint(tmp_path / "b" / name)["step"] == 3
+    train(interrupted, resume=True)
+    a, b = (load_checkpoint(tmp_path / run / name) for run in ("a", "b"))
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "discriminator", "ema"):
+        if a[part] is not None:
+            _same_state(a[part], b[part])
+
+
+def test_existing_run_missing_resume_and_changed_config(tmp_path):
+    config = small_config("digits_cnn_teacher", tmp_path, "steps=2")
+    train(config)
+    with pytest.raises(TrainingError, match="already holds a run: pass --resume"):
+        train(config)
+    changed = small_config("digits_cnn_teacher", tmp_path, "steps=3", "optim.lr=0.5")
+    with pytest.raises(TrainingError, match="differs from the checkpoint's in optim"):
+        train(changed, resume=True)
+    with pytest.raises(TrainingError, match="does not exist"):
+        train(small_config("digits_cnn_scratch", tmp_path), resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = small_config("digits_cnn_teacher", tmp_path, "steps=6", "checkpoint_every=1", "optim.lr=1e30")
+    with pytest.raises(TrainingError, match=r"training stopped, the last good checkpoint is .*last\.pt"):
+        train(config)
+    kept = load_checkpoint(tmp_path / "digits_cnn_teacher")
+    assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "broken.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a gankd checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="without checkpoints/last.pt"):
+        load_checkpoint(tmp_path)
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path):
+    from gankd.cli import main
+
+    with pytest.raises(SystemExit, match="gankd train: unknown key config.stepz"):
+        main(["train", str(CONFIGS / "digits_cnn_teacher.yaml"), "--set", "stepz=1"])
+    with pytest.raises(SystemExit, match="is a distillation config: run it with gankd distill"):
+        main(["train", str(CONFIGS / "digits_cnn_distill.yaml")])
+    with pytest.raises(SystemExit, match="gankd distill needs a config with mode: distill"):
+        main(["distill", str(CONFIGS / "digits_cnn_teacher.yaml")])
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    # Two gloo processes on this CPU: each trains on its shard, gradients averaged, rank 0 writes.
+    overrides = [f"output_dir={tmp_path}", "steps=4", "checkpoint_every=2", "log_every=2", *SMALL["digits_cnn"]]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "gankd.cli", "train", str(CONFIGS / "digits_cnn_teacher.yaml")]  # fmt: skip
+    for override in overrides:
+        command += ["--set", override]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "digits_cnn_teacher"
+    assert load_checkpoint(run)["step"] == 4
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2  # one writer
