@@ -85,19 +85,32 @@ def _eval(arguments: argparse.Namespace) -> None:
         result = metrics.evaluate_images(generated, reference, names or ["fid", "kid"],
                                          inception_weights=arguments.inception_weights)  # fmt: skip
         return _write_json(result, arguments.out)
-    if not (arguments.model and arguments.data):
-        raise SystemExit("gankd eval: give --generated and --reference folders, or --model and --data")
-    model = _built_model(arguments.model, arguments.set, arguments.weights)
-    dataset = data.build(arguments.data, arguments.split, **dict(arguments.data_set))
+    teacher = None
+    if arguments.checkpoint:
+        from gankd.train import CheckpointError, load_trained_model
+
+        try:
+            model, config, _ = load_trained_model(arguments.checkpoint)
+            if config.mode == "distill":
+                teacher = load_trained_model(config.distill.teacher)[0]
+        except CheckpointError as error:
+            raise SystemExit(f"gankd eval: {error}") from None
+        data_name = arguments.data or config.data.name
+        data_options = dict(arguments.data_set) or (dict(config.data.options) if data_name == config.data.name else {})
+    elif arguments.model and arguments.data:
+        model = _built_model(arguments.model, arguments.set, arguments.weights)
+        data_name, data_options = arguments.data, dict(arguments.data_set)
+    else:
+        raise SystemExit("gankd eval: give --checkpoint, or --model and --data, or --generated and --reference")
+    if arguments.teacher_model:
+        teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights)
+    dataset = data.build(data_name, arguments.split, **data_options)
     first = dataset[0]
     if hasattr(model, "nz"):
-        default = ["fd_digits", "kid_digits"] if arguments.data == "digits" else ["fid", "kid"]
+        default = ["fd_digits", "kid_digits"] if data_name == "digits" else ["fid", "kid"]
         result = metrics.evaluate_generator(model, dataset, names or default,
                                             inception_weights=arguments.inception_weights)  # fmt: skip
     elif isinstance(first[1], int):
-        teacher = None
-        if arguments.teacher_model:
-            teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights)
         result = metrics.evaluate_classifier(model, dataset, names or (["accuracy", "agreement"] if teacher else
                                                                         ["accuracy"]), teacher=teacher)  # fmt: skip
     else:
@@ -112,7 +125,17 @@ def _export(arguments: argparse.Namespace) -> None:
     from gankd.metrics import export_onnx
     from gankd.models import example_inputs
 
-    model = _built_model(arguments.model, arguments.set, arguments.weights)
+    if arguments.checkpoint:
+        from gankd.train import CheckpointError, load_trained_model
+
+        try:
+            model = load_trained_model(arguments.checkpoint)[0]
+        except CheckpointError as error:
+            raise SystemExit(f"gankd export: {error}") from None
+    elif arguments.model:
+        model = _built_model(arguments.model, arguments.set, arguments.weights)
+    else:
+        raise SystemExit("gankd export: give --checkpoint (a run) or --model (a zoo name, with --weights)")
     _write_json(export_onnx(model, example_inputs(model, 2), arguments.out), None)
 
 
@@ -133,6 +156,17 @@ def _train(arguments: argparse.Namespace) -> None:
         raise SystemExit(f"gankd {arguments.command}: {error}") from None
     if result:
         print(_summary(result["metrics"]))
+
+
+def _demo(arguments: argparse.Namespace) -> None:
+    from gankd.config import ConfigError
+    from gankd.train import CheckpointError, TrainingError
+    from gankd.train.demo import run_demo
+
+    try:
+        run_demo(arguments.output_dir, arguments.set)
+    except (ConfigError, CheckpointError, TrainingError) as error:
+        raise SystemExit(f"gankd demo: {error}") from None
 
 
 def _summary(values: dict) -> str:
@@ -164,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Writes a metrics JSON. Standard fid/kid need Inception weights on disk ($GANKD_INCEPTION_WEIGHTS "
         "or the torch hub cache); fd_digits/kid_digits are offline proxies comparable only with each other.",
     )
+    evaluate.add_argument("--checkpoint", help="a gankd run directory or checkpoint (its model, data and teacher)")
     evaluate.add_argument("--generated", help="folder of generated images")
     evaluate.add_argument("--reference", help="folder of reference images")
     evaluate.add_argument("--model", help="zoo name of the model to evaluate (see `gankd models`)")
@@ -184,11 +219,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.set_defaults(run=_eval)
 
     export = commands.add_parser("export", help="export a model to ONNX and check it with onnxruntime")
-    export.add_argument("--model", required=True, help="zoo name (see `gankd models`)")
+    export.add_argument("--checkpoint", help="a gankd run directory or checkpoint")
+    export.add_argument("--model", help="zoo name (see `gankd models`), with --weights")
     export.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE")
     export.add_argument("--weights", help="state dict file of the model")
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.set_defaults(run=_export)
+
+    demo = commands.add_parser("demo", help="distil a digits generator end to end (teacher, student, scratch, table)",
+                               description="Teacher (cached), distilled student, scratch student, evaluated and "
+                               "compared; about 5-10 minutes on 2 CPU cores, no downloads.")  # fmt: skip
+    demo.add_argument("--output-dir", default="runs", help="where the demo's run directory goes (default runs/)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                      help="override every run's config, e.g. --set steps=50 for a quick look")  # fmt: skip
+    demo.set_defaults(run=_demo)
 
     arguments = parser.parse_args(argv)
     arguments.run(arguments)

@@ -128,3 +128,18 @@ def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / "digits_cnn_teacher"
     assert load_checkpoint(run)["step"] == 4
     assert len((run / "log.jsonl").read_text().splitlines()) == 2  # one writer
+
+
+def test_eval_and_export_from_a_run_directory(tmp_path, capsys):
+    from gankd.cli import main
+
+    train(small_config("digits_cnn_teacher", tmp_path, "steps=2"))
+    run = tmp_path / "digits_cnn_teacher"
+    main(["eval", "--checkpoint", str(run)])
+    result = json.loads(capsys.readouterr().out)
+    assert 0 <= result["metrics"]["accuracy"] <= 1 and result["details"]["samples"] == 359
+    pytest.importorskip("onnxruntime")
+    main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "model.onnx")])
+    assert json.loads(capsys.readouterr().out)["max_abs_diff"] < 1e-4
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["eval", "--checkpoint", str(tmp_path / "absent")])

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from torchvision.utils import save_image
 
 from gankd import metrics
-from gankd.config import RunConfig, save_config, to_dict
+from gankd.config import RunConfig, from_dict, save_config, to_dict
 
-from .builders import batches, build_dataset
+from .builders import batches, build_dataset, build_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Distributed, setup, teardown
 from .logger import RunLogger
@@ -34,16 +35,27 @@ def run_directory(config: RunConfig) -> Path:
     return Path(config.output_dir) / config.name
 
 
+def trained_weights(state: dict) -> dict:
+    """The weights a run produced: its EMA average when it kept one, else the trained model's."""
+    if state.get("ema") is None:
+        return state["model"]
+    return {key.removeprefix("module."): value for key, value in state["ema"].items() if key != "n_averaged"}
+
+
+def load_trained_model(location) -> tuple[nn.Module, RunConfig, dict]:
+    """(model with its trained weights in eval mode, the run's config, the checkpoint) from a run or .pt file."""
+    state = load_checkpoint(location)
+    config = from_dict(RunConfig, state["config"])
+    model = build_model(config.model)
+    model.load_state_dict(trained_weights(state))
+    return model.eval(), config, state
+
+
 def teacher_state(config: RunConfig) -> dict:
     """The teacher's model config and weights (its EMA weights when it kept them) and its discriminator."""
     state = load_checkpoint(config.distill.teacher)
-    teacher_config = state["config"]
-    weights = state["model"]
-    if state.get("ema") is not None:
-        weights = {key.removeprefix("module."): value for key, value in state["ema"].items() if key != "n_averaged"}
-    from gankd.config import ModelConfig
-
-    return {"model_config": ModelConfig(**teacher_config["model"]), "weights": weights,
+    teacher_config = from_dict(RunConfig, state["config"])
+    return {"model_config": teacher_config.model, "weights": trained_weights(state),
             "discriminator": state.get("discriminator")}  # fmt: skip
 
 
