@@ -11,10 +11,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench,data,export]'
 	touch $@
 
-# Main job: the softmax-KL benchmark on this machine (reference providers on a CPU, all providers on a GPU).
+# Main job: distil a digits generator end to end on this machine (teacher cached after the first run).
 demo: $(VENV)/.installed
-	$(PY) benchmarks/bench_softmax_kl.py --shapes 256x1000,1024x8192 --out runs/demo/kernels.csv
-	$(PY) benchmarks/plot.py --kernels-csv runs/demo/kernels.csv
+	$(PY) -m gankd.cli demo
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
