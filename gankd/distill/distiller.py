@@ -131,7 +131,8 @@ class Distiller(nn.Module):
         feature_terms = [name for name in FEATURE_TERMS if name in self.weights]
         if feature_terms and not self.feature_pairs:
             raise ValueError(
-                f"the {', '.join(map(repr, feature_terms))} term needs feature_pairs={{student module path: "
+                f"the {' and '.join(map(repr, feature_terms))} term{'s need' if len(feature_terms) > 1 else ' needs'} "
+                "feature_pairs={student module path: "
                 "teacher module path}; gankd.models.feature_layers(model) lists a zoo model's natural taps"
             )
         # The taps check every path now, even when no feature term is weighted (a typo is caught anyway).
