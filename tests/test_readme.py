@@ -21,6 +21,7 @@ def test_readme_python_examples_run(capsys):
     assert "JSD loss:" in out
     assert "torch.Size([1, 3, 128, 128])" in out and "fewer MACs" in out  # the model zoo example
     assert "torch.Size([3, 16, 16]) torch.Size([3, 64, 64])" in out  # the data example
+    assert "distillation terms: {'output': " in out and "'adapted': " in out and "'total': " in out
 
 
 def test_readme_test_command_is_what_ci_runs():

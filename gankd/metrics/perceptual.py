@@ -75,12 +75,13 @@ def lpips_distance(
     distances = []
     with torch.no_grad():
         for start in range(0, prediction.shape[0], batch_size):
-            pair = [_prepare(x[start : start + batch_size].float(), net) for x in (prediction, target)]
+            pair = [lpips_inputs(x[start : start + batch_size].float(), net) for x in (prediction, target)]
             distances.append(model(*pair).flatten())
     return torch.cat(distances)
 
 
-def _prepare(images: Tensor, net: str) -> Tensor:
+def lpips_inputs(images: Tensor, net: str) -> Tensor:
+    """Images [N, 1 or 3, H, W] in [-1, 1] as `net` takes them: three channels, at least 32 px for AlexNet."""
     images = images.expand(-1, 3, -1, -1)
     if net == "alex" and min(images.shape[-2:]) < ALEXNET_MIN_SIZE:
         scale = ALEXNET_MIN_SIZE / min(images.shape[-2:])

@@ -1,0 +1,56 @@
+"""1×1 adapters from student to teacher channels, and the channel counts they are built for.
+
+All adapter creation happens in `make_adapter_loss`, which builds the fused gankd.losses.AdaptedFeatureLoss.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from gankd.distill.taps import resolve_module
+from gankd.losses import AdaptedFeatureLoss
+
+# Attributes by which layers declare how many channels (or features) they output, in order of preference.
+_CHANNEL_ATTRIBUTES = ("out_channels", "num_features", "num_channels", "out_features")
+
+
+def make_adapter_loss(student_channels: int, teacher_channels: int, *, impl: str = "auto") -> nn.Module:
+    """The "adapted" loss of one tapped pair: a learned 1×1 adapter (student → teacher channels), then mse.
+
+    The fused gankd.losses.AdaptedFeatureLoss: it holds `weight` [Ct, Cs, 1, 1] and `bias` [Ct], initialised as
+    nn.Conv2d's, and its `forward(student_features, teacher_features)` returns the float32 mean squared error
+    without materializing the adapted map.
+    """
+    return AdaptedFeatureLoss(student_channels, teacher_channels, kind="mse", impl=impl)
+
+
+def declared_channels(model: nn.Module, path: str, *, role: str = "model") -> int | None:
+    """The channels the module at `path` outputs, as its layers declare them, or None when none declares any.
+
+    Reads the last layer with `out_channels`, `num_features`, `num_channels` or `out_features` (convs,
+    norms, linears) registered inside the module, or before it when it has none (a pooling or activation
+    tap). This assumes modules are registered in the order they run, as in nn.Sequential and the gankd
+    zoo; the first forward checks the real shapes.
+    """
+    resolve_module(model, path, role=role)
+    channels, inside = None, False
+    for name, module in model.named_modules():
+        within = path == "" or name == path or name.startswith(path + ".")
+        if inside and not within:
+            break
+        inside = inside or within
+        for attribute in _CHANNEL_ATTRIBUTES:
+            value = getattr(module, attribute, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                channels = value
+                break
+    return channels
+
+
+def adapter_device(model: nn.Module) -> torch.device:
+    """Where adapters for `model` start: the device of its first parameter or buffer (CPU when it has none)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
