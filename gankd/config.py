@@ -59,7 +59,7 @@ class GanConfig:
 class DistillConfig:
     teacher: str = ""  # the teacher's run directory or checkpoint file
     feature_pairs: dict[str, str] = field(default_factory=dict)  # {student module path: teacher module path}
-    weights: dict[str, float] = field(default_factory=lambda: {"output": 1.0})  # loss term -> weight
+    weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight, e.g. {output: 1.0, adapted: 1.0}
     output_kind: str = "l1"  # output term: l1 | mse
     feature_kind: str = "mse"  # feature term: mse | l1 | smooth_l1 | cosine
     attention_p: float = 2.0
@@ -209,6 +209,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"config.mode must be one of {MODES}, got {config.mode!r}")
     if config.mode == "distill" and not config.distill.teacher:
         raise ConfigError("config.mode is 'distill' but config.distill.teacher (the teacher's run directory) is empty")
+    if config.mode == "distill" and not any(weight > 0 for weight in config.distill.weights.values()):
+        raise ConfigError("config.mode is 'distill' but config.distill.weights gives no loss term a weight > 0")
     if config.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"config.precision must be fp32, bf16 or fp16, got {config.precision!r}")
     if not 0.0 <= config.ema < 1.0:

@@ -143,3 +143,45 @@ def test_eval_and_export_from_a_run_directory(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["max_abs_diff"] < 1e-4
     with pytest.raises(SystemExit, match="does not exist"):
         main(["eval", "--checkpoint", str(tmp_path / "absent")])
+
+
+@pytest.mark.parametrize("family", ["digits_dcgan", "photos_resnet", "digits_cnn"])
+def test_distill_configs_run_from_a_teacher_run(family, tmp_path):
+    train(small_config(f"{family}_teacher", tmp_path, "steps=2", *TEACHER_SMALL[family]))
+    teacher = tmp_path / f"{family}_teacher"
+    config = small_config(f"{family}_distill", tmp_path, f"distill.teacher={teacher}", *TEACHER_SMALL[family][1:])
+    result = train(config)
+    log = [json.loads(line) for line in (tmp_path / f"{family}_distill" / "log.jsonl").read_text().splitlines()]
+    weighted = set(config.distill.weights)
+    assert weighted <= set(log[-1]) and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log)
+    if family == "digits_cnn":
+        assert "agreement" in result["metrics"]
+
+
+def test_distill_from_a_missing_teacher_or_wrong_layer(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(small_config("digits_cnn_distill", tmp_path, f"distill.teacher={tmp_path / 'nowhere'}"))
+    train(small_config("digits_cnn_teacher", tmp_path, "steps=2"))
+    teacher = tmp_path / "digits_cnn_teacher"
+    with pytest.raises(ValueError, match="conv4"):
+        pairs, weights = "distill.feature_pairs={conv4: conv3}", "distill.weights={kd: 1.0, attention: 1.0}"
+        train(small_config("digits_cnn_distill", tmp_path, f"distill.teacher={teacher}", pairs, weights))
+
+
+def test_demo_pipeline_on_a_reduced_budget(tmp_path, monkeypatch):
+    from gankd.train.demo import run_demo
+
+    monkeypatch.setenv("GANKD_CACHE", str(tmp_path / "cache"))
+    lines = []
+    result = run_demo(tmp_path, ["steps=3", "eval.num_samples=64"], log=lines.append)
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert set(rows) == {"teacher", "distilled", "scratch"}
+    assert (
+        rows["distilled"]["macs"] == rows["scratch"]["macs"]
+        and 8 * rows["distilled"]["macs"] <= rows["teacher"]["macs"]
+    )
+    report = Path(result["dir"]) / "report.md"
+    assert report.is_file() and "| distilled |" in report.read_text()
+    assert (Path(result["dir"]) / "samples_distilled.png").is_file()
+    run_demo(tmp_path / "again", ["steps=3", "eval.num_samples=64"], log=lines.append)
+    assert any(line.startswith("teacher: reusing") for line in lines)

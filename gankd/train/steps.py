@@ -5,13 +5,24 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from gankd.config import RunConfig
 from gankd.losses.adversarial import GANLoss
 
 from .builders import build_model, build_optimizer, build_schedule
 from .distributed import Distributed
+
+
+def ema_update(decay: float):
+    """EMA step with warm-up: the decay is min(decay, (1 + n) / (10 + n)) after n updates, so the average
+    follows the model early on instead of keeping its random initialisation for thousands of steps."""
+
+    def update(averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        rate = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay).to(averaged.dtype)
+        return averaged * rate + current * (1 - rate)
+
+    return update
 
 
 class NonFiniteLoss(RuntimeError):
@@ -45,7 +56,7 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_fp16)
         self.ema = None
         if config.ema > 0:
-            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+            self.ema = AveragedModel(model, avg_fn=ema_update(config.ema), use_buffers=True)
         self.noise = torch.Generator().manual_seed(config.seed * 7919 + dist.rank)
 
     # -- inputs -----------------------------------------------------------------------------------------------
@@ -104,9 +115,10 @@ class Stepper:
     def _discriminator_step(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> float:
         self.discriminator.requires_grad_(True)
         with self._autocast():
-            # Real and fake in one forward, so batch statistics see both.
-            logits = self._discriminate(torch.cat([real, fake]), None if labels is None else torch.cat([labels] * 2))
-            real_logits, fake_logits = logits.float().chunk(2)
+            # Real and fake in separate forwards, as in the generator step: a batch-norm discriminator must not
+            # see statistics here that it never sees when judging fakes for the generator.
+            real_logits = self._discriminate(real, labels).float()
+            fake_logits = self._discriminate(fake, labels).float()
             loss = self.gan_loss.discriminator(real_logits, fake_logits)
         self._check_finite(loss, {"d_loss": loss})
         self._apply("discriminator", loss, list(self.discriminator.parameters()))
@@ -191,6 +203,7 @@ def build_stepper(config: RunConfig, dist: Distributed, teacher_state: dict | No
             output_kind=distill.output_kind, feature_kind=distill.feature_kind, attention_p=distill.attention_p,
             temperature=distill.temperature, adversarial=config.gan.loss, discriminator=discriminator,
             lpips_net=distill.lpips_net, lpips_weights=distill.lpips_weights,
+            conditional_discriminator=getattr(discriminator, "num_classes", 0) > 0,
         ).to(dist.device)  # fmt: skip
     for module in (model, discriminator, distiller):
         if module is not None:
