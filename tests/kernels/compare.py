@@ -1,5 +1,6 @@
 """Helpers shared by the kernel tests: relative errors and loss-plus-gradients of a function."""
 
+import pytest
 import torch
 
 
@@ -25,3 +26,9 @@ def loss_and_grads(fn, inputs: dict, upstream=None, **kwargs):
         upstream = (torch.rand(loss.shape, generator=generator) + 0.5).to(loss.device)
     (loss * upstream.to(loss.dtype)).sum().backward()
     return loss.detach(), {name: leaf.grad for name, leaf in leaves.items()}
+
+
+def require_cuda(device: torch.device) -> None:
+    """Skip unless the test runs compiled kernels on a CUDA device."""
+    if device.type != "cuda":
+        pytest.skip("needs a CUDA device (compiled Triton kernel)")

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from compare import relative_error, require_cuda
 
 from gankd.kernels import adapted_feature_match, adapted_feature_match_ref
 
@@ -37,12 +38,6 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(adapter_kernels, "MAX_BLOCK_P", 16)
     monkeypatch.setattr(adapter_kernels, "MAX_BLOCK_CT", 16)
     monkeypatch.setattr(adapter_kernels, "CPU_WEIGHT_PROGRAMS", 8)
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    actual, expected = actual.double(), expected.double()
-    scale = expected.abs().max().clamp(min=1e-12)
-    return ((actual - expected).abs().max() / scale).item()
 
 
 def oracle(student, teacher, weight, bias=None, *, kind="mse", reduction="mean"):
@@ -380,11 +375,6 @@ def test_bad_input_is_refused_by_name(change, error, message):
 
 # Compiled-kernel checks that need a GPU: the benchmark shape, the widest student, TF32, int64
 # offsets, no host sync.
-
-
-def require_cuda(device):
-    if device.type != "cuda":
-        pytest.skip("needs a CUDA device (compiled Triton kernel)")
 
 
 @pytest.mark.gpu

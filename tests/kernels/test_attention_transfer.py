@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from compare import loss_and_grads, relative_error
+from compare import loss_and_grads, relative_error, require_cuda
 
 from gankd.kernels import attention_transfer, attention_transfer_ref
 
@@ -129,8 +129,7 @@ def test_bad_input_is_named(function, arguments, error, message):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_large_feature_maps(dtype, device, record_error):
-    if device.type != "cuda":
-        pytest.skip("needs a CUDA device (compiled Triton kernel)")
+    require_cuda(device)
     torch.manual_seed(3)
     student = torch.randn(8, 256, 64, 64, device=device).to(dtype)
     teacher = torch.randn(8, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from compare import loss_and_grads, relative_error
+from compare import loss_and_grads, relative_error, require_cuda
 
 from gankd.kernels import feature_match, feature_match_ref
 from gankd.kernels._features import dense_layout
@@ -197,8 +197,7 @@ def test_bad_input_is_named(function, arguments, error, message):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 def test_large_feature_maps(kind, dtype, device, record_error):
-    if device.type != "cuda":
-        pytest.skip("needs a CUDA device (compiled Triton kernel)")
+    require_cuda(device)
     torch.manual_seed(3)
     student = torch.randn(8, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
     teacher = torch.randn(8, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from compare import relative_error, require_cuda
 
 from gankd.kernels import softmax_kl, softmax_kl_ref
 
@@ -29,12 +30,6 @@ ORACLE_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 def small_blocks(monkeypatch):
     """Stream rows in 16-wide blocks so that small test rows span several blocks."""
     monkeypatch.setattr(softmax_kl_module, "MAX_BLOCK_V", 16)
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    actual, expected = actual.double(), expected.double()
-    scale = expected.abs().max().clamp(min=1e-12)
-    return ((actual - expected).abs().max() / scale).item()
 
 
 def oracle(student, teacher, temperature=1.0, *, direction="forward", beta=0.5, t2_scale=True, labels=None,
@@ -321,11 +316,6 @@ def test_torch_compile_fullgraph_traces_a_training_step(backend, reduction, devi
 
 
 # Compiled-kernel checks that need a GPU: large shapes, int64 offsets, no host sync, CUDA graphs.
-
-
-def require_cuda(device):
-    if device.type != "cuda":
-        pytest.skip("needs a CUDA device (compiled Triton kernel)")
 
 
 @pytest.mark.gpu
