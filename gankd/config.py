@@ -35,6 +35,7 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of that data set
     batch_size: int = 64  # per process
     num_workers: int = 0  # DataLoader worker processes
+    limit_per_class: int = 0  # train on only this many labelled items per class (seeded choice); 0 = all
 
 
 @dataclass

@@ -185,3 +185,17 @@ def test_demo_pipeline_on_a_reduced_budget(tmp_path, monkeypatch):
     assert (Path(result["dir"]) / "samples_distilled.png").is_file()
     run_demo(tmp_path / "again", ["steps=3", "eval.num_samples=64"], log=lines.append)
     assert any(line.startswith("teacher: reusing") for line in lines)
+
+
+def test_limited_label_subset_is_balanced_and_seeded(tmp_path):
+    from gankd.train.builders import build_dataset
+
+    config = small_config("digits_cnn_scratch", tmp_path, "data.limit_per_class=3")
+    subset = build_dataset(config, "train")
+    labels = [subset[i][1] for i in range(len(subset))]
+    assert len(subset) == 30 and all(labels.count(label) == 3 for label in range(10))
+    assert subset.indices == build_dataset(config, "train").indices
+    assert len(build_dataset(config, "test")) == 359  # evaluation always sees the whole test split
+    photos = small_config("photos_resnet_scratch", tmp_path, "data.limit_per_class=3")
+    with pytest.raises(ValueError, match="needs a data set whose items are"):
+        build_dataset(photos, "train")

@@ -1,10 +1,11 @@
 """Objects built from a RunConfig: models, data, optimizers, schedules, samplers (the only place that does)."""
 
 import math
+from collections import Counter
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from gankd import data, models
 from gankd.config import ModelConfig, OptimConfig, RunConfig
@@ -19,7 +20,29 @@ def build_model(config: ModelConfig) -> nn.Module:
 def build_dataset(config: RunConfig, split: str) -> Dataset:
     options = dict(config.data.options)
     options.setdefault("seed", config.seed)
-    return data.build(config.data.name, split, **options)
+    dataset = data.build(config.data.name, split, **options)
+    if split == "train" and config.data.limit_per_class > 0:
+        return LabelledSubset(dataset, config.data.limit_per_class, config.seed)
+    return dataset
+
+
+class LabelledSubset(Subset):
+    """`per_class` items of each class of a labelled data set, chosen in a seeded order (a limited-label setting)."""
+
+    def __init__(self, dataset: Dataset, per_class: int, seed: int):
+        labels = [dataset[index][1] for index in range(len(dataset))]
+        if not all(isinstance(label, int) and label >= 0 for label in labels):
+            raise ValueError("config.data.limit_per_class needs a data set whose items are (image, class label)")
+        chosen, taken = [], Counter()
+        for index in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist():
+            if taken[labels[index]] < per_class:
+                chosen.append(index)
+                taken[labels[index]] += 1
+        super().__init__(dataset, sorted(chosen))
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
 
 def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:

@@ -1,0 +1,96 @@
+"""Compression results: teacher, scratch student and distilled student of each shipped task, over seeds.
+
+For every task and seed it trains the teacher, the scratch student and the distilled student from the
+shipped configs (the same budget for scratch and distilled), then appends long-format rows to
+benchmarks/results/compression.csv: task, variant, seed, metric, value, device, commit. Metrics: params,
+MACs, CPU latency at batch 1 and 64 (ms), and the task's quality metrics (fd_digits/kid_digits for the
+digits generator, psnr/ssim for super-resolution, accuracy/agreement for the classifier).
+
+    python benchmarks/compress.py                                  # all tasks, seeds 0 1 2
+    python benchmarks/compress.py --tasks digits_gan --seeds 0 --set steps=100   # a quick look
+"""
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import torch
+
+from bench_common import environment
+from gankd import models
+from gankd.config import load_config
+from gankd.metrics import measure_latency
+from gankd.train import load_trained_model, run_directory, train
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+TASKS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn"}
+VARIANTS = {"teacher": "teacher", "scratch": "scratch", "distilled": "distill"}
+COLUMNS = ["task", "variant", "seed", "metric", "value", "device", "commit"]
+# The classifier students learn in a limited-label setting: 10 labelled digits per class (100 images); the
+# teacher was trained on the whole train split. Distillation adds the teacher's soft targets on those images.
+STUDENT_OVERRIDES = {"digits_cls": ["data.limit_per_class=10"]}
+
+
+def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: list[str]) -> Path:
+    """Train one variant (reusing a finished run in work_dir) and return its run directory."""
+    family = TASKS[task]
+    name = f"{family}_{VARIANTS[variant]}"
+    extra = [f"seed={seed}", f"output_dir={work_dir / f'seed{seed}'}", *overrides]
+    if variant != "teacher":
+        extra += STUDENT_OVERRIDES.get(task, [])
+    if variant == "distilled":
+        extra.append(f"distill.teacher={work_dir / f'seed{seed}' / f'{family}_teacher'}")
+    config = load_config(CONFIGS / f"{name}.yaml", extra)
+    run = run_directory(config)
+    if not (run / "metrics.json").is_file():
+        print(f"[{task} seed {seed}] training {variant} ({config.steps} steps) -> {run}", flush=True)
+        train(config)
+    return run
+
+
+def measure(run: Path) -> dict[str, float]:
+    """params, MACs, CPU latency (batch 1 and 64) and the run's final quality metrics."""
+    import json
+
+    model, _, _ = load_trained_model(run)
+    cost = models.cost(model, *models.example_inputs(model))
+    latency = {r["batch"]: r["latency_ms"] for r in measure_latency(model, lambda n: models.example_inputs(model, n))}
+    quality = json.loads((run / "metrics.json").read_text())["metrics"]
+    return {"params": cost["params"], "macs": cost["macs"], "latency_b1_ms": latency[1],
+            "latency_b64_ms": latency[64], **quality}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override every run's config (e.g. steps=100 for a quick look)")  # fmt: skip
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/compress"), help="where the runs go")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "compression.csv")
+    args = parser.parse_args()
+
+    torch.set_num_threads(torch.get_num_threads())
+    env = environment(torch.device("cpu"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not args.out.exists()
+    with args.out.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for task in args.tasks:
+            for seed in args.seeds:
+                started = time.perf_counter()
+                for variant in ("teacher", "scratch", "distilled"):
+                    values = measure(run_variant(task, variant, seed, args.work_dir / task, args.set))
+                    for metric, value in values.items():
+                        writer.writerow(dict(task=task, variant=variant, seed=seed, metric=metric, value=f"{value:.6g}",
+                                             device=env["device"], commit=env["commit"]))  # fmt: skip
+                    handle.flush()
+                print(f"[{task} seed {seed}] done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    print(f"appended rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
