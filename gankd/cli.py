@@ -34,16 +34,13 @@ def _models(arguments: argparse.Namespace) -> None:
 
 
 def _option(text: str) -> tuple[str, Any]:
-    """'key=value' -> (key, value), the value read as a Python literal when it is one (8, 0.5, True, 'x')."""
-    import ast
+    """'key=value' -> (key, value), the value read as YAML (8, 0.5, true, [1, 2], text), as config --set does."""
+    import yaml
 
     key, separator, value = text.partition("=")
     if not separator or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
+    return key, yaml.safe_load(value)
 
 
 def _built_model(name: str, options: list[tuple[str, Any]], weights: str | None):
@@ -71,6 +68,15 @@ def _write_json(result: dict, out: str | None) -> None:
 
 
 def _eval(arguments: argparse.Namespace) -> None:
+    from gankd.metrics import MetricWeightsError
+
+    try:
+        _evaluate(arguments)
+    except (MetricWeightsError, ValueError, TypeError) as error:
+        raise SystemExit(f"gankd eval: {error}") from None
+
+
+def _evaluate(arguments: argparse.Namespace) -> None:
     from gankd import data, metrics
     from gankd.models import cost, example_inputs
 
@@ -91,7 +97,7 @@ def _eval(arguments: argparse.Namespace) -> None:
 
         try:
             model, config, _ = load_trained_model(arguments.checkpoint)
-            if config.mode == "distill":
+            if config.mode == "distill" and config.task == "classifier":  # only agreement needs the teacher
                 teacher = load_trained_model(config.distill.teacher)[0]
         except CheckpointError as error:
             raise SystemExit(f"gankd eval: {error}") from None
@@ -141,6 +147,7 @@ def _export(arguments: argparse.Namespace) -> None:
 
 def _train(arguments: argparse.Namespace) -> None:
     from gankd.config import ConfigError, load_config
+    from gankd.metrics import MetricWeightsError
     from gankd.train import CheckpointError, TrainingError, train
 
     try:
@@ -152,7 +159,7 @@ def _train(arguments: argparse.Namespace) -> None:
         if arguments.command == "train" and config.mode == "distill":
             raise ConfigError(f"{arguments.config} is a distillation config: run it with gankd distill")
         result = train(config, resume=arguments.resume)
-    except (ConfigError, CheckpointError, TrainingError) as error:
+    except (ConfigError, CheckpointError, TrainingError, MetricWeightsError) as error:
         raise SystemExit(f"gankd {arguments.command}: {error}") from None
     if result:
         print(_summary(result["metrics"]))
@@ -165,7 +172,7 @@ def _demo(arguments: argparse.Namespace) -> None:
 
     try:
         run_demo(arguments.output_dir, arguments.set)
-    except (ConfigError, CheckpointError, TrainingError) as error:
+    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError) as error:
         raise SystemExit(f"gankd demo: {error}") from None
 
 

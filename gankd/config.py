@@ -93,7 +93,7 @@ class RunConfig:
     steps: int = 1000  # optimizer steps
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA; fp16 uses gradient scaling)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling)
     ema: float = 0.0  # decay of an exponential moving average of the trained model (0 = off)
     checkpoint_every: int = 500  # steps between checkpoints (and always at the end)
     log_every: int = 50
@@ -212,16 +212,51 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("config.mode is 'distill' but config.distill.teacher (the teacher's run directory) is empty")
     if config.mode == "distill" and not any(weight > 0 for weight in config.distill.weights.values()):
         raise ConfigError("config.mode is 'distill' but config.distill.weights gives no loss term a weight > 0")
+    _validate_losses_and_metrics(config)
     if config.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"config.precision must be fp32, bf16 or fp16, got {config.precision!r}")
     if not 0.0 <= config.ema < 1.0:
         raise ConfigError(f"config.ema must be in [0, 1), got {config.ema}")
-    if config.optim.schedule not in ("constant", "cosine", "linear"):
-        raise ConfigError(f"config.optim.schedule must be constant, cosine or linear, got {config.optim.schedule!r}")
     for name, value in (("steps", config.steps), ("checkpoint_every", config.checkpoint_every),
                         ("log_every", config.log_every), ("data.batch_size", config.data.batch_size)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"config.{name} must be >= 1, got {value}")
+    non_negative = {
+        "sample_every": config.sample_every,
+        "eval.every": config.eval.every,
+        "eval.num_samples": config.eval.num_samples,
+        "data.num_workers": config.data.num_workers,
+        "data.limit_per_class": config.data.limit_per_class,
+        "optim.warmup_steps": config.optim.warmup_steps,
+        "optim.grad_clip": config.optim.grad_clip,
+        "gan.optim.grad_clip": config.gan.optim.grad_clip,
+        "gan.weight": config.gan.weight,
+    }
+    for name, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"config.{name} must be >= 0, got {value}")
+
+
+def _validate_losses_and_metrics(config: RunConfig) -> None:
+    from gankd.losses.adversarial import GAN_MODES
+    from gankd.metrics.evaluate import CLASSIFIER_METRICS, GENERATION_METRICS, PAIRED_METRICS
+
+    for name, optim in (("optim", config.optim), ("gan.optim", config.gan.optim)):
+        if optim.schedule not in ("constant", "cosine", "linear"):
+            raise ConfigError(f"config.{name}.schedule must be constant, cosine or linear, got {optim.schedule!r}")
+        if len(optim.betas) != 2:
+            raise ConfigError(f"config.{name}.betas must be two numbers (Adam's beta1, beta2), got {optim.betas}")
+    if config.gan.loss not in GAN_MODES:
+        raise ConfigError(f"config.gan.loss must be one of {GAN_MODES}, got {config.gan.loss!r}")
+    if config.task == "generator" and config.mode != "distill" and config.gan.weight <= 0:
+        raise ConfigError("config.gan.weight must be > 0 to train a generator without a teacher (it is its only loss)")
+    valid = {"generator": GENERATION_METRICS, "image2image": PAIRED_METRICS, "classifier": CLASSIFIER_METRICS}
+    wrong = [name for name in config.eval.metrics if name not in valid[config.task]]
+    if wrong:
+        raise ConfigError(f"config.eval.metrics has {wrong} not measured for task {config.task!r}; valid: "
+                          f"{valid[config.task]}")  # fmt: skip
+    if config.eval.split not in ("train", "test"):
+        raise ConfigError(f"config.eval.split must be train or test, got {config.eval.split!r}")
 
 
 def save_config(config: RunConfig, path: Path) -> None:

@@ -59,8 +59,9 @@ def _channel_power_mean_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n = tl.program_id(1).to(tl.int64)
-    positions = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    blocks_per_sample = tl.cdiv(P, BLOCK_P)  # (sample, position block) flattened on grid axis 0
+    n = (tl.program_id(0) // blocks_per_sample).to(tl.int64)
+    positions = (tl.program_id(0) % blocks_per_sample).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_p = positions < P
     base = x_ptr + n * x_sn + positions[None, :] * x_sp
     total = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -87,8 +88,9 @@ def _channel_power_mean_grad_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n = tl.program_id(1).to(tl.int64)
-    positions = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    blocks_per_sample = tl.cdiv(P, BLOCK_P)  # (sample, position block) flattened on grid axis 0
+    n = (tl.program_id(0) // blocks_per_sample).to(tl.int64)
+    positions = (tl.program_id(0) % blocks_per_sample).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_p = positions < P
     dq = tl.load(dq_ptr + n * P + positions, mask=in_p, other=0.0) * inv_channels
     offsets = n * x_sn + positions[None, :] * x_sp
@@ -104,9 +106,9 @@ def _power_code(power: float) -> int:
     return 2 if power == 2.0 else 1 if power == 1.0 else 0
 
 
-def _grid(channels_positions: Tensor) -> tuple[int, int]:
+def _grid(channels_positions: Tensor) -> tuple[int]:
     n_samples, _, n_positions = channels_positions.shape
-    return (triton.cdiv(n_positions, BLOCK_P), n_samples)
+    return (triton.cdiv(n_positions, BLOCK_P) * n_samples,)
 
 
 @torch.library.custom_op("gankd::channel_power_mean", mutates_args=())

@@ -109,8 +109,10 @@ def _cosine_match_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    n = tl.program_id(1).to(tl.int64)
-    positions = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    # One program per (sample, block of positions), flattened on grid axis 0 (axis 1 stops at 65535).
+    blocks_per_sample = tl.cdiv(P, BLOCK_P)
+    n = (tl.program_id(0) // blocks_per_sample).to(tl.int64)
+    positions = (tl.program_id(0) % blocks_per_sample).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     in_p = positions < P
     channels = tl.arange(0, BLOCK_C)
     s_base = s_ptr + n * s_sn + positions[None, :] * s_sp
@@ -145,8 +147,7 @@ def _cosine_match_kernel(
     if WRITE_E:
         tl.store(e_ptr + stat_offsets, 1.0 - cos, mask=in_p)
     if WRITE_PARTIAL:
-        tl.store(partial_ptr + tl.program_id(1) * tl.num_programs(0) + tl.program_id(0),
-                 tl.sum(tl.where(in_p, 1.0 - cos, 0.0), axis=0))  # fmt: skip
+        tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.where(in_p, 1.0 - cos, 0.0), axis=0))
     if STUDENT_GRAD or TEACHER_GRAD:
         # d(1 - cos)/ds = cos * s / |s|^2 - t / (|s| |t|); a norm under eps is a constant (as in torch).
         grad = tl.zeros([BLOCK_P], dtype=tl.float32) + grad_scale
@@ -174,9 +175,9 @@ def _grid_elementwise(n_elements: int) -> tuple[int]:
     return (triton.cdiv(n_elements, ELEMENTWISE_BLOCK),)
 
 
-def _grid_cosine(channels_positions: Tensor) -> tuple[int, int]:
+def _grid_cosine(channels_positions: Tensor) -> tuple[int]:
     n_samples, _, n_positions = channels_positions.shape
-    return (triton.cdiv(n_positions, COSINE_BLOCK_P), n_samples)
+    return (triton.cdiv(n_positions, COSINE_BLOCK_P) * n_samples,)
 
 
 def _maybe_empty_like(x: Tensor, wanted: bool) -> Tensor:
@@ -244,7 +245,7 @@ def _cosine_op(
     per_position = reduction == "none"
     stats = student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
     e = student.new_empty((n_samples, n_positions) if per_position else 0, dtype=torch.float32)
-    partials = student.new_empty(0 if per_position else grid[0] * grid[1], dtype=torch.float32)
+    partials = student.new_empty(0 if per_position else grid[0], dtype=torch.float32)
     grad_s = _maybe_empty_like(student, student_grad and not per_position)
     grad_t = _maybe_empty_like(teacher, teacher_grad and not per_position)
     count = n_samples * n_positions

@@ -40,6 +40,13 @@ def test_overrides_are_typed_and_nested(tmp_path):
         (["ema=1.5"], "config.ema must be in [0, 1)"),
         (["steps=0"], "config.steps must be >= 1"),
         (["nonsense"], "--set takes key.path=value"),
+        (["gan.weight=0"], "config.gan.weight must be > 0 to train a generator without a teacher"),
+        (["gan.loss=wasserstein"], "config.gan.loss must be one of"),
+        (["gan.optim.schedule=cosin"], "config.gan.optim.schedule must be constant, cosine or linear"),
+        (["optim.betas=[0.9]"], "config.optim.betas must be two numbers"),
+        (["eval.metrics=[psnr]"], "config.eval.metrics has ['psnr'] not measured for task 'generator'"),
+        (["eval.split=val"], "config.eval.split must be train or test"),
+        (["sample_every=-1"], "config.sample_every must be >= 0"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(overrides, message):

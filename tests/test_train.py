@@ -68,6 +68,8 @@ def test_resume_reaches_the_same_weights(name, tmp_path):
     train(interrupted, resume=True)
     a, b = (load_checkpoint(tmp_path / run / name) for run in ("a", "b"))
     assert a["step"] == b["step"] == 6
+    logged = [json.loads(line)["step"] for line in (tmp_path / "b" / name / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]  # the resumed run logs each step once
     for part in ("model", "discriminator", "ema"):
         if a[part] is not None:
             _same_state(a[part], b[part])
@@ -83,6 +85,9 @@ def test_existing_run_missing_resume_and_changed_config(tmp_path):
         train(changed, resume=True)
     with pytest.raises(TrainingError, match="does not exist"):
         train(small_config("digits_cnn_scratch", tmp_path), resume=True)
+    longer = small_config("digits_cnn_teacher", tmp_path, "steps=3")  # the shipped schedule is cosine
+    with pytest.raises(TrainingError, match="only constant schedules can be extended"):
+        train(longer, resume=True)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -107,6 +112,9 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
 def test_cli_reports_errors_without_a_traceback(tmp_path):
     from gankd.cli import main
 
+    with pytest.raises(SystemExit, match="cannot build the run from its config: unknown model 'dcgan_x'"):
+        main(["train", str(CONFIGS / "digits_dcgan_teacher.yaml"), "--set", "model.name=dcgan_x",
+              "--set", f"output_dir={tmp_path}"])  # fmt: skip
     with pytest.raises(SystemExit, match="gankd train: unknown key config.stepz"):
         main(["train", str(CONFIGS / "digits_cnn_teacher.yaml"), "--set", "stepz=1"])
     with pytest.raises(SystemExit, match="is a distillation config: run it with gankd distill"):

@@ -1,5 +1,6 @@
 """ONNX export of a student, checked against PyTorch with onnxruntime, with the ONNX model's CPU latency."""
 
+import copy
 import statistics
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, *, re
         raise ImportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'gankd[export]'") from error
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().cpu()
+    model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its device and mode
     example_inputs = tuple(x.cpu() for x in example_inputs)
     names = [f"input_{i}" for i in range(len(example_inputs))]
     opset = 18

@@ -61,10 +61,15 @@ def weights_hash(model: nn.Module) -> str:
 
 def train_digits_lenet(seed: int = 0, epochs: int = TRAIN_EPOCHS) -> tuple[DigitsLeNet, float]:
     """Train the proxy classifier on the digits train split; returns it and its test accuracy."""
+    with torch.random.fork_rng():  # seeded training that leaves the caller's global RNG as it was
+        torch.manual_seed(seed)
+        return _train_digits_lenet(seed, epochs)
+
+
+def _train_digits_lenet(seed: int, epochs: int) -> tuple[DigitsLeNet, float]:
     from gankd.data import build
 
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     train, test = build("digits", split="train", seed=seed), build("digits", split="test", seed=seed)
     images = torch.stack([train[i][0] for i in range(len(train))])
     labels = torch.tensor([train[i][1] for i in range(len(train))])

@@ -100,8 +100,10 @@ class ResumableSampler(DistributedSampler):
 def batches(dataset: Dataset, config: RunConfig, dist: Distributed, start_step: int):
     """Endless batches from `start_step` on: epoch after epoch, data augmentation re-seeded per epoch."""
     sampler = ResumableSampler(dataset, config.data.batch_size, dist, config.seed)
-    loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler,
-                        num_workers=config.data.num_workers, drop_last=True)  # fmt: skip
+    # The loader's own generator keeps it from drawing worker seeds from the global RNG (resume exactness).
+    loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, drop_last=True,
+                        num_workers=config.data.num_workers,
+                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
     epoch, start_batch = divmod(start_step, sampler.batches_per_epoch)
     while True:
         sampler.set_position(epoch, start_batch)

@@ -73,7 +73,6 @@ def format_table(rows: list[dict]) -> str:
 def run_demo(output_dir: str | Path = "runs", overrides: list[str] = (), log=print) -> dict:
     """Run the demo; `overrides` (--set) apply to all three runs (e.g. steps=50 for a quick look)."""
     started = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     demo_dir = Path(output_dir) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     teacher = _teacher_run(list(overrides), log)
     runs = {"teacher": teacher}

@@ -13,7 +13,14 @@ class RunLogger:
     def __init__(self, run_dir: Path, *, enabled: bool, total: int, start: int, tensorboard: bool = False):
         self.enabled = enabled
         self.started = time.time()
-        self.file = (run_dir / "log.jsonl").open("a") if enabled else None
+        self.file = None
+        if enabled:
+            path = run_dir / "log.jsonl"
+            if start > 0 and path.exists():
+                # A resumed run logs again the steps after its checkpoint: drop the earlier copies of those.
+                kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= start]
+                path.write_text("".join(line + "\n" for line in kept))
+            self.file = path.open("a")
         self.bar = tqdm(total=total, initial=start, disable=not enabled, desc=run_dir.name, dynamic_ncols=True)
         self.writer = None
         if enabled and tensorboard:

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from gankd import metrics
-from gankd.config import RunConfig, from_dict, save_config, to_dict
+from gankd.config import ConfigError, RunConfig, from_dict, save_config, to_dict
 
 from .builders import batches, build_dataset, build_model
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -64,6 +64,10 @@ def _check_resumable(saved: dict, config: RunConfig) -> None:
     changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
     if changed:
         raise TrainingError(f"cannot resume: the config differs from the checkpoint's in {', '.join(changed)}")
+    decaying = config.optim.schedule != "constant" or config.gan.optim.schedule != "constant"
+    if saved["steps"] != config.steps and decaying:
+        raise TrainingError(f"cannot resume with steps={config.steps} (was {saved['steps']}): the learning-rate "
+                            "schedule decays to the last step; only constant schedules can be extended")  # fmt: skip
 
 
 def evaluate(stepper: Stepper, config: RunConfig) -> dict:
@@ -122,25 +126,32 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
         raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another name")
     if resume and not last.exists():
         raise TrainingError(f"--resume: {last} does not exist")
-    stepper = build_stepper(config, dist, teacher_state(config) if config.mode == "distill" else None)
+    try:
+        stepper = build_stepper(config, dist, teacher_state(config) if config.mode == "distill" else None)
+        dataset = build_dataset(config, "train")
+    except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
+        raise ConfigError(f"cannot build the run from its config: {error}") from error
     start = 0
     if resume:
-        state = load_checkpoint(last, map_location=dist.device)
+        state = load_checkpoint(last)  # on the CPU: RNG states must stay there, modules copy to their devices
         _check_resumable(state["config"], config)
         stepper.load_state_dict(state)
         start = state["step"]
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    dataset = build_dataset(config, "train")
     data = batches(dataset, config, dist, start)
     logger = RunLogger(run_dir, enabled=dist.is_main, total=config.steps, start=start, tensorboard=config.tensorboard)
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     started = time.perf_counter()
+    saved_through = done = start
+    in_step = False
     try:
         for step in range(start, end):
             try:
-                scalars = stepper.step(next(data))
+                in_step = True
+                scalars = stepper.step(next(data), step)
+                in_step = False
             except NonFiniteLoss as error:
                 kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
                 raise TrainingError(f"step {step + 1}: {error}; training stopped, {kept}. Lower optim.lr, use "
@@ -153,13 +164,22 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                 if dist.is_main:
                     save_checkpoint({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
                 dist.barrier()
+            saved_through = done if done % config.checkpoint_every == 0 or done == end else saved_through
             if dist.is_main and config.sample_every and done % config.sample_every == 0:
                 save_samples(stepper, config, run_dir / "samples" / f"step_{done:06d}.png")
             if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
                 logger.log(done, {f"eval/{k}": v for k, v in evaluate(stepper, config)["metrics"].items()})
+    except KeyboardInterrupt:
+        # Keep every completed step, unless the interrupt landed inside a step (its updates are partial).
+        if dist.is_main and done > saved_through and not in_step:
+            save_checkpoint({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+            saved_through = done
+        where = f"{last} holds step {saved_through}" if last.exists() else "no checkpoint was written yet"
+        raise TrainingError(f"interrupted after step {done}; {where}: continue with --resume") from None
     except torch.OutOfMemoryError as error:
-        raise TrainingError(f"out of memory ({error}); the last checkpoint is kept at {last}. Lower "
-                            "data.batch_size, use precision bf16, or a smaller model width") from None  # fmt: skip
+        kept = f"the last checkpoint is kept at {last}" if last.exists() else "no checkpoint was written yet"
+        raise TrainingError(f"out of memory ({error}); {kept}. Lower data.batch_size, use precision bf16, or a "
+                            "smaller model width") from None  # fmt: skip
     finally:
         logger.close()
     if end < config.steps or not dist.is_main:

@@ -42,8 +42,8 @@ class Stepper:
         self.model, self.distiller, self.discriminator = model, distiller, discriminator
         self.modules = {"model": model}
         trained = list(distiller.student_parameters()) if distiller is not None else list(model.parameters())
-        if distiller is not None:
-            self.modules["distiller"] = distiller
+        if distiller is not None and len(list(distiller.adapters.parameters())):
+            self.modules["adapters"] = distiller.adapters  # student and discriminator are saved on their own
         self.trained_parameters = trained
         self.optimizers = {"model": build_optimizer(trained, config.optim)}
         self.gan_loss = GANLoss(config.gan.loss)
@@ -57,7 +57,7 @@ class Stepper:
         self.ema = None
         if config.ema > 0:
             self.ema = AveragedModel(model, avg_fn=ema_update(config.ema), use_buffers=True)
-        self.noise = torch.Generator().manual_seed(config.seed * 7919 + dist.rank)
+        self.noise = torch.Generator()
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
@@ -67,7 +67,9 @@ class Stepper:
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _generator_inputs(self, labels: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _generator_inputs(self, labels: Tensor, step: int) -> tuple[Tensor, Tensor | None]:
+        # Noise seeded by (seed, rank, step): every process draws its own, and a resumed run draws the same.
+        self.noise.manual_seed((self.config.seed * 1_000_003 + self.dist.rank) * 1_000_003 + step)
         noise = torch.randn(labels.shape[0], self.model.nz, generator=self.noise).to(self.device)
         return noise, (labels if getattr(self.model, "num_classes", 0) else None)
 
@@ -76,7 +78,8 @@ class Stepper:
 
     # -- the step ---------------------------------------------------------------------------------------------
 
-    def step(self, batch) -> dict[str, float]:
+    def step(self, batch, step: int) -> dict[str, float]:
+        """One optimizer step (and discriminator step) on `batch`, the `step`-th of the run (0-based)."""
         first, second = (item.to(self.device, non_blocking=True) for item in batch)
         task, mode = self.config.task, self.config.mode
         if self.discriminator is not None:
@@ -84,7 +87,7 @@ class Stepper:
         with self._autocast():
             labels = second if task == "generator" and getattr(self.model, "num_classes", 0) else None
             if mode == "distill":
-                distill_batch = self._generator_inputs(second) if task == "generator" else (first, second)
+                distill_batch = self._generator_inputs(second, step) if task == "generator" else (first, second)
                 terms = dict(self.distiller(distill_batch))
                 fake = self.distiller.last_student_output
                 total = terms.pop("total")
@@ -92,7 +95,7 @@ class Stepper:
                 terms = {"ce": F.cross_entropy(self.model(first), second)}
                 total, fake = terms["ce"], None
             else:
-                fake = self.model(*self._generator_inputs(second)) if task == "generator" else self.model(first)
+                fake = self.model(*self._generator_inputs(second, step)) if task == "generator" else self.model(first)
                 terms = {}
                 if task == "image2image":
                     terms["l1"] = F.l1_loss(fake.float(), second.float())
@@ -137,9 +140,11 @@ class Stepper:
         self.scaler.update()
         self.schedules[name].step()
 
-    @staticmethod
-    def _check_finite(total: Tensor, terms: dict) -> None:
-        if not torch.isfinite(total).item():
+    def _check_finite(self, total: Tensor, terms: dict) -> None:
+        finite = torch.isfinite(total.detach()).float().reshape(1)
+        if self.dist.enabled:  # every process stops together, so none waits forever in an all-reduce
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not finite.item():
             values = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in terms.items())
             raise NonFiniteLoss(f"the loss is {float(total.detach())} ({values})")
 
@@ -153,7 +158,7 @@ class Stepper:
         state["scaler"] = self.scaler.state_dict()
         state["ema"] = self.ema.state_dict() if self.ema is not None else None
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        state["rng"] = {"torch": torch.get_rng_state(), "noise": self.noise.get_state(), "cuda": cuda_rng}
+        state["rng"] = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -166,10 +171,9 @@ class Stepper:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.noise.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
 
     def eval_model(self) -> nn.Module:
         """The model to evaluate and export: the EMA copy when one is kept."""

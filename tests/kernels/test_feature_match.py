@@ -204,3 +204,13 @@ def test_large_feature_maps(kind, dtype, device, record_error):
     compare(dict(student=student.requires_grad_(True), teacher=teacher.requires_grad_(True)), record_error,
             f"large {kind}", dtype,
             kind=kind, reduction="mean")  # fmt: skip
+
+
+@pytest.mark.gpu
+def test_cosine_over_more_rows_than_a_grid_axis_holds(device):
+    # [N, C] embeddings with N > 65535: one program per row must fit on grid axis 0.
+    require_cuda(device)
+    student = torch.randn(100_000, 64, device=device, requires_grad=True)
+    teacher = torch.randn(100_000, 64, device=device)
+    loss = feature_match(student, teacher, kind="cosine", impl="triton")
+    assert torch.allclose(loss, feature_match_ref(student, teacher, kind="cosine"), rtol=1e-5)
