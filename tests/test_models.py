@@ -243,3 +243,17 @@ def test_names_and_errors_name_what_was_wrong():
         build("dcgan_d", image_size=32, ndf=4)(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="declares no feature_layers"):
         feature_layers(nn.Linear(2, 2))
+
+
+def test_residual_super_resolution_starts_from_bicubic():
+    import torch.nn.functional as F
+
+    model = models.build("resnet_g", ngf=4, n_blocks=1, n_downsampling=1, upscale=4, norm="batch", residual=True)
+    low_res = torch.rand(2, 3, 8, 8) * 2 - 1
+    with torch.no_grad():
+        for parameter in model.to_image.parameters():
+            parameter.zero_()  # the correction is tanh(0) = 0
+        output = model.eval()(low_res)
+    assert torch.allclose(output, F.interpolate(low_res, scale_factor=4, mode="bicubic"))
+    with pytest.raises(ValueError, match="residual=True needs in_channels == out_channels"):
+        models.build("resnet_g", in_channels=1, out_channels=3, residual=True)

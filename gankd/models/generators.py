@@ -6,10 +6,11 @@ Both end in tanh, so images come out in [-1, 1], the range gankd.data gives imag
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gankd.models.layers import example_images, example_labels, example_noise, norm_layer
-from gankd.options import check_choice, check_int, check_power_of_two
+from gankd.options import check_bool, check_choice, check_int, check_power_of_two
 
 
 class DCGANGenerator(nn.Module):
@@ -98,7 +99,9 @@ class ResnetGenerator(nn.Module):
     `n_downsampling` stride-2 transposed convs back to `ngf` channels, then `log2(upscale)` more at width
     `ngf`. `to_image`: 7×7 conv to `out_channels` and tanh. The output is `upscale` times the input size:
     `upscale=4` is 4× super-resolution (input [N, C, H, W] → output [N, C, 4H, 4W]); H and W must be
-    divisible by `2^n_downsampling`. Conv biases are used unless `norm="batch"` (as in pix2pix).
+    divisible by `2^n_downsampling`. Conv biases are used unless `norm="batch"` (as in pix2pix). With
+    `residual=True` the network predicts a correction to the bicubic upsampling of its input (the usual
+    super-resolution set-up), so it starts from bicubic quality instead of from nothing.
 
     Distillation taps (`feature_layers`): `down`, up to four evenly spaced `blocks.<i>` (the last always
     included), and `up` when it is not empty. MACs scale about as `ngf²`.
@@ -113,6 +116,7 @@ class ResnetGenerator(nn.Module):
         n_downsampling: int = 2,
         norm: str = "instance",
         upscale: int = 1,
+        residual: bool = False,
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
@@ -122,6 +126,9 @@ class ResnetGenerator(nn.Module):
         self.n_downsampling = check_int("n_downsampling", n_downsampling, minimum=0)
         self.norm = check_choice("norm", norm, ("instance", "batch"))
         self.upscale = check_power_of_two("upscale", upscale, minimum=1, maximum=16)
+        self.residual = check_bool("residual", residual)
+        if residual and in_channels != out_channels:
+            raise ValueError(f"residual=True needs in_channels == out_channels, got {in_channels} and {out_channels}")
         bias = norm != "batch"
 
         down = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True)]
@@ -158,7 +165,11 @@ class ResnetGenerator(nn.Module):
                 f"image height and width must be divisible by 2^n_downsampling = {multiple}, "
                 f"got {tuple(images.shape[2:])}"
             )
-        return self.to_image(self.up(self.blocks(self.down(images))))
+        output = self.to_image(self.up(self.blocks(self.down(images))))
+        if self.residual:
+            base = images if self.upscale == 1 else F.interpolate(images, scale_factor=self.upscale, mode="bicubic")
+            output = base + output
+        return output
 
     def example_inputs(self, batch_size: int = 1, image_size: int | None = None) -> tuple[Tensor, ...]:
         """Images whose output is `image_size` (default 256) square: the input is `image_size / upscale`."""
