@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from bench_common import environment
-from gankd import models
 from gankd.config import load_config
-from gankd.metrics import measure_latency
-from gankd.train import load_trained_model, run_directory, train
+from gankd.train import run_directory, train
+from gankd.train.demo import measure_run
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TASKS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn"}
@@ -49,18 +48,6 @@ def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: l
     return run
 
 
-def measure(run: Path) -> dict[str, float]:
-    """params, MACs, CPU latency (batch 1 and 64) and the run's final quality metrics."""
-    import json
-
-    model, _, _ = load_trained_model(run)
-    cost = models.cost(model, *models.example_inputs(model))
-    latency = {r["batch"]: r["latency_ms"] for r in measure_latency(model, lambda n: models.example_inputs(model, n))}
-    quality = json.loads((run / "metrics.json").read_text())["metrics"]
-    return {"params": cost["params"], "macs": cost["macs"], "latency_b1_ms": latency[1],
-            "latency_b64_ms": latency[64], **quality}  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -83,7 +70,7 @@ def main() -> None:
             for seed in args.seeds:
                 started = time.perf_counter()
                 for variant in ("teacher", "scratch", "distilled"):
-                    values = measure(run_variant(task, variant, seed, args.work_dir / task, args.set))
+                    values = measure_run(run_variant(task, variant, seed, args.work_dir / task, args.set))
                     for metric, value in values.items():
                         writer.writerow(dict(task=task, variant=variant, seed=seed, metric=metric, value=f"{value:.6g}",
                                              device=env["device"], commit=env["commit"]))  # fmt: skip

@@ -48,14 +48,21 @@ def _teacher_run(overrides: list[str], log) -> Path:
     return run
 
 
-def _row(variant: str, run: Path) -> dict:
-    model, config, _ = load_trained_model(run)
+def measure_run(run: Path) -> dict:
+    """A finished run's cost and quality: params, MACs, CPU latency at batch 1 and 64 (ms), final metrics."""
+    model, _, _ = load_trained_model(run)
     cost = models.cost(model, *models.example_inputs(model))
     latency = {r["batch"]: r["latency_ms"] for r in measure_latency(model, lambda n: models.example_inputs(model, n))}
-    quality = json.loads((run / "metrics.json").read_text())
-    return dict(variant=variant, width=config.model.options.get("ngf"), params=cost["params"], macs=cost["macs"],
-                latency_b1_ms=latency[1], latency_b64_ms=latency[64], **quality["metrics"],
-                train_seconds=quality.get("train_seconds"), run=str(run))  # fmt: skip
+    quality = json.loads((run / "metrics.json").read_text())["metrics"]
+    return {"params": cost["params"], "macs": cost["macs"], "latency_b1_ms": latency[1],
+            "latency_b64_ms": latency[64], **quality}  # fmt: skip
+
+
+def _row(variant: str, run: Path) -> dict:
+    config = load_config(run / "config.yaml")
+    train_seconds = json.loads((run / "metrics.json").read_text()).get("train_seconds")
+    return dict(variant=variant, width=config.model.options.get("ngf"), **measure_run(run),
+                train_seconds=train_seconds, run=str(run))  # fmt: skip
 
 
 def format_table(rows: list[dict]) -> str:

@@ -32,7 +32,7 @@ class NonFiniteLoss(RuntimeError):
 class Stepper:
     """The trained modules, their optimizers and the step that updates them.
 
-    `modules` maps checkpoint names to modules ("model", and "discriminator" / "distiller" when present);
+    `modules` maps checkpoint names to modules ("model", and "discriminator" / "adapters" when present);
     `optimizers` and `schedules` likewise. `step(batch)` returns the logged scalars of that step.
     """
 
