@@ -25,6 +25,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_softmax_kl.py
 	$(PY) benchmarks/bench_feature_match.py
 	$(PY) benchmarks/bench_adapted_feature_match.py
+	$(PY) benchmarks/bench_train_step.py
 	$(PY) benchmarks/plot.py
 
 plot: $(VENV)/.installed

@@ -8,19 +8,24 @@ digits generator, psnr/ssim for super-resolution, accuracy/agreement for the cla
 
     python benchmarks/compress.py                                  # all tasks, seeds 0 1 2
     python benchmarks/compress.py --tasks digits_gan --seeds 0 --set steps=100   # a quick look
+    python benchmarks/compress.py --ablation                       # digits: which distillation terms help
+
+`--ablation` trains the digits student with the distillation terms added one at a time (results_table.py's
+ABLATION_TERMS), next to the scratch student, reusing the teachers and scratch runs of the same seeds, and
+appends the rows to benchmarks/results/ablation.csv (variant = the term set).
 """
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
 
-from bench_common import environment
+from bench_common import append_rows, environment
 from gankd.config import load_config
 from gankd.train import run_directory, train
 from gankd.train.demo import measure_run
+from results_table import ABLATION_TERMS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TASKS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn"}
@@ -32,14 +37,19 @@ STUDENT_OVERRIDES = {"digits_cls": ["data.limit_per_class=10"]}
 
 
 def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: list[str]) -> Path:
-    """Train one variant (reusing a finished run in work_dir) and return its run directory."""
+    """Train one variant (reusing a finished run in work_dir) and return its run directory. `variant` is
+    teacher, scratch, distilled, or a key of ABLATION_TERMS (the distilled student with those terms)."""
     family = TASKS[task]
-    name = f"{family}_{VARIANTS[variant]}"
+    ablation = variant in ABLATION_TERMS
+    name = f"{family}_{VARIANTS['distilled' if ablation else variant]}"
     extra = [f"seed={seed}", f"output_dir={work_dir / f'seed{seed}'}", *overrides]
     if variant != "teacher":
         extra += STUDENT_OVERRIDES.get(task, [])
-    if variant == "distilled":
+    if variant == "distilled" or ablation:
         extra.append(f"distill.teacher={work_dir / f'seed{seed}' / f'{family}_teacher'}")
+    if ablation:
+        slug = variant.removeprefix("+")
+        extra += [f"name={family}_ablation_{slug}", f"distill.weights={ABLATION_TERMS[variant]}"]
     config = load_config(CONFIGS / f"{name}.yaml", extra)
     run = run_directory(config)
     if not (run / "metrics.json").is_file():
@@ -55,27 +65,27 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override every run's config (e.g. steps=100 for a quick look)")  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=Path("runs/compress"), help="where the runs go")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "compression.csv")
+    parser.add_argument("--ablation", action="store_true", help="the digits ablation instead (see above)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/compression.csv (ablation.csv with --ablation)")  # fmt: skip
     args = parser.parse_args()
+    if args.ablation:
+        args.tasks, variants = ["digits_gan"], ("teacher", "scratch", *ABLATION_TERMS)
+    else:
+        variants = ("teacher", "scratch", "distilled")
+    args.out = args.out or Path(__file__).parent / "results" / ("ablation.csv" if args.ablation else "compression.csv")
 
     torch.set_num_threads(torch.get_num_threads())
     env = environment(torch.device("cpu"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not args.out.exists()
-    with args.out.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-        for task in args.tasks:
-            for seed in args.seeds:
-                started = time.perf_counter()
-                for variant in ("teacher", "scratch", "distilled"):
-                    values = measure_run(run_variant(task, variant, seed, args.work_dir / task, args.set))
-                    for metric, value in values.items():
-                        writer.writerow(dict(task=task, variant=variant, seed=seed, metric=metric, value=f"{value:.6g}",
-                                             device=env["device"], commit=env["commit"]))  # fmt: skip
-                    handle.flush()
-                print(f"[{task} seed {seed}] done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    for task in args.tasks:
+        for seed in args.seeds:
+            started = time.perf_counter()
+            for variant in variants:
+                values = measure_run(run_variant(task, variant, seed, args.work_dir / task, args.set))
+                rows = [dict(task=task, variant=variant, seed=seed, metric=metric, value=value, device=env["device"],
+                             commit=env["commit"]) for metric, value in values.items()]  # fmt: skip
+                append_rows(args.out, rows, COLUMNS)
+            print(f"[{task} seed {seed}] done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     print(f"appended rows to {args.out}")
 
 

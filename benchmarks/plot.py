@@ -1,13 +1,21 @@
 """Draw the benchmark figures from the CSVs under benchmarks/results/ (and nothing else).
 
-python benchmarks/plot.py            # writes benchmarks/results/<kernel>_<device>.png
+python benchmarks/plot.py            # every figure, next to its CSV:
+    <kernel>_<device>.png              GB/s per shape and provider (kernels.csv)
+    train_step_<device>.png            images/s per workload and provider, loss share (train_step.csv)
+    compression.png                    quality and MACs of teacher, scratch, distilled per task (compression.csv)
+    ablation.png                       proxy FD of each distillation term set on digits (ablation.csv)
+python benchmarks/plot.py --kernels-csv path/kernels.csv      # only the figures of the CSVs named
 """
 
 import argparse
 import csv
 import re
+import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from results_table import ABLATION_VARIANTS, TASK_TITLES, by_variant
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -22,12 +30,26 @@ def latest_rows(path: Path) -> list[dict]:
     return list(latest.values())
 
 
-def plot_kernels(csv_path: Path, out_dir: Path) -> list[Path]:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def _read(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def plot_kernels(csv_path: Path, out_dir: Path) -> list[Path]:
+    plt = _pyplot()
     groups = defaultdict(list)
     for row in latest_rows(csv_path):
         groups[(row["kernel"], row["device"])].append(row)
@@ -50,22 +72,125 @@ def plot_kernels(csv_path: Path, out_dir: Path) -> list[Path]:
             axis.legend(fontsize=8)
         fig.suptitle(device, fontsize=9)
         fig.tight_layout()
-        out = out_dir / f"{kernel}_{re.sub(r'[^A-Za-z0-9]+', '_', device).strip('_').lower()}.png"
+        out = out_dir / f"{kernel}_{_slug(device)}.png"
         fig.savefig(out, dpi=120)
         plt.close(fig)
         written.append(out)
     return written
 
 
+def plot_train_step(csv_path: Path, out_dir: Path) -> list[Path]:
+    """Images/s of a whole distillation step per workload, one bar per (provider, precision); the bar's label
+    is the share of the step spent in the loss terms."""
+    plt = _pyplot()
+    latest = {}
+    for row in _read(csv_path):
+        latest[(row["device"], row["workload"], row["provider"], row["precision"], row["batch"])] = row
+    written = []
+    for device in sorted({key[0] for key in latest}):
+        rows = [row for key, row in latest.items() if key[0] == device]
+        workloads = sorted({row["workload"] for row in rows})
+        series = sorted({(row["provider"], row["precision"]) for row in rows})
+        fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 4), squeeze=False)
+        for axis, workload in zip(axes[0], workloads, strict=True):
+            for index, (provider, precision) in enumerate(series):
+                match = [row for row in rows if row["workload"] == workload and row["provider"] == provider
+                         and row["precision"] == precision]  # fmt: skip
+                if not match:
+                    continue
+                row = match[-1]
+                bar = axis.bar(index, float(row["images_per_s"]), label=f"{provider} {precision}")
+                axis.bar_label(bar, [f"losses {float(row['loss_share']):.0%}"], fontsize=7)
+            axis.set_xticks([])
+            batch = next(row["batch"] for row in rows if row["workload"] == workload)
+            axis.set_title(f"{workload} (batch {batch})")
+            axis.set_ylabel("images/s (whole distillation step)")
+            axis.legend(fontsize=7)
+        fig.suptitle(device, fontsize=9)
+        fig.tight_layout()
+        out = out_dir / f"train_step_{_slug(device)}.png"
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+def _bars_with_spread(axis, labels: list[str], values: list[list[float]], colors: list[str]) -> None:
+    means = [statistics.mean(v) for v in values]
+    spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    axis.bar(range(len(labels)), means, yerr=spreads, capsize=4, color=colors)
+    for index, points in enumerate(values):  # every seed as a dot over its bar
+        axis.plot([index] * len(points), points, "k.", markersize=4)
+    axis.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
+
+
+def plot_compression(csv_path: Path, out_dir: Path) -> list[Path]:
+    """Per task: the first quality metric of teacher, scratch and distilled (mean, std, each seed), with
+    each variant's MACs as a fraction of the teacher's."""
+    plt = _pyplot()
+    tasks = by_variant(_read(csv_path))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
+    for axis, (task, variants) in zip(axes[0], sorted(tasks.items()), strict=True):
+        title, quality = TASK_TITLES.get(task, (task, []))
+        metric = quality[0] if quality else next(name for name in variants["teacher"] if name not in ("params", "macs"))
+        names = [name for name in ("teacher", "scratch", "distilled") if metric in variants.get(name, {})]
+        teacher_macs = statistics.mean(variants["teacher"]["macs"].values())
+        labels = [
+            f"{name}\n1/{teacher_macs / statistics.mean(variants[name]['macs'].values()):.1f} MACs" for name in names
+        ]
+        values = [list(variants[name][metric].values()) for name in names]
+        _bars_with_spread(axis, labels, values, ["tab:gray", "tab:orange", "tab:blue"][: len(names)])
+        axis.set_ylabel(metric + (" (lower is better)" if metric.startswith(("fd", "kid")) else ""))
+        axis.set_title(title, fontsize=9)
+        low = min(min(v) for v in values)
+        if metric in ("psnr", "accuracy"):  # zoom in: these differ in the last few percent
+            axis.set_ylim(low - 0.1 * (max(max(v) for v in values) - low) - (0.5 if metric == "psnr" else 0.02), None)
+    fig.tight_layout()
+    out = out_dir / "compression.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return [out]
+
+
+def plot_ablation(csv_path: Path, out_dir: Path) -> list[Path]:
+    """Proxy FD of the digits student for each set of distillation terms (mean, std, each seed)."""
+    plt = _pyplot()
+    variants = by_variant(_read(csv_path))["digits_gan"]
+    names = [name for name in ABLATION_VARIANTS if name in variants]
+    fig, axis = plt.subplots(figsize=(6, 4))
+    _bars_with_spread(axis, names, [list(variants[name]["fd_digits"].values()) for name in names],
+                      ["tab:orange" if name == "scratch" else "tab:blue" for name in names])  # fmt: skip
+    axis.set_ylabel("fd_digits (lower is better)")
+    axis.set_title("digits generator: which distillation terms earn their keep", fontsize=9)
+    fig.tight_layout()
+    out = out_dir / "ablation.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return [out]
+
+
+PLOTS = {"kernels": plot_kernels, "train_step": plot_train_step, "compression": plot_compression,
+         "ablation": plot_ablation}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kernels-csv", type=Path, default=RESULTS / "kernels.csv")
-    parser.add_argument("--out-dir", type=Path, default=None, help="default: the CSV's folder")
+    for name in PLOTS:
+        parser.add_argument(f"--{name.replace('_', '-')}-csv", type=Path, default=None, dest=name)
+    parser.add_argument("--out-dir", type=Path, default=None, help="default: each CSV's folder")
     args = parser.parse_args()
-    if not args.kernels_csv.exists():
-        raise SystemExit(f"{args.kernels_csv} does not exist: run a bench_<op>.py script first")
-    for path in plot_kernels(args.kernels_csv, args.out_dir or args.kernels_csv.parent):
-        print(f"wrote {path}")
+    named = {name: getattr(args, name) for name in PLOTS if getattr(args, name) is not None}
+    if named:
+        for path in named.values():
+            if not path.exists():
+                raise SystemExit(f"{path} does not exist: run the benchmark that writes it first")
+    else:
+        named = {name: RESULTS / f"{name}.csv" for name in PLOTS if (RESULTS / f"{name}.csv").exists()}
+        if not named:
+            raise SystemExit(f"no CSVs under {RESULTS}: run a benchmark first")
+    for name, path in named.items():
+        for written in PLOTS[name](path, args.out_dir or path.parent):
+            print(f"wrote {written}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,17 @@ TASK_TITLES = {
     "digits_cls": ("digits classifier (small CNN), students with 10 labels per class", ["accuracy", "agreement"]),
 }
 
+# The digits ablation: the distilled student with the distillation terms added one at a time (cumulative), each
+# as `distill.weights`; "scratch" is the same student without a teacher. Output and features use the shipped
+# recipe's weights; attention 100 puts its first-step value (~0.02 summed over the three pairs) near the others.
+ABLATION_TERMS = {
+    "output": "{output: 1.0}",
+    "+feature": "{output: 1.0, adapted: 1.0}",
+    "+attention": "{output: 1.0, adapted: 1.0, attention: 100.0}",
+    "+adversarial": "{output: 1.0, adapted: 1.0, attention: 100.0, adversarial: 0.01}",
+}
+ABLATION_VARIANTS = ("scratch", *ABLATION_TERMS)
+
 
 def _read(path: Path) -> list[dict]:
     if not path.is_file():
@@ -33,13 +44,19 @@ def _mean_std(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def by_variant(rows: list[dict]) -> dict:
+    """{task: {variant: {metric: {seed: value}}}}; a later row of the same (task, variant, seed, metric)
+    replaces an earlier one."""
+    tasks = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for row in rows:
+        tasks[row["task"]][row["variant"]][row["metric"]][row["seed"]] = float(row["value"])
+    return tasks
+
+
 def compression_tables(rows: list[dict]) -> list[str]:
-    """One table per task: mean ± std over seeds of every metric, per variant (latest commit's rows)."""
+    """One table per task: mean ± std over seeds of every metric, per variant."""
     lines = []
-    by_task = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    for row in rows:  # later rows of the same (task, variant, seed, metric) replace earlier ones
-        by_task[row["task"]][row["variant"]][row["metric"]][row["seed"]] = float(row["value"])
-    for task, variants in by_task.items():
+    for task, variants in by_variant(rows).items():
         title, quality = TASK_TITLES.get(task, (task, []))
         teacher_macs = statistics.mean(variants["teacher"]["macs"].values())
         seeds = sorted({seed for metrics in variants.values() for seed in metrics["macs"]})
@@ -62,6 +79,44 @@ def compression_tables(rows: list[dict]) -> list[str]:
     return lines
 
 
+def ablation_table(rows: list[dict]) -> list[str]:
+    """Digits ablation: fd_digits and kid_digits (mean ± std over seeds) of each term set, and its change
+    against the scratch student."""
+    variants = by_variant(rows)["digits_gan"]
+    seeds = sorted({seed for metrics in variants.values() for seed in metrics.get("fd_digits", {})})
+    scratch = statistics.mean(variants["scratch"]["fd_digits"].values())
+    lines = [f"{len(seeds)} seed(s); each row adds one term to the row above it (`distill.weights`).", "",
+             "| variant | distill.weights | fd_digits | vs scratch | kid_digits |",
+             "|---|---|---:|---:|---:|"]  # fmt: skip
+    for variant in ABLATION_VARIANTS:
+        metrics = variants.get(variant)
+        if not metrics or "fd_digits" not in metrics:
+            continue
+        fd = list(metrics["fd_digits"].values())
+        weights = f"`{ABLATION_TERMS[variant]}`" if variant in ABLATION_TERMS else "(no teacher)"
+        lines.append(f"| {variant} | {weights} | {_mean_std(fd, 3)} | {statistics.mean(fd) / scratch:.2f}× | "
+                     f"{_mean_std(list(metrics['kid_digits'].values()), 4)} |")  # fmt: skip
+    return lines
+
+
+def train_step_table(rows: list[dict]) -> list[str]:
+    """The latest row per (device, workload, precision, batch, provider)."""
+    latest = {}
+    for row in rows:
+        latest[(row["device"], row["workload"], row["precision"], row["batch"], row["provider"])] = row
+    lines = ["| device | workload | precision | batch | losses | step ms | images/s | loss ms | share of step |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for (device, workload, precision, batch, provider), row in sorted(latest.items()):
+        lines.append(f"| {device} | {workload} | {precision} | {batch} | {provider} | {float(row['step_ms']):.1f} | "
+                     f"{float(row['images_per_s']):.0f} | {float(row['loss_ms']):.2f} | "
+                     f"{100 * float(row['loss_share']):.1f}% |")  # fmt: skip
+    return lines
+
+
+def _image(name: str) -> list[str]:
+    return [f"![{name}](benchmarks/results/{name})", ""] if (RESULTS / name).is_file() else []
+
+
 def kernel_table(rows: list[dict]) -> list[str]:
     """The latest row per (kernel, provider, dtype, shape, device): ms, GB/s, % of copy bandwidth."""
     latest = {}
@@ -77,14 +132,25 @@ def kernel_table(rows: list[dict]) -> list[str]:
 
 def section() -> str:
     compression = _read(RESULTS / "compression.csv")
+    ablation = _read(RESULTS / "ablation.csv")
+    train_step = _read(RESULTS / "train_step.csv")
     kernels = _read(RESULTS / "kernels.csv")
     lines = [START, "", "### Compression (`python benchmarks/compress.py`)", ""]
     lines += compression_tables(compression) if compression else ["No compression rows yet.", ""]
+    lines += _image("compression.png")
+    lines += ["### Digits ablation (`python benchmarks/compress.py --ablation`)", ""]
+    lines += ablation_table(ablation) + [""] if ablation else ["No ablation rows yet.", ""]
+    lines += _image("ablation.png")
+    lines += ["### Distillation training step (`python benchmarks/bench_train_step.py`)", ""]
+    lines += train_step_table(train_step) + [""] if train_step else ["No training-step rows yet.", ""]
+    lines += [image for path in sorted(RESULTS.glob("train_step_*.png")) for image in _image(path.name)]
     lines += ["### Kernels (`make bench`)", ""]
     lines += kernel_table(kernels) if kernels else ["No kernel rows yet."]
-    gpu = any("cpu" not in row["device"] for row in kernels)
-    lines += ["", "GPU rows: " + ("see the table." if gpu else "none measured yet (no GPU was available)."), ""]
-    lines += ["Plots, drawn from the same CSVs by `python benchmarks/plot.py`, are in `benchmarks/results/`.", END]
+    gpu = any("cpu" not in row["device"] for row in kernels + train_step)
+    lines += ["", "GPU rows: " + ("see the tables." if gpu else "none measured yet (no GPU was available)."), ""]
+    lines += [image for path in sorted(RESULTS.glob("*.png")) if not path.name.startswith(("compression",
+              "ablation", "train_step")) for image in _image(path.name)]  # fmt: skip
+    lines += ["Every figure is drawn from the same CSVs by `python benchmarks/plot.py`.", END]
     return "\n".join(lines)
 
 

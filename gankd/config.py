@@ -68,6 +68,7 @@ class DistillConfig:
     discriminator_from_teacher: bool = True  # warm-start D from the teacher run's discriminator
     lpips_net: str = "alex"
     lpips_weights: str | None = None  # local LPIPS backbone file (else $GANKD_LPIPS_BACKBONE / hub cache)
+    impl: str = "auto"  # loss kernels: auto (Triton on CUDA) | triton | reference (pure PyTorch)
 
 
 @dataclass
@@ -213,6 +214,8 @@ def validate(config: RunConfig) -> None:
     if config.mode == "distill" and not any(weight > 0 for weight in config.distill.weights.values()):
         raise ConfigError("config.mode is 'distill' but config.distill.weights gives no loss term a weight > 0")
     _validate_losses_and_metrics(config)
+    if config.distill.impl not in ("auto", "triton", "reference"):
+        raise ConfigError(f"config.distill.impl must be auto, triton or reference, got {config.distill.impl!r}")
     if config.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"config.precision must be fp32, bf16 or fp16, got {config.precision!r}")
     if not 0.0 <= config.ema < 1.0:

@@ -45,3 +45,33 @@ def test_bench_feature_match_appends_a_row_per_op(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [row["kernel"] for row in rows] == ["feature_match_mse", "feature_match_cosine", "attention_transfer"]
     assert all(row["shape"] == "2x3x5x5" and float(row["gbps"]) > 0 for row in rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_plot_draws_compression_ablation_and_train_step_figures(tmp_path):
+    quality = {"digits_gan": "fd_digits", "photos_sr": "psnr", "digits_cls": "accuracy"}
+    compression = [dict(task=task, variant=variant, seed=seed, metric=metric, value=value, device="cpu", commit="x")
+                   for task, name in quality.items()
+                   for variant, macs in (("teacher", 8e6), ("scratch", 1e6), ("distilled", 1e6))
+                   for seed in (0, 1)
+                   for metric, value in (("macs", macs), (name, 5 + seed), ("kid_digits", 0.01))]  # fmt: skip
+    ablation = [row | {"task": "digits_gan", "variant": variant} for variant in ("scratch", "output", "+feature")
+                for row in compression if row["task"] == "digits_gan" and row["variant"] == "teacher"]  # fmt: skip
+    train_step = [dict(workload=workload, provider="reference", precision="fp32", batch=8, step_ms=10,
+                       images_per_s=800, loss_ms=1, loss_share=0.1, device="cpu (test)", torch="x", triton="x",
+                       commit="x") for workload in ("digits_gan", "photos_sr")]  # fmt: skip
+    command = [sys.executable, str(BENCHMARKS / "plot.py"),
+               "--compression-csv", str(_write_csv(tmp_path / "compression.csv", compression)),
+               "--ablation-csv", str(_write_csv(tmp_path / "ablation.csv", ablation)),
+               "--train-step-csv", str(_write_csv(tmp_path / "train_step.csv", train_step))]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name in ("compression.png", "ablation.png", "train_step_cpu_test.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name

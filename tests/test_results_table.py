@@ -28,3 +28,24 @@ def test_compression_table_means_and_stds(tmp_path):
                                   ("accuracy", 0.9 + 0.02 * seed))]  # fmt: skip
     table = "\n".join(script.compression_tables(rows))
     assert "| distilled | 10 | 1.00 M | 1/8.0 | 1.00 ± 0.00 | 2.0 ± 0.0 | 0.910 ± 0.014 | — |" in table
+
+
+def test_ablation_table_compares_each_term_set_with_scratch():
+    script = load_script()
+    rows = [dict(task="digits_gan", variant=variant, seed=str(seed), metric=metric, value=str(value))
+            for variant, fd in (("scratch", 10.0), ("output", 8.0), ("+feature", 6.0))
+            for seed in (0, 1)
+            for metric, value in (("fd_digits", fd + seed), ("kid_digits", 0.01))]  # fmt: skip
+    table = "\n".join(script.ablation_table(rows))
+    assert "| scratch | (no teacher) | 10.500 ± 0.707 | 1.00× | 0.0100 ± 0.0000 |" in table
+    assert "| +feature | `{output: 1.0, adapted: 1.0}` | 6.500 ± 0.707 | 0.62× | 0.0100 ± 0.0000 |" in table
+    assert "+attention" not in table  # term sets without rows are left out
+
+
+def test_train_step_table_keeps_the_latest_row_per_case():
+    script = load_script()
+    base = dict(device="cpu", workload="digits_gan", precision="fp32", batch="64", provider="reference")
+    rows = [base | dict(step_ms="100", images_per_s="640", loss_ms="5", loss_share="0.05"),
+            base | dict(step_ms="50", images_per_s="1280", loss_ms="5", loss_share="0.1")]  # fmt: skip
+    table = script.train_step_table(rows)
+    assert table[2:] == ["| cpu | digits_gan | fp32 | 64 | reference | 50.0 | 1280 | 5.00 | 10.0% |"]

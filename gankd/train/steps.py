@@ -61,13 +61,13 @@ class Stepper:
 
     # -- inputs -----------------------------------------------------------------------------------------------
 
-    def _autocast(self):
+    def autocast(self):
         if self.config.precision == "fp32":
             return nullcontext()
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _generator_inputs(self, labels: Tensor, step: int) -> tuple[Tensor, Tensor | None]:
+    def generator_inputs(self, labels: Tensor, step: int) -> tuple[Tensor, Tensor | None]:
         # Noise seeded by (seed, rank, step): every process draws its own, and a resumed run draws the same.
         self.noise.manual_seed((self.config.seed * 1_000_003 + self.dist.rank) * 1_000_003 + step)
         noise = torch.randn(labels.shape[0], self.model.nz, generator=self.noise).to(self.device)
@@ -84,10 +84,10 @@ class Stepper:
         task, mode = self.config.task, self.config.mode
         if self.discriminator is not None:
             self.discriminator.requires_grad_(False)  # the generator step needs D's input gradients only
-        with self._autocast():
+        with self.autocast():
             labels = second if task == "generator" and getattr(self.model, "num_classes", 0) else None
             if mode == "distill":
-                distill_batch = self._generator_inputs(second, step) if task == "generator" else (first, second)
+                distill_batch = self.generator_inputs(second, step) if task == "generator" else (first, second)
                 terms = dict(self.distiller(distill_batch))
                 fake = self.distiller.last_student_output
                 total = terms.pop("total")
@@ -95,7 +95,7 @@ class Stepper:
                 terms = {"ce": F.cross_entropy(self.model(first), second)}
                 total, fake = terms["ce"], None
             else:
-                fake = self.model(*self._generator_inputs(second, step)) if task == "generator" else self.model(first)
+                fake = self.model(*self.generator_inputs(second, step)) if task == "generator" else self.model(first)
                 terms = {}
                 if task == "image2image":
                     terms["l1"] = F.l1_loss(fake.float(), second.float())
@@ -117,7 +117,7 @@ class Stepper:
 
     def _discriminator_step(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> float:
         self.discriminator.requires_grad_(True)
-        with self._autocast():
+        with self.autocast():
             # Real and fake in separate forwards, as in the generator step: a batch-norm discriminator must not
             # see statistics here that it never sees when judging fakes for the generator.
             real_logits = self._discriminate(real, labels).float()
@@ -206,7 +206,7 @@ def build_stepper(config: RunConfig, dist: Distributed, teacher_state: dict | No
             teacher, model, task=config.task, feature_pairs=distill.feature_pairs or None, weights=distill.weights,
             output_kind=distill.output_kind, feature_kind=distill.feature_kind, attention_p=distill.attention_p,
             temperature=distill.temperature, adversarial=config.gan.loss, discriminator=discriminator,
-            lpips_net=distill.lpips_net, lpips_weights=distill.lpips_weights,
+            lpips_net=distill.lpips_net, lpips_weights=distill.lpips_weights, impl=distill.impl,
             conditional_discriminator=getattr(discriminator, "num_classes", 0) > 0,
         ).to(dist.device)  # fmt: skip
     for module in (model, discriminator, distiller):
