@@ -79,6 +79,41 @@ def compression_tables(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _mean(variants: dict, variant: str, metric: str) -> float | None:
+    values = variants.get(variant, {}).get(metric)
+    return statistics.mean(values.values()) if values else None
+
+
+# The targets: (task, what is asked, metric, how the distilled student's mean is compared with the other
+# variant's mean, that variant, threshold, direction).
+TARGETS = [
+    ("digits_gan", "distilled MACs ≤ 1/8 of the teacher's", "macs", "ratio", "teacher", 1 / 8, "≤"),
+    ("digits_gan", "distilled fd_digits ≤ 0.8 × scratch's", "fd_digits", "ratio", "scratch", 0.8, "≤"),
+    ("digits_gan", "distilled fd_digits ≤ 1.3 × teacher's", "fd_digits", "ratio", "teacher", 1.3, "≤"),
+    ("photos_sr", "distilled MACs ≤ 1/8 of the teacher's", "macs", "ratio", "teacher", 1 / 8, "≤"),
+    ("photos_sr", "distilled PSNR − scratch's ≥ +0.3 dB", "psnr", "difference", "scratch", 0.3, "≥"),
+    ("photos_sr", "distilled PSNR − teacher's ≥ −0.5 dB", "psnr", "difference", "teacher", -0.5, "≥"),
+    ("digits_cls", "distilled accuracy − scratch's ≥ +0.01 (1 point)", "accuracy", "difference", "scratch", 0.01, "≥"),
+]
+
+
+def targets_table(rows: list[dict]) -> list[str]:
+    """Each target against the means over seeds in the compression rows: the measured figure, met or missed."""
+    tasks = by_variant(rows)
+    lines = ["| task | target | measured (means over seeds) | |", "|---|---|---:|---|"]
+    for task, target, metric, comparison, other, threshold, direction in TARGETS:
+        values = tasks.get(task, {})
+        if metric not in values.get("distilled", {}) or metric not in values.get(other, {}):
+            continue
+        distilled = statistics.mean(values["distilled"][metric].values())
+        reference = statistics.mean(values[other][metric].values())
+        value = distilled / reference if comparison == "ratio" else distilled - reference
+        met = value <= threshold if direction == "≤" else value >= threshold
+        shown = f"{value:.3g}×" if comparison == "ratio" else f"{value:+.3g}"
+        lines.append(f"| {task} | {target} | {shown} | {'met' if met else 'missed'} |")
+    return lines
+
+
 def ablation_table(rows: list[dict]) -> list[str]:
     """Digits ablation: fd_digits and kid_digits (mean ± std over seeds) of each term set, and its change
     against the scratch student."""
@@ -137,6 +172,7 @@ def section() -> str:
     kernels = _read(RESULTS / "kernels.csv")
     lines = [START, "", "### Compression (`python benchmarks/compress.py`)", ""]
     lines += compression_tables(compression) if compression else ["No compression rows yet.", ""]
+    lines += targets_table(compression) + [""] if compression else []
     lines += _image("compression.png")
     lines += ["### Digits ablation (`python benchmarks/compress.py --ablation`)", ""]
     lines += ablation_table(ablation) + [""] if ablation else ["No ablation rows yet.", ""]

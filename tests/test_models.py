@@ -18,7 +18,7 @@ CASES = [
      lambda: (torch.rand(2, 1, 16, 16) * 2 - 1,), (2, 3, 16, 16)),
     ("resnet_g", {"n_blocks": 3, "upscale": 4}, "ngf", (8, 4), lambda: (torch.rand(2, 3, 8, 8) * 2 - 1,),
      (2, 3, 32, 32)),
-    ("resnet_g", {"n_blocks": 1, "n_downsampling": 0, "upscale": 2}, "ngf", (8, 4),
+    ("resnet_g", {"n_blocks": 1, "n_downsampling": 0, "upscale": 2, "norm": "none"}, "ngf", (8, 4),
      lambda: (torch.rand(2, 3, 6, 10),), (2, 3, 12, 20)),
     ("dcgan_d", {"image_size": 32}, "ndf", (8, 4), lambda: (torch.randn(3, 3, 32, 32),), (3,)),
     ("dcgan_d", {"image_size": 64, "spectral_norm": True, "norm": "none", "num_classes": 5}, "ndf", (8, 4),

@@ -49,3 +49,20 @@ def test_train_step_table_keeps_the_latest_row_per_case():
             base | dict(step_ms="50", images_per_s="1280", loss_ms="5", loss_share="0.1")]  # fmt: skip
     table = script.train_step_table(rows)
     assert table[2:] == ["| cpu | digits_gan | fp32 | 64 | reference | 50.0 | 1280 | 5.00 | 10.0% |"]
+
+
+def test_targets_table_says_met_or_missed_from_the_means():
+    script = load_script()
+    values = {("teacher", "macs"): [8e6, 8e6], ("scratch", "macs"): [1e6, 1e6], ("distilled", "macs"): [1e6, 1e6],
+              ("teacher", "fd_digits"): [2.0, 2.0], ("scratch", "fd_digits"): [4.0, 6.0],
+              ("distilled", "fd_digits"): [2.0, 3.0], ("scratch", "accuracy"): [0.9, 0.9],
+              ("distilled", "accuracy"): [0.905, 0.905]}  # fmt: skip
+    rows = [dict(task="digits_cls" if metric == "accuracy" else "digits_gan", variant=variant, seed=str(seed),
+                 metric=metric, value=str(value))
+            for (variant, metric), pair in values.items() for seed, value in enumerate(pair)]  # fmt: skip
+    table = script.targets_table(rows)
+    assert "| digits_gan | distilled MACs ≤ 1/8 of the teacher's | 0.125× | met |" in table
+    assert "| digits_gan | distilled fd_digits ≤ 0.8 × scratch's | 0.5× | met |" in table
+    assert "| digits_gan | distilled fd_digits ≤ 1.3 × teacher's | 1.25× | met |" in table
+    assert "| digits_cls | distilled accuracy − scratch's ≥ +0.01 (1 point) | +0.005 | missed |" in table
+    assert not any("photos_sr" in line for line in table)  # no rows, no claim

@@ -99,7 +99,8 @@ class ResnetGenerator(nn.Module):
     `n_downsampling` stride-2 transposed convs back to `ngf` channels, then `log2(upscale)` more at width
     `ngf`. `to_image`: 7×7 conv to `out_channels` and tanh. The output is `upscale` times the input size:
     `upscale=4` is 4× super-resolution (input [N, C, H, W] → output [N, C, 4H, 4W]); H and W must be
-    divisible by `2^n_downsampling`. Conv biases are used unless `norm="batch"` (as in pix2pix). With
+    divisible by `2^n_downsampling`. `norm`: "instance" (CycleGAN), "batch" (pix2pix) or "none" (as
+    super-resolution networks since EDSR; no train/eval gap). Conv biases are used unless `norm="batch"`. With
     `residual=True` the network predicts a correction to the bicubic upsampling of its input (the usual
     super-resolution set-up), so it starts from bicubic quality instead of from nothing.
 
@@ -124,7 +125,7 @@ class ResnetGenerator(nn.Module):
         self.ngf = check_int("ngf", ngf, minimum=1)
         self.n_blocks = check_int("n_blocks", n_blocks, minimum=1)
         self.n_downsampling = check_int("n_downsampling", n_downsampling, minimum=0)
-        self.norm = check_choice("norm", norm, ("instance", "batch"))
+        self.norm = check_choice("norm", norm, ("instance", "batch", "none"))
         self.upscale = check_power_of_two("upscale", upscale, minimum=1, maximum=16)
         self.residual = check_bool("residual", residual)
         if residual and in_channels != out_channels:
