@@ -105,7 +105,7 @@ def plot_train_step(csv_path: Path, out_dir: Path) -> list[Path]:
             batch = next(row["batch"] for row in rows if row["workload"] == workload)
             axis.set_title(f"{workload} (batch {batch})")
             axis.set_ylabel("images/s (whole distillation step)")
-            axis.legend(fontsize=7)
+            axis.legend(fontsize=7, loc="lower right")
         fig.suptitle(device, fontsize=9)
         fig.tight_layout()
         out = out_dir / f"train_step_{_slug(device)}.png"
