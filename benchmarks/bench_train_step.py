@@ -34,7 +34,6 @@ WORKLOADS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits
 PROVIDERS = {"reference": "reference", "fused": "triton"}
 COLUMNS = ["workload", "provider", "precision", "batch", "step_ms", "images_per_s", "loss_ms", "loss_share",
            "device", "torch", "triton", "commit"]  # fmt: skip
-NETWORK_TERMS = ("adversarial", "lpips")  # terms that run a network, not a loss kernel
 
 
 def workload_config(workload: str, provider: str, precision: str, batch: int | None, device: str,
@@ -66,12 +65,18 @@ def captured_loss_inputs(stepper: Stepper, batch) -> dict:
     """One distillation forward on `batch` with the tapped maps and both outputs kept (forward hooks)."""
     distiller = stepper.distiller
     maps = {"student": {}, "teacher": {}}
+
+    def keep(role: str, path: str):
+        def hook(module, args, output) -> None:
+            maps[role][path] = output.detach()
+
+        return hook
+
     handles = []
     for student_path, teacher_path in distiller.feature_pairs:
         for role, model, path in (("student", distiller.student, student_path),
                                   ("teacher", distiller.teacher, teacher_path)):  # fmt: skip
-            hook = lambda module, args, output, role=role, path=path: maps[role].__setitem__(path, output.detach())  # noqa: E731
-            handles.append(model.get_submodule(path).register_forward_hook(hook))
+            handles.append(model.get_submodule(path).register_forward_hook(keep(role, path)))
     first, second = (item.to(stepper.device) for item in batch)
     inputs = stepper.generator_inputs(second, 0) if stepper.config.task == "generator" else (first,)
     try:
@@ -92,14 +97,9 @@ def loss_terms_step(stepper: Stepper, captured: dict):
 
     def step() -> Tensor:
         student_output = captured["student_output"].clone().requires_grad_(True)
-        student_maps = {
-            path: tensor.clone().requires_grad_(True) for path, tensor in captured["maps"]["student"].items()
-        }
-        teacher_output, teacher_maps, second = (
-            captured["teacher_output"],
-            captured["maps"]["teacher"],
-            captured["second"],
-        )
+        student_maps = {path: map_.clone().requires_grad_(True) for path, map_ in captured["maps"]["student"].items()}
+        teacher_output, teacher_maps = captured["teacher_output"], captured["maps"]["teacher"]
+        second = captured["second"]
         total = student_output.new_zeros((), dtype=torch.float32)
         with stepper.autocast():
             if "output" in weights:
