@@ -4,7 +4,8 @@ For every task and seed it trains the teacher, the scratch student and the disti
 shipped configs (the same budget for scratch and distilled), then appends long-format rows to
 benchmarks/results/compression.csv: task, variant, seed, metric, value, device, commit. Metrics: params,
 MACs, CPU latency at batch 1 and 64 (ms), and the task's quality metrics (fd_digits/kid_digits for the
-digits generator, psnr/ssim for super-resolution, accuracy/agreement for the classifier).
+digits generator, psnr/ssim for super-resolution, accuracy/agreement for the classifier). Super-resolution
+also gets `bicubic` rows: psnr/ssim of plain bicubic upsampling, the floor a learned model has to beat.
 
     python benchmarks/compress.py                                  # all tasks, seeds 0 1 2
     python benchmarks/compress.py --tasks digits_gan --seeds 0 --set steps=100   # a quick look
@@ -20,9 +21,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
+import gankd.data
 from bench_common import append_rows, environment
 from gankd.config import load_config
+from gankd.metrics import evaluate_paired
 from gankd.train import run_directory, train
 from gankd.train.demo import measure_run
 from results_table import ABLATION_TERMS
@@ -52,10 +56,20 @@ def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: l
         extra += [f"name={family}_ablation_{slug}", f"distill.weights={ABLATION_TERMS[variant]}"]
     config = load_config(CONFIGS / f"{name}.yaml", extra)
     run = run_directory(config)
+    if (run / "metrics.json").is_file() and load_config(run / "config.yaml") != config:
+        raise SystemExit(f"{run} was trained from a different config than the shipped one now gives; "
+                         "remove it or pass another --work-dir")  # fmt: skip
     if not (run / "metrics.json").is_file():
         print(f"[{task} seed {seed}] training {variant} ({config.steps} steps) -> {run}", flush=True)
         train(config)
     return run
+
+
+def bicubic_quality() -> dict:
+    """PSNR and SSIM of plain bicubic upsampling on the super-resolution test tiles: the floor a learned
+    super-resolution model has to beat (the photos_sr low-res inputs are bicubic downscales)."""
+    test = gankd.data.build("photos_sr", split="test", scale=4)
+    return evaluate_paired(nn.Upsample(scale_factor=4, mode="bicubic"), test)["metrics"]
 
 
 def main() -> None:
@@ -80,8 +94,11 @@ def main() -> None:
     for task in args.tasks:
         for seed in args.seeds:
             started = time.perf_counter()
-            for variant in variants:
-                values = measure_run(run_variant(task, variant, seed, args.work_dir / task, args.set))
+            for variant in variants + (("bicubic",) if task == "photos_sr" and not args.ablation else ()):
+                if variant == "bicubic":
+                    values = bicubic_quality()
+                else:
+                    values = measure_run(run_variant(task, variant, seed, args.work_dir / task, args.set))
                 rows = [dict(task=task, variant=variant, seed=seed, metric=metric, value=value, device=env["device"],
                              commit=env["commit"]) for metric, value in values.items()]  # fmt: skip
                 append_rows(args.out, rows, COLUMNS)

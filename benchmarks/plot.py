@@ -140,6 +140,10 @@ def plot_compression(csv_path: Path, out_dir: Path) -> list[Path]:
         ]
         values = [list(variants[name][metric].values()) for name in names]
         _bars_with_spread(axis, labels, values, ["tab:gray", "tab:orange", "tab:blue"][: len(names)])
+        if metric in variants.get("bicubic", {}):  # the no-model floor of super-resolution
+            axis.axhline(statistics.mean(variants["bicubic"][metric].values()), color="k", ls="--", lw=1)
+            axis.text(len(names) - 0.5, statistics.mean(variants["bicubic"][metric].values()), "bicubic",
+                      ha="right", va="bottom", fontsize=8)  # fmt: skip
         axis.set_ylabel(metric + (" (lower is better)" if metric.startswith(("fd", "kid")) else ""))
         axis.set_title(title, fontsize=9)
         low = min(min(v) for v in values)

@@ -59,19 +59,22 @@ def compression_tables(rows: list[dict]) -> list[str]:
     for task, variants in by_variant(rows).items():
         title, quality = TASK_TITLES.get(task, (task, []))
         teacher_macs = statistics.mean(variants["teacher"]["macs"].values())
-        seeds = sorted({seed for metrics in variants.values() for seed in metrics["macs"]})
+        seeds = sorted({seed for metrics in variants.values() for seed in metrics.get("macs", {})})
         device = next(row["device"] for row in rows if row["task"] == task)
         lines += [f"**{title}** — {len(seeds)} seed(s), latency on {device}", "",
                   "| variant | params | MACs | MACs vs teacher | CPU ms (batch 1) | CPU ms (batch 64) | "
                   + " | ".join(quality) + " |", "|---|---:|---:|---:|---:|---:|" + "---:|" * len(quality)]  # fmt: skip
-        for variant in ("teacher", "scratch", "distilled"):
+        for variant in ("teacher", "scratch", "distilled", "bicubic"):
             metrics = variants.get(variant)
             if not metrics:
                 continue
-            macs = statistics.mean(metrics["macs"].values())
-            cells = [variant, f"{statistics.mean(metrics['params'].values()):,.0f}", f"{macs / 1e6:.2f} M",
-                     f"1/{teacher_macs / macs:.1f}", _mean_std(list(metrics["latency_b1_ms"].values()), 2),
-                     _mean_std(list(metrics["latency_b64_ms"].values()), 1)]  # fmt: skip
+            if "macs" in metrics:
+                macs = statistics.mean(metrics["macs"].values())
+                cells = [variant, f"{statistics.mean(metrics['params'].values()):,.0f}", f"{macs / 1e6:.2f} M",
+                         f"1/{teacher_macs / macs:.1f}", _mean_std(list(metrics["latency_b1_ms"].values()), 2),
+                         _mean_std(list(metrics["latency_b64_ms"].values()), 1)]  # fmt: skip
+            else:  # a reference without a model (bicubic upsampling)
+                cells = [f"{variant} (no model)"] + ["—"] * 5
             cells += [_mean_std(list(metrics[name].values()), 4 if "kid" in name or name == "ssim" else 3)
                       if name in metrics else "—" for name in quality]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")

@@ -214,8 +214,10 @@ def validate(config: RunConfig) -> None:
     if config.mode == "distill" and not any(weight > 0 for weight in config.distill.weights.values()):
         raise ConfigError("config.mode is 'distill' but config.distill.weights gives no loss term a weight > 0")
     _validate_losses_and_metrics(config)
-    if config.distill.impl not in ("auto", "triton", "reference"):
-        raise ConfigError(f"config.distill.impl must be auto, triton or reference, got {config.distill.impl!r}")
+    from gankd.kernels import IMPLS
+
+    if config.distill.impl not in IMPLS:
+        raise ConfigError(f"config.distill.impl must be one of {IMPLS}, got {config.distill.impl!r}")
     if config.precision not in ("fp32", "bf16", "fp16"):
         raise ConfigError(f"config.precision must be fp32, bf16 or fp16, got {config.precision!r}")
     if not 0.0 <= config.ema < 1.0:

@@ -47,7 +47,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
         (["eval.metrics=[psnr]"], "config.eval.metrics has ['psnr'] not measured for task 'generator'"),
         (["eval.split=val"], "config.eval.split must be train or test"),
         (["sample_every=-1"], "config.sample_every must be >= 0"),
-        (["distill.impl=fused"], "config.distill.impl must be auto, triton or reference, got 'fused'"),
+        (["distill.impl=fused"], "config.distill.impl must be one of ('auto', 'triton', 'reference'), got 'fused'"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(overrides, message):

@@ -28,6 +28,9 @@ def test_compression_table_means_and_stds(tmp_path):
                                   ("accuracy", 0.9 + 0.02 * seed))]  # fmt: skip
     table = "\n".join(script.compression_tables(rows))
     assert "| distilled | 10 | 1.00 M | 1/8.0 | 1.00 ± 0.00 | 2.0 ± 0.0 | 0.910 ± 0.014 | — |" in table
+    rows += [dict(task="digits_cls", variant="bicubic", seed="0", metric="accuracy", value="0.5")]
+    table = "\n".join(script.compression_tables(rows))
+    assert "| bicubic (no model) | — | — | — | — | — | 0.500 | — |" in table  # a reference without a model
 
 
 def test_ablation_table_compares_each_term_set_with_scratch():

@@ -4,11 +4,10 @@ import math
 
 from torch import Tensor, nn
 
-from gankd.kernels import attention_transfer, feature_match
+from gankd.kernels import IMPLS, attention_transfer, feature_match
 from gankd.kernels.feature_match import KINDS
 
 _REDUCTIONS = ("mean", "sum", "none")
-_IMPLS = ("auto", "triton", "reference")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -26,7 +25,7 @@ class FeatureMatchLoss(nn.Module):
         super().__init__()
         _check_choice("kind", kind, KINDS)
         _check_choice("reduction", reduction, _REDUCTIONS)
-        _check_choice("impl", impl, _IMPLS)
+        _check_choice("impl", impl, IMPLS)
         self.kind, self.reduction, self.impl = kind, reduction, impl
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
@@ -47,7 +46,7 @@ class AttentionTransferLoss(nn.Module):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
             raise ValueError(f"p must be a finite number > 0, got {p!r}")
         _check_choice("reduction", reduction, _REDUCTIONS)
-        _check_choice("impl", impl, _IMPLS)
+        _check_choice("impl", impl, IMPLS)
         self.p, self.reduction, self.impl = float(p), reduction, impl
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
