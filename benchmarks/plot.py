@@ -146,9 +146,10 @@ def plot_compression(csv_path: Path, out_dir: Path) -> list[Path]:
                       ha="right", va="bottom", fontsize=8)  # fmt: skip
         axis.set_ylabel(metric + (" (lower is better)" if metric.startswith(("fd", "kid")) else ""))
         axis.set_title(title, fontsize=9)
-        low = min(min(v) for v in values)
         if metric in ("psnr", "accuracy"):  # zoom in: these differ in the last few percent
-            axis.set_ylim(low - 0.1 * (max(max(v) for v in values) - low) - (0.5 if metric == "psnr" else 0.02), None)
+            low, high = min(min(v) for v in values), max(max(v) for v in values)
+            pad = 0.25 * (high - low) + (0.05 if metric == "psnr" else 0.005)
+            axis.set_ylim(low - pad, high + pad)
     fig.tight_layout()
     out = out_dir / "compression.png"
     fig.savefig(out, dpi=120)
