@@ -35,16 +35,17 @@ def test_bench_train_step_appends_a_row_per_workload(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "workload, weights",
+    "workload, overrides",
     [
-        ("digits_gan", "{output: 1.0, adapted: 1.0, attention: 100.0}"),
-        ("photos_sr", "{ground_truth: 1.0, output: 1.0, adapted: 0.5}"),
-        ("digits_cls", "{kd: 0.9, ce: 0.1}"),
+        ("digits_gan", ["distill.weights={output: 1.0, adapted: 1.0, attention: 100.0}"]),
+        ("photos_sr", ["distill.weights={ground_truth: 1.0, output: 1.0, adapted: 0.5}",
+                       "distill.feature_pairs={blocks.1: blocks.1, blocks.5: blocks.5}"]),
+        ("digits_cls", ["distill.weights={kd: 0.9, ce: 0.1}"]),
     ],
-)
-def test_timed_loss_terms_are_the_distillers_terms(workload, weights):
+)  # fmt: skip
+def test_timed_loss_terms_are_the_distillers_terms(workload, overrides):
     # The loss-only timing must run what a training step runs: same terms, weights and tensors.
-    config = bench_train_step.workload_config(workload, "reference", "fp32", 3, "cpu", [f"distill.weights={weights}"])
+    config = bench_train_step.workload_config(workload, "reference", "fp32", 3, "cpu", overrides)
     stepper = bench_train_step.build_stepper(
         config, bench_train_step.Distributed(), bench_train_step.random_teacher_state(config)
     )
