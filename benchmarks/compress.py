@@ -4,7 +4,8 @@ For every task and seed it trains the teacher, the scratch student and the disti
 shipped configs (the same budget for scratch and distilled), then appends long-format rows to
 benchmarks/results/compression.csv: task, variant, seed, metric, value, device, commit. Metrics: params,
 MACs, CPU latency at batch 1 and 64 (ms), and the task's quality metrics (fd_digits/kid_digits for the
-digits generator, psnr/ssim for super-resolution, accuracy/agreement for the classifier). Super-resolution
+digits generator, psnr/ssim for super-resolution, accuracy/agreement for the classifier; standard fid/kid
+and lpips as well when their weights are on the machine, see gankd.metrics.weights). Super-resolution
 also gets `bicubic` rows: psnr/ssim of plain bicubic upsampling, the floor a learned model has to beat.
 
     python benchmarks/compress.py                                  # all tasks, seeds 0 1 2
@@ -27,6 +28,7 @@ import gankd.data
 from bench_common import append_rows, environment
 from gankd.config import load_config
 from gankd.metrics import evaluate_paired
+from gankd.metrics.weights import INCEPTION_V3, LPIPS_BACKBONES, MetricWeightsError, resolve_weights
 from gankd.train import run_directory, train
 from gankd.train.demo import measure_run
 from results_table import ABLATION_TERMS
@@ -35,9 +37,23 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TASKS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn"}
 VARIANTS = {"teacher": "teacher", "scratch": "scratch", "distilled": "distill"}
 COLUMNS = ["task", "variant", "seed", "metric", "value", "device", "commit"]
+# Standard metrics added to a task's evaluation when their weights are on this machine (never downloaded).
+STANDARD_METRICS = {"digits_gan": (INCEPTION_V3, ["fid", "kid"]), "photos_sr": (LPIPS_BACKBONES["alex"], ["lpips"])}
 # The classifier students learn in a limited-label setting: 10 labelled digits per class (100 images); the
 # teacher was trained on the whole train split. Distillation adds the teacher's soft targets on those images.
 STUDENT_OVERRIDES = {"digits_cls": ["data.limit_per_class=10"]}
+
+
+def standard_metrics(task: str) -> list[str]:
+    """The standard metrics (fid/kid, lpips) of `task` whose verified local weights this machine has."""
+    if task not in STANDARD_METRICS:
+        return []
+    weights, names = STANDARD_METRICS[task]
+    try:
+        resolve_weights(weights)
+    except MetricWeightsError:
+        return []
+    return names
 
 
 def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: list[str]) -> Path:
@@ -55,6 +71,7 @@ def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: l
         slug = variant.removeprefix("+")
         extra += [f"name={family}_ablation_{slug}", f"distill.weights={ABLATION_TERMS[variant]}"]
     config = load_config(CONFIGS / f"{name}.yaml", extra)
+    config.eval.metrics = config.eval.metrics + [m for m in standard_metrics(task) if m not in config.eval.metrics]
     run = run_directory(config)
     if (run / "metrics.json").is_file() and load_config(run / "config.yaml") != config:
         raise SystemExit(f"{run} was trained from a different config than the shipped one now gives; "

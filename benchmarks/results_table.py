@@ -29,6 +29,7 @@ ABLATION_TERMS = {
     "+adversarial": "{output: 1.0, adapted: 1.0, attention: 100.0, adversarial: 0.01}",
 }
 ABLATION_VARIANTS = ("scratch", *ABLATION_TERMS)
+STANDARD_COLUMNS = ("fid", "kid", "lpips")  # shown when a task's rows have them (their weights were present)
 
 
 def _read(path: Path) -> list[dict]:
@@ -58,6 +59,8 @@ def compression_tables(rows: list[dict]) -> list[str]:
     lines = []
     for task, variants in by_variant(rows).items():
         title, quality = TASK_TITLES.get(task, (task, []))
+        present = {metric for metrics in variants.values() for metric in metrics}
+        quality = quality + [name for name in STANDARD_COLUMNS if name in present]
         teacher_macs = statistics.mean(variants["teacher"]["macs"].values())
         seeds = sorted({seed for metrics in variants.values() for seed in metrics.get("macs", {})})
         device = next(row["device"] for row in rows if row["task"] == task)
@@ -75,7 +78,7 @@ def compression_tables(rows: list[dict]) -> list[str]:
                          _mean_std(list(metrics["latency_b64_ms"].values()), 1)]  # fmt: skip
             else:  # a reference without a model (bicubic upsampling)
                 cells = [f"{variant} (no model)"] + ["—"] * 5
-            cells += [_mean_std(list(metrics[name].values()), 4 if "kid" in name or name == "ssim" else 3)
+            cells += [_mean_std(list(metrics[name].values()), 4 if "kid" in name or name in ("ssim", "lpips") else 3)
                       if name in metrics else "—" for name in quality]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")

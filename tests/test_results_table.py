@@ -31,6 +31,10 @@ def test_compression_table_means_and_stds(tmp_path):
     rows += [dict(task="digits_cls", variant="bicubic", seed="0", metric="accuracy", value="0.5")]
     table = "\n".join(script.compression_tables(rows))
     assert "| bicubic (no model) | — | — | — | — | — | 0.500 | — |" in table  # a reference without a model
+    assert "| fid |" not in table.splitlines()[2]  # no standard-metric column without its rows
+    rows += [dict(task="digits_cls", variant="teacher", seed="0", metric="lpips", value="0.25")]
+    table = "\n".join(script.compression_tables(rows))
+    assert "| teacher | 10 | 8.00 M | 1/1.0 | 1.00 ± 0.00 | 2.0 ± 0.0 | 0.910 ± 0.014 | — | 0.2500 |" in table
 
 
 def test_ablation_table_compares_each_term_set_with_scratch():
