@@ -9,25 +9,14 @@ python benchmarks/plot.py --kernels-csv path/kernels.csv      # only the figures
 """
 
 import argparse
-import csv
 import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from results_table import ABLATION_VARIANTS, TASK_TITLES, by_variant
+from results_table import ABLATION_VARIANTS, TASK_TITLES, by_variant, latest, read_rows
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def latest_rows(path: Path) -> list[dict]:
-    """The last row measured for each (kernel, provider, dtype, shape, device)."""
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    latest = {}
-    for row in rows:
-        latest[(row["kernel"], row["provider"], row["dtype"], row["shape"], row["device"])] = row
-    return list(latest.values())
 
 
 def _pyplot():
@@ -43,15 +32,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 
-def _read(path: Path) -> list[dict]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def plot_kernels(csv_path: Path, out_dir: Path) -> list[Path]:
     plt = _pyplot()
     groups = defaultdict(list)
-    for row in latest_rows(csv_path):
+    for row in latest(read_rows(csv_path), ("kernel", "provider", "dtype", "shape", "device")).values():
         groups[(row["kernel"], row["device"])].append(row)
     written = []
     for (kernel, device), rows in sorted(groups.items()):
@@ -83,12 +67,10 @@ def plot_train_step(csv_path: Path, out_dir: Path) -> list[Path]:
     """Images/s of a whole distillation step per workload, one bar per (provider, precision); the bar's label
     is the share of the step spent in the loss terms."""
     plt = _pyplot()
-    latest = {}
-    for row in _read(csv_path):
-        latest[(row["device"], row["workload"], row["provider"], row["precision"], row["batch"])] = row
+    cases = latest(read_rows(csv_path), ("device", "workload", "provider", "precision", "batch"))
     written = []
-    for device in sorted({key[0] for key in latest}):
-        rows = [row for key, row in latest.items() if key[0] == device]
+    for device in sorted({key[0] for key in cases}):
+        rows = [row for key, row in cases.items() if key[0] == device]
         workloads = sorted({row["workload"] for row in rows})
         series = sorted({(row["provider"], row["precision"]) for row in rows})
         fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 4), squeeze=False)
@@ -128,7 +110,7 @@ def plot_compression(csv_path: Path, out_dir: Path) -> list[Path]:
     """Per task: the first quality metric of teacher, scratch and distilled (mean, std, each seed), with
     each variant's MACs as a fraction of the teacher's."""
     plt = _pyplot()
-    tasks = by_variant(_read(csv_path))
+    tasks = by_variant(read_rows(csv_path))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
     for axis, (task, variants) in zip(axes[0], sorted(tasks.items()), strict=True):
         title, quality = TASK_TITLES.get(task, (task, []))
@@ -160,7 +142,7 @@ def plot_compression(csv_path: Path, out_dir: Path) -> list[Path]:
 def plot_ablation(csv_path: Path, out_dir: Path) -> list[Path]:
     """Proxy FD of the digits student for each set of distillation terms (mean, std, each seed)."""
     plt = _pyplot()
-    variants = by_variant(_read(csv_path))["digits_gan"]
+    variants = by_variant(read_rows(csv_path))["digits_gan"]
     names = [name for name in ABLATION_VARIANTS if name in variants]
     fig, axis = plt.subplots(figsize=(6, 4))
     _bars_with_spread(axis, names, [list(variants[name]["fd_digits"].values()) for name in names],

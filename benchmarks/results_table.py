@@ -32,7 +32,8 @@ ABLATION_VARIANTS = ("scratch", *ABLATION_TERMS)
 STANDARD_COLUMNS = ("fid", "kid", "lpips")  # shown when a task's rows have them (their weights were present)
 
 
-def _read(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results CSV ([] when it does not exist yet)."""
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
@@ -43,6 +44,11 @@ def _mean_std(values: list[float], digits: int) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def latest(rows: list[dict], columns: tuple[str, ...]) -> dict[tuple, dict]:
+    """{the row's values of `columns`: the last row with those values} (a re-measured case replaces the old)."""
+    return {tuple(row[column] for column in columns): row for row in rows}
 
 
 def by_variant(rows: list[dict]) -> dict:
@@ -83,11 +89,6 @@ def compression_tables(rows: list[dict]) -> list[str]:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return lines
-
-
-def _mean(variants: dict, variant: str, metric: str) -> float | None:
-    values = variants.get(variant, {}).get(metric)
-    return statistics.mean(values.values()) if values else None
 
 
 # The targets: (task, what is asked, metric, how the distilled student's mean is compared with the other
@@ -142,12 +143,10 @@ def ablation_table(rows: list[dict]) -> list[str]:
 
 def train_step_table(rows: list[dict]) -> list[str]:
     """The latest row per (device, workload, precision, batch, provider)."""
-    latest = {}
-    for row in rows:
-        latest[(row["device"], row["workload"], row["precision"], row["batch"], row["provider"])] = row
     lines = ["| device | workload | precision | batch | losses | step ms | images/s | loss ms | share of step |",
              "|---|---|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
-    for (device, workload, precision, batch, provider), row in sorted(latest.items()):
+    cases = latest(rows, ("device", "workload", "precision", "batch", "provider"))
+    for (device, workload, precision, batch, provider), row in sorted(cases.items()):
         lines.append(f"| {device} | {workload} | {precision} | {batch} | {provider} | {float(row['step_ms']):.1f} | "
                      f"{float(row['images_per_s']):.0f} | {float(row['loss_ms']):.2f} | "
                      f"{100 * float(row['loss_share']):.1f}% |")  # fmt: skip
@@ -160,22 +159,20 @@ def _image(name: str) -> list[str]:
 
 def kernel_table(rows: list[dict]) -> list[str]:
     """The latest row per (kernel, provider, dtype, shape, device): ms, GB/s, % of copy bandwidth."""
-    latest = {}
-    for row in rows:
-        latest[(row["device"], row["kernel"], row["dtype"], row["shape"], row["provider"])] = row
     lines = ["| device | kernel | dtype | shape | provider | ms | GB/s | % of copy bandwidth |",
              "|---|---|---|---|---|---:|---:|---:|"]  # fmt: skip
-    for (device, kernel, dtype, shape, provider), row in sorted(latest.items()):
+    cases = latest(rows, ("device", "kernel", "dtype", "shape", "provider"))
+    for (device, kernel, dtype, shape, provider), row in sorted(cases.items()):
         lines.append(f"| {device} | {kernel} | {dtype} | {shape} | {provider} | {float(row['ms']):.3f} | "
                      f"{float(row['gbps']):.1f} | {100 * float(row['bw_fraction']):.0f}% |")  # fmt: skip
     return lines
 
 
 def section() -> str:
-    compression = _read(RESULTS / "compression.csv")
-    ablation = _read(RESULTS / "ablation.csv")
-    train_step = _read(RESULTS / "train_step.csv")
-    kernels = _read(RESULTS / "kernels.csv")
+    compression = read_rows(RESULTS / "compression.csv")
+    ablation = read_rows(RESULTS / "ablation.csv")
+    train_step = read_rows(RESULTS / "train_step.csv")
+    kernels = read_rows(RESULTS / "kernels.csv")
     lines = [START, "", "### Compression (`python benchmarks/compress.py`)", ""]
     lines += compression_tables(compression) if compression else ["No compression rows yet.", ""]
     lines += targets_table(compression) + [""] if compression else []
