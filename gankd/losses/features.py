@@ -6,13 +6,9 @@ from torch import Tensor, nn
 
 from gankd.kernels import IMPLS, attention_transfer, feature_match
 from gankd.kernels.feature_match import KINDS
+from gankd.options import check_choice
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 class FeatureMatchLoss(nn.Module):
@@ -23,9 +19,9 @@ class FeatureMatchLoss(nn.Module):
 
     def __init__(self, kind: str = "mse", *, reduction: str = "mean", impl: str = "auto"):
         super().__init__()
-        _check_choice("kind", kind, KINDS)
-        _check_choice("reduction", reduction, _REDUCTIONS)
-        _check_choice("impl", impl, IMPLS)
+        check_choice("kind", kind, KINDS)
+        check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice("impl", impl, IMPLS)
         self.kind, self.reduction, self.impl = kind, reduction, impl
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
@@ -45,8 +41,8 @@ class AttentionTransferLoss(nn.Module):
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
             raise ValueError(f"p must be a finite number > 0, got {p!r}")
-        _check_choice("reduction", reduction, _REDUCTIONS)
-        _check_choice("impl", impl, IMPLS)
+        check_choice("reduction", reduction, _REDUCTIONS)
+        check_choice("impl", impl, IMPLS)
         self.p, self.reduction, self.impl = float(p), reduction, impl
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
