@@ -22,11 +22,11 @@ test: $(VENV)/.installed
 
 # Full kernel benchmark into the committed results, and its plots.
 bench: $(VENV)/.installed
-	$(PY) benchmarks/bench_softmax_kl.py
-	$(PY) benchmarks/bench_feature_match.py
-	$(PY) benchmarks/bench_adapted_feature_match.py
-	$(PY) benchmarks/bench_train_step.py
-	$(PY) benchmarks/plot.py
+	$(PY) -m benchmarks.bench_softmax_kl
+	$(PY) -m benchmarks.bench_feature_match
+	$(PY) -m benchmarks.bench_adapted_feature_match
+	$(PY) -m benchmarks.bench_train_step
+	$(PY) -m benchmarks.plot
 
 plot: $(VENV)/.installed
-	$(PY) benchmarks/plot.py
+	$(PY) -m benchmarks.plot

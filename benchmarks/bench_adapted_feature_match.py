@@ -8,8 +8,8 @@ weight and bias read and their gradients written; it is compared with the copy b
 same run. On a machine without CUDA only the eager and compiled providers run, and the script says which
 rows are missing.
 
-    python benchmarks/bench_adapted_feature_match.py                # the issue's shape and a small one
-    python benchmarks/bench_adapted_feature_match.py --shapes 2x8x16x8x8 --dtypes fp32 --providers eager
+    python -m benchmarks.bench_adapted_feature_match                # the issue's shape and a small one
+    python -m benchmarks.bench_adapted_feature_match --shapes 2x8x16x8x8 --dtypes fp32 --providers eager
 """
 
 import argparse
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench_common import (
+from benchmarks.bench_common import (
     DTYPES,
     add_common_arguments,
     compiled,

@@ -7,8 +7,8 @@ least its algorithm must move:
 - attention_transfer: forward reads student and teacher once, backward re-reads the student and writes its
   gradient: (3 · |s| + |t|) · bytes (the small [N, P] maps are negligible).
 
-    python benchmarks/bench_feature_match.py
-    python benchmarks/bench_feature_match.py --shapes 2x16x16x16 --dtypes fp32 --providers reference
+    python -m benchmarks.bench_feature_match
+    python -m benchmarks.bench_feature_match --shapes 2x16x16x16 --dtypes fp32 --providers reference
 """
 
 import argparse
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench_common import (
+from benchmarks.bench_common import (
     DTYPES,
     add_common_arguments,
     compiled,

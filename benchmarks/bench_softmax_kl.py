@@ -5,8 +5,8 @@ forward+backward must move (read student, read teacher, write the student gradie
 the device's copy bandwidth measured in the same run. On a machine without CUDA only the reference
 providers run, and the script says which rows are missing.
 
-    python benchmarks/bench_softmax_kl.py                       # the issue's shapes, bf16 and fp32
-    python benchmarks/bench_softmax_kl.py --shapes 256x1000 --dtypes fp32 --providers reference
+    python -m benchmarks.bench_softmax_kl                       # the issue's shapes, bf16 and fp32
+    python -m benchmarks.bench_softmax_kl --shapes 256x1000 --dtypes fp32 --providers reference
 """
 
 import argparse
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench_common import (
+from benchmarks.bench_common import (
     DTYPES,
     add_common_arguments,
     compiled,

@@ -8,9 +8,9 @@ digits generator, psnr/ssim for super-resolution, accuracy/agreement for the cla
 and lpips as well when their weights are on the machine, see gankd.metrics.weights). Super-resolution
 also gets `bicubic` rows: psnr/ssim of plain bicubic upsampling, the floor a learned model has to beat.
 
-    python benchmarks/compress.py                                  # all tasks, seeds 0 1 2
-    python benchmarks/compress.py --tasks digits_gan --seeds 0 --set steps=100   # a quick look
-    python benchmarks/compress.py --ablation                       # digits: which distillation terms help
+    python -m benchmarks.compress                                  # all tasks, seeds 0 1 2
+    python -m benchmarks.compress --tasks digits_gan --seeds 0 --set steps=100   # a quick look
+    python -m benchmarks.compress --ablation                       # digits: which distillation terms help
 
 `--ablation` trains the digits student with the distillation terms added one at a time (results_table.py's
 ABLATION_TERMS), next to the scratch student, reusing the teachers and scratch runs of the same seeds, and
@@ -18,22 +18,25 @@ appends the rows to benchmarks/results/ablation.csv (variant = the term set).
 """
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 import gankd.data
-from bench_common import append_rows, environment
+from benchmarks.bench_common import append_rows, environment
+from benchmarks.results_table import ABLATION_TERMS
+from gankd import configs
 from gankd.config import load_config
+from gankd.distill.terms import term_options
 from gankd.metrics import evaluate_paired
-from gankd.metrics.weights import INCEPTION_V3, LPIPS_BACKBONES, MetricWeightsError, resolve_weights
 from gankd.train import run_directory, train
 from gankd.train.demo import measure_run
-from results_table import ABLATION_TERMS
+from gankd.weights import INCEPTION_V3, LPIPS_BACKBONES, MetricWeightsError, resolve_weights
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TASKS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn"}
 VARIANTS = {"teacher": "teacher", "scratch": "scratch", "distilled": "distill"}
 COLUMNS = ["task", "variant", "seed", "metric", "value", "device", "commit"]
@@ -69,8 +72,8 @@ def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: l
         extra.append(f"distill.teacher={work_dir / f'seed{seed}' / f'{family}_teacher'}")
     if ablation:
         slug = variant.removeprefix("+")
-        extra += [f"name={family}_ablation_{slug}", f"distill.weights={ABLATION_TERMS[variant]}"]
-    config = load_config(CONFIGS / f"{name}.yaml", extra)
+        extra += [f"name={family}_ablation_{slug}", f"terms={ablation_terms(variant)}"]
+    config = load_config(configs.path(name), extra)
     config.eval.metrics = config.eval.metrics + [m for m in standard_metrics(task) if m not in config.eval.metrics]
     run = run_directory(config)
     if (run / "metrics.json").is_file() and load_config(run / "config.yaml") != config:
@@ -80,6 +83,17 @@ def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: l
         print(f"[{task} seed {seed}] training {variant} ({config.steps} steps) -> {run}", flush=True)
         train(config)
     return run
+
+
+def ablation_terms(variant: str) -> str:
+    """The `terms` of an ablation variant as YAML: its weights, with the shipped digits recipe's options for the
+    terms that recipe has and its adapter pairs for the attention term."""
+    shipped = load_config(configs.path("digits_dcgan_distill")).terms
+    terms = {}
+    for name, weight in yaml.safe_load(ABLATION_TERMS[variant]).items():
+        source = shipped[name] if name in shipped else {"pairs": term_options("adapted", shipped["adapted"])["pairs"]}
+        terms[name] = {**term_options(name, source), "weight": weight}
+    return json.dumps(terms)  # JSON is YAML: --set reads it as it is, in order
 
 
 def bicubic_quality() -> dict:

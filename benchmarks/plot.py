@@ -1,11 +1,11 @@
 """Draw the benchmark figures from the CSVs under benchmarks/results/ (and nothing else).
 
-python benchmarks/plot.py            # every figure, next to its CSV:
+python -m benchmarks.plot            # every figure, next to its CSV:
     <kernel>_<device>.png              GB/s per shape and provider (kernels.csv)
     train_step_<device>.png            images/s per workload and provider, loss share (train_step.csv)
     compression.png                    quality and MACs of teacher, scratch, distilled per task (compression.csv)
     ablation.png                       proxy FD of each distillation term set on digits (ablation.csv)
-python benchmarks/plot.py --kernels-csv path/kernels.csv      # only the figures of the CSVs named
+python -m benchmarks.plot --kernels-csv path/kernels.csv      # only the figures of the CSVs named
 """
 
 import argparse
@@ -14,7 +14,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from results_table import ABLATION_VARIANTS, TASK_TITLES, by_variant, latest, read_rows
+from benchmarks.results_table import ABLATION_VARIANTS, TASK_TITLES, by_variant, latest, read_rows
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -1,7 +1,7 @@
 """The README's results section, generated from benchmarks/results/*.csv (never typed by hand).
 
-python benchmarks/results_table.py            # print the section
-python benchmarks/results_table.py --write    # replace it in README.md between the results markers
+python -m benchmarks.results_table            # print the section
+python -m benchmarks.results_table --write    # replace it in README.md between the results markers
 """
 
 import argparse
@@ -20,8 +20,9 @@ TASK_TITLES = {
 }
 
 # The digits ablation: the distilled student with the distillation terms added one at a time (cumulative), each
-# as `distill.weights`; "scratch" is the same student without a teacher. Output and features use the shipped
-# recipe's weights; attention 100 puts its first-step value (~0.02 summed over the three pairs) near the others.
+# set as term weights (`terms`); "scratch" is the same student without a teacher. Output and features use the
+# shipped recipe's weights and options, and the feature terms tap its pairs (stem, blocks.0, blocks.1);
+# attention 100 puts its first-step value (~0.02 summed over the three pairs) near the others.
 ABLATION_TERMS = {
     "output": "{output: 1.0}",
     "+feature": "{output: 1.0, adapted: 1.0}",
@@ -127,8 +128,9 @@ def ablation_table(rows: list[dict]) -> list[str]:
     variants = by_variant(rows)["digits_gan"]
     seeds = sorted({seed for metrics in variants.values() for seed in metrics.get("fd_digits", {})})
     scratch = statistics.mean(variants["scratch"]["fd_digits"].values())
-    lines = [f"{len(seeds)} seed(s); each row adds one term to the row above it (`distill.weights`).", "",
-             "| variant | distill.weights | fd_digits | vs scratch | kid_digits |",
+    lines = [f"{len(seeds)} seed(s); each row adds one term to the row above it (term weights; the feature terms tap "
+             "the shipped recipe's pairs).", "",
+             "| variant | terms | fd_digits | vs scratch | kid_digits |",
              "|---|---|---:|---:|---:|"]  # fmt: skip
     for variant in ABLATION_VARIANTS:
         metrics = variants.get(variant)
@@ -173,14 +175,14 @@ def section() -> str:
     ablation = read_rows(RESULTS / "ablation.csv")
     train_step = read_rows(RESULTS / "train_step.csv")
     kernels = read_rows(RESULTS / "kernels.csv")
-    lines = [START, "", "### Compression (`python benchmarks/compress.py`)", ""]
+    lines = [START, "", "### Compression (`python -m benchmarks.compress`)", ""]
     lines += compression_tables(compression) if compression else ["No compression rows yet.", ""]
     lines += targets_table(compression) + [""] if compression else []
     lines += _image("compression.png")
-    lines += ["### Digits ablation (`python benchmarks/compress.py --ablation`)", ""]
+    lines += ["### Digits ablation (`python -m benchmarks.compress --ablation`)", ""]
     lines += ablation_table(ablation) + [""] if ablation else ["No ablation rows yet.", ""]
     lines += _image("ablation.png")
-    lines += ["### Distillation training step (`python benchmarks/bench_train_step.py`)", ""]
+    lines += ["### Distillation training step (`python -m benchmarks.bench_train_step`)", ""]
     lines += train_step_table(train_step) + [""] if train_step else ["No training-step rows yet.", ""]
     lines += [image for path in sorted(RESULTS.glob("train_step_*.png")) for image in _image(path.name)]
     lines += ["### Kernels (`make bench`)", ""]
@@ -189,7 +191,7 @@ def section() -> str:
     lines += ["", "GPU rows: " + ("see the tables." if gpu else "none measured yet (no GPU was available)."), ""]
     lines += [image for path in sorted(RESULTS.glob("*.png")) if not path.name.startswith(("compression",
               "ablation", "train_step")) for image in _image(path.name)]  # fmt: skip
-    lines += ["Every figure is drawn from the same CSVs by `python benchmarks/plot.py`.", END]
+    lines += ["Every figure is drawn from the same CSVs by `python -m benchmarks.plot`.", END]
     return "\n".join(lines)
 
 

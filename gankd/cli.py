@@ -77,7 +77,7 @@ def _eval(arguments: argparse.Namespace) -> None:
 
 
 def _evaluate(arguments: argparse.Namespace) -> None:
-    from gankd import data, metrics
+    from gankd import data, metrics, tasks
     from gankd.models import cost, example_inputs
 
     names = arguments.metrics.split(",") if arguments.metrics else None
@@ -85,20 +85,18 @@ def _evaluate(arguments: argparse.Namespace) -> None:
         if not (arguments.generated and arguments.reference):
             raise SystemExit("gankd eval: --generated and --reference go together")
         generated, reference = (
-            metrics.evaluate.stack_images(data.build("image_folder", "test", root=folder, flip=False))
+            metrics.stack_images(data.build("image_folder", "test", root=folder, flip=False))
             for folder in (arguments.generated, arguments.reference)
         )
         result = metrics.evaluate_images(generated, reference, names or ["fid", "kid"],
                                          inception_weights=arguments.inception_weights)  # fmt: skip
         return _write_json(result, arguments.out)
-    teacher = None
+    teacher, config = None, None
     if arguments.checkpoint:
         from gankd.train import CheckpointError, load_trained_model
 
         try:
             model, config, _ = load_trained_model(arguments.checkpoint)
-            if config.mode == "distill" and config.task == "classifier":  # only agreement needs the teacher
-                teacher = load_trained_model(config.distill.teacher)[0]
         except CheckpointError as error:
             raise SystemExit(f"gankd eval: {error}") from None
         data_name = arguments.data or config.data.name
@@ -108,23 +106,26 @@ def _evaluate(arguments: argparse.Namespace) -> None:
         data_name, data_options = arguments.data, dict(arguments.data_set)
     else:
         raise SystemExit("gankd eval: give --checkpoint, or --model and --data, or --generated and --reference")
+    dataset = data.build(data_name, arguments.split, **data_options)
+    task_name = arguments.task or (config.task if config is not None else None)
+    task = tasks.build(task_name) if task_name else tasks.infer(model, dataset[0])
     if arguments.teacher_model:
         teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights)
-    dataset = data.build(data_name, arguments.split, **data_options)
-    first = dataset[0]
-    if hasattr(model, "nz"):
-        default = ["fd_digits", "kid_digits"] if data_name == "digits" else ["fid", "kid"]
-        result = metrics.evaluate_generator(model, dataset, names or default,
-                                            inception_weights=arguments.inception_weights)  # fmt: skip
-    elif isinstance(first[1], int):
-        result = metrics.evaluate_classifier(model, dataset, names or (["accuracy", "agreement"] if teacher else
-                                                                        ["accuracy"]), teacher=teacher)  # fmt: skip
-    else:
-        result = metrics.evaluate_paired(model, dataset, names or ["psnr", "ssim"])
+    names = names or task.default_metrics(dataset, teacher=teacher is not None or _has_teacher(config))
+    if teacher is None and _has_teacher(config) and metrics.needs_teacher(names):  # only then load the teacher
+        from gankd.train import load_trained_model
+
+        teacher = load_trained_model(config.distill.teacher)[0]
+    settings = metrics.MetricSettings(inception_weights=arguments.inception_weights)
+    result = task.evaluate(model, dataset, names, teacher=teacher, settings=settings)
     if arguments.speed:
         result["cost"] = cost(model, *example_inputs(model))
         result["latency"] = metrics.measure_latency(model, lambda batch: example_inputs(model, batch))
     _write_json(result, arguments.out)
+
+
+def _has_teacher(config) -> bool:
+    return config is not None and config.mode == "distill"
 
 
 def _export(arguments: argparse.Namespace) -> None:
@@ -151,7 +152,7 @@ def _train(arguments: argparse.Namespace) -> None:
     from gankd.train import CheckpointError, TrainingError, train
 
     try:
-        config = load_config(arguments.config, arguments.set)
+        config = load_config(_config_path(arguments.config), arguments.set)
         if arguments.command == "distill" and config.mode != "distill":
             raise ConfigError(
                 f"gankd distill needs a config with mode: distill, {arguments.config} has {config.mode!r}"
@@ -165,6 +166,21 @@ def _train(arguments: argparse.Namespace) -> None:
         print(_summary(result["metrics"]))
 
 
+def _config_path(text: str):
+    """A YAML file, or the name of a shipped config (gankd.configs.names())."""
+    from pathlib import Path
+
+    from gankd import configs
+    from gankd.config import ConfigError
+
+    if Path(text).is_file() or text.endswith((".yaml", ".yml")):
+        return Path(text)
+    try:
+        return configs.path(text)
+    except ValueError as error:
+        raise ConfigError(f"{text!r} is neither a config file nor a shipped config name ({error})") from None
+
+
 def _demo(arguments: argparse.Namespace) -> None:
     from gankd.config import ConfigError
     from gankd.train import CheckpointError, TrainingError
@@ -172,7 +188,7 @@ def _demo(arguments: argparse.Namespace) -> None:
 
     try:
         run_demo(arguments.output_dir, arguments.set)
-    except (ConfigError, CheckpointError, TrainingError, FileNotFoundError) as error:
+    except (ConfigError, CheckpointError, TrainingError) as error:
         raise SystemExit(f"gankd demo: {error}") from None
 
 
@@ -181,7 +197,7 @@ def _summary(values: dict) -> str:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a YAML run config, e.g. configs/digits_dcgan_teacher.yaml")
+    parser.add_argument("config", help="a YAML run config, or a shipped config's name, e.g. digits_cnn_teacher")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value, e.g. --set steps=200 (repeatable)")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
@@ -219,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--data-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                           help="a data set option, e.g. --data-set root=photos/ (repeatable)")  # fmt: skip
     evaluate.add_argument("--split", default="test", choices=["train", "test"])
+    evaluate.add_argument("--task", help="a gankd.tasks name (default: the run's, or told from the model and data)")
     evaluate.add_argument("--metrics", help="comma-separated metric names (default: the task's usual ones)")
     evaluate.add_argument("--inception-weights", help="local Inception weights for standard fid/kid")
     evaluate.add_argument("--speed", action="store_true", help="also params, MACs and CPU latency at batch 1 and 64")

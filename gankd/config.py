@@ -1,7 +1,9 @@
 """Typed run configuration: dataclasses are the schema, YAML files in configs/ fill them, `--set a.b=c` overrides.
 
-Unknown keys are rejected with the valid ones listed, values are checked against the field types, and the
-resolved configuration is what a run directory keeps (config.yaml) and what a checkpoint records.
+Unknown keys are rejected with the valid ones listed, values are checked against the field types, names
+(task, loss terms, metrics, models, data sets) against their registries, and the resolved configuration is
+what a run directory keeps (config.yaml) and what a checkpoint records. Files written for the earlier
+format (distill.weights, gan.weight, ...) are migrated with a notice (gankd.config_migration).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 
 import yaml
 
-TASKS = ("generator", "image2image", "classifier")
+from gankd.config_migration import migrate
+from gankd.plugins import import_plugins
+
 MODES = ("teacher", "scratch", "distill")
 
 
@@ -33,7 +37,7 @@ class ModelConfig:
 class DataConfig:
     name: str = "digits"  # a gankd.data name
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of that data set
-    batch_size: int = 64  # per process
+    batch_size: int = 64  # per process and micro-batch
     num_workers: int = 0  # DataLoader worker processes
     limit_per_class: int = 0  # train on only this many labelled items per class (seeded choice); 0 = all
 
@@ -49,58 +53,61 @@ class OptimConfig:
 
 
 @dataclass
+class StudentOptimConfig(OptimConfig):
+    accumulate: int = 1  # micro-batches per optimizer step (both phases); the loss is their global mean
+
+
+@dataclass
 class GanConfig:
-    discriminator: ModelConfig = field(default_factory=lambda: ModelConfig(name="dcgan_d"))
-    loss: str = "nonsaturating"  # nonsaturating | hinge | lsgan
+    discriminator: ModelConfig = field(default_factory=lambda: ModelConfig(name="dcgan_d"))  # built for "adversarial"
     optim: OptimConfig = field(default_factory=OptimConfig)  # the discriminator's optimizer
-    weight: float = 1.0  # weight of the adversarial term (0 = no discriminator, e.g. pure L1 image2image)
+    conditional: bool = False  # D also sees the condition: labels (generator) or the input images (image2image)
 
 
 @dataclass
 class DistillConfig:
     teacher: str = ""  # the teacher's run directory or checkpoint file
-    feature_pairs: dict[str, str] = field(default_factory=dict)  # {student module path: teacher module path}
-    weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight, e.g. {output: 1.0, adapted: 1.0}
-    output_kind: str = "l1"  # output term: l1 | mse
-    feature_kind: str = "mse"  # feature term: mse | l1 | smooth_l1 | cosine
-    attention_p: float = 2.0
-    temperature: float = 4.0  # kd term
     discriminator_from_teacher: bool = True  # warm-start D from the teacher run's discriminator
-    lpips_net: str = "alex"
-    lpips_weights: str | None = None  # local LPIPS backbone file (else $GANKD_LPIPS_BACKBONE / hub cache)
-    impl: str = "auto"  # loss kernels: auto (Triton on CUDA) | triton | reference (pure PyTorch)
 
 
 @dataclass
 class EvalConfig:
     every: int = 0  # evaluate every N steps (0 = only at the end)
-    metrics: list[str] = field(default_factory=list)  # empty = the task's usual metrics
+    metrics: list[str] = field(default_factory=list)  # empty = the task's default metrics
     num_samples: int = 0  # generated samples (0 = as many as the reference split has)
     inception_weights: str | None = None  # local Inception weights for standard fid/kid
+    lpips_net: str = "alex"  # lpips metric backbone: alex | vgg
+    lpips_weights: str | None = None  # local LPIPS backbone file (else $GANKD_LPIPS_BACKBONE / hub cache)
     split: str = "test"
 
 
 @dataclass
 class RunConfig:
     name: str = "run"  # run directory name under `output_dir`
-    task: str = "generator"  # generator | image2image | classifier
-    mode: str = "teacher"  # teacher | scratch | distill
+    task: str = "generator"  # a gankd.tasks name: generator | image2image | classifier
+    mode: str = "teacher"  # teacher | scratch (no teacher) | distill (from distill.teacher)
     model: ModelConfig = field(default_factory=ModelConfig)  # what is trained (the student in distill mode)
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: StudentOptimConfig = field(default_factory=StudentOptimConfig)
+    # Loss terms: {name: weight} or {name: {weight: w, option: value}}; empty = the task's default terms
+    # (teacher and scratch runs). Names: gankd.distill.term_names().
+    terms: dict[str, Any] = field(default_factory=dict)
     gan: GanConfig = field(default_factory=GanConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    impl: str = "auto"  # loss kernels: auto (Triton on CUDA) | triton | reference (pure PyTorch)
     steps: int = 1000  # optimizer steps
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling)
     ema: float = 0.0  # decay of an exponential moving average of the trained model (0 = off)
+    sync_batchnorm: bool = False  # under torchrun on GPUs: batch norm statistics over all processes
     checkpoint_every: int = 500  # steps between checkpoints (and always at the end)
     log_every: int = 50
     sample_every: int = 0  # steps between sample grids (0 = only at the end)
     output_dir: str = "runs"
     tensorboard: bool = False
+    imports: list[str] = field(default_factory=list)  # modules (or .py files) registering one's own parts
 
 
 def _type_name(annotation: Any) -> str:
@@ -172,96 +179,74 @@ def apply_override(values: dict, assignment: str) -> None:
         target = target.setdefault(key, {})
         if not isinstance(target, dict):
             raise ConfigError(f"--set {assignment}: {key} is not a section")
-    target[keys[-1]] = yaml.safe_load(text)
+    try:
+        target[keys[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {assignment}: the value is not valid YAML ({error.problem})") from None
 
 
 def _merge(base: dict, update: dict) -> dict:
     merged = dict(base)
     for key, value in update.items():
         nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merge(merged[key], value) if nested else value
+        # `terms` is replaced whole: a file's terms are the objective, not additions to a base's
+        merged[key] = _merge(merged[key], value) if nested and key != "terms" else value
     return merged
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None) -> RunConfig:
-    """RunConfig from defaults <- `base` <- the YAML file at `path` <- `--set` overrides, then validated."""
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """RunConfig from defaults <- the YAML file at `path` <- `--set` overrides, then validated."""
     values = to_dict(RunConfig())
-    if base:
-        values = _merge(values, base)
+    source = "defaults"
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys, got {type(loaded).__name__}")
-        values = _merge(values, loaded)
+        migrate(loaded, str(path))
+        loaded["imports"] = [_resolved_import(entry, path.parent) for entry in loaded.get("imports", [])]
+        values, source = _merge(values, loaded), str(path)
     for assignment in overrides:
         apply_override(values, assignment)
+    migrate(values, source)
     config = from_dict(RunConfig, values)
     validate(config)
     return config
 
 
+def config_from_saved(values: dict, source: str) -> RunConfig:
+    """The RunConfig a run directory or checkpoint recorded (migrated when written by an earlier gankd)."""
+    values = dict(values)
+    migrate(values, source)
+    config = from_dict(RunConfig, _merge(to_dict(RunConfig()), values))
+    import_plugins(config.imports)
+    return config
+
+
+def _resolved_import(entry: object, folder: Path) -> object:
+    # A .py file named relative to the config file is recorded with its absolute path.
+    if isinstance(entry, str) and entry.endswith(".py") and not Path(entry).is_absolute():
+        return str((folder / entry).resolve())
+    return entry
+
+
 def validate(config: RunConfig) -> None:
-    """Combinations the types cannot express."""
-    if config.task not in TASKS:
-        raise ConfigError(f"config.task must be one of {TASKS}, got {config.task!r}")
-    if config.mode not in MODES:
-        raise ConfigError(f"config.mode must be one of {MODES}, got {config.mode!r}")
-    if config.mode == "distill" and not config.distill.teacher:
-        raise ConfigError("config.mode is 'distill' but config.distill.teacher (the teacher's run directory) is empty")
-    if config.mode == "distill" and not any(weight > 0 for weight in config.distill.weights.values()):
-        raise ConfigError("config.mode is 'distill' but config.distill.weights gives no loss term a weight > 0")
-    _validate_losses_and_metrics(config)
-    from gankd.kernels import IMPLS
+    """Combinations the types cannot express, and every name against its registry."""
+    try:
+        import_plugins(config.imports)
+    except (ImportError, ValueError) as error:
+        raise ConfigError(f"config.imports: {error}") from None
+    from gankd.train.checks import check_run  # the trainer owns the choices (schedules, precisions, ...)
 
-    if config.distill.impl not in IMPLS:
-        raise ConfigError(f"config.distill.impl must be one of {IMPLS}, got {config.distill.impl!r}")
-    if config.precision not in ("fp32", "bf16", "fp16"):
-        raise ConfigError(f"config.precision must be fp32, bf16 or fp16, got {config.precision!r}")
-    if not 0.0 <= config.ema < 1.0:
-        raise ConfigError(f"config.ema must be in [0, 1), got {config.ema}")
-    for name, value in (("steps", config.steps), ("checkpoint_every", config.checkpoint_every),
-                        ("log_every", config.log_every), ("data.batch_size", config.data.batch_size)):  # fmt: skip
-        if value < 1:
-            raise ConfigError(f"config.{name} must be >= 1, got {value}")
-    non_negative = {
-        "sample_every": config.sample_every,
-        "eval.every": config.eval.every,
-        "eval.num_samples": config.eval.num_samples,
-        "data.num_workers": config.data.num_workers,
-        "data.limit_per_class": config.data.limit_per_class,
-        "optim.warmup_steps": config.optim.warmup_steps,
-        "optim.grad_clip": config.optim.grad_clip,
-        "gan.optim.grad_clip": config.gan.optim.grad_clip,
-        "gan.weight": config.gan.weight,
-    }
-    for name, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"config.{name} must be >= 0, got {value}")
-
-
-def _validate_losses_and_metrics(config: RunConfig) -> None:
-    from gankd.losses.adversarial import GAN_MODES
-    from gankd.metrics.evaluate import CLASSIFIER_METRICS, GENERATION_METRICS, PAIRED_METRICS
-
-    for name, optim in (("optim", config.optim), ("gan.optim", config.gan.optim)):
-        if optim.schedule not in ("constant", "cosine", "linear"):
-            raise ConfigError(f"config.{name}.schedule must be constant, cosine or linear, got {optim.schedule!r}")
-        if len(optim.betas) != 2:
-            raise ConfigError(f"config.{name}.betas must be two numbers (Adam's beta1, beta2), got {optim.betas}")
-    if config.gan.loss not in GAN_MODES:
-        raise ConfigError(f"config.gan.loss must be one of {GAN_MODES}, got {config.gan.loss!r}")
-    if config.task == "generator" and config.mode != "distill" and config.gan.weight <= 0:
-        raise ConfigError("config.gan.weight must be > 0 to train a generator without a teacher (it is its only loss)")
-    valid = {"generator": GENERATION_METRICS, "image2image": PAIRED_METRICS, "classifier": CLASSIFIER_METRICS}
-    wrong = [name for name in config.eval.metrics if name not in valid[config.task]]
-    if wrong:
-        raise ConfigError(f"config.eval.metrics has {wrong} not measured for task {config.task!r}; valid: "
-                          f"{valid[config.task]}")  # fmt: skip
-    if config.eval.split not in ("train", "test"):
-        raise ConfigError(f"config.eval.split must be train or test, got {config.eval.split!r}")
+    try:
+        check_run(config)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(str(error)) from None
 
 
 def save_config(config: RunConfig, path: Path) -> None:

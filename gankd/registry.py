@@ -1,14 +1,21 @@
-"""Name → constructor registries: `build(name, **options)` with errors that list what is valid."""
+"""Name → constructor registries: `build(name, **options)` with errors that list what is valid.
+
+Every extensible kind (models, data sets, tasks, loss terms, metrics) keeps one Registry. A user adds to
+one from their own module with its `register` decorator and names the module in a run config's
+`imports`; nothing inside gankd changes.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+Constructor = TypeVar("Constructor", bound=Callable[..., Any])
 
 
 class Registry:
-    """Maps names to constructors for one kind of object ("model", "dataset").
+    """Maps names to constructors for one kind of object ("model", "dataset", "loss term", ...).
 
     `build(name, *args, **options)` calls the constructor registered under `name`. An unknown name raises
     ValueError listing the registered names; an option the constructor does not take raises TypeError
@@ -19,13 +26,28 @@ class Registry:
         self.kind = kind
         self._constructors: dict[str, Callable[..., Any]] = {}
 
-    def register(self, name: str, constructor: Callable[..., Any]) -> None:
+    def add(self, name: str, constructor: Callable[..., Any]) -> None:
+        """Register `constructor` under `name`; a name already taken raises ValueError."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a {self.kind} name must be a non-empty str, got {name!r}")
         if name in self._constructors:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
+            raise ValueError(f"{self.kind} {name!r} is already registered (by {self._constructors[name]!r})")
         self._constructors[name] = constructor
+
+    def register(self, name: str) -> Callable[[Constructor], Constructor]:
+        """Decorator form of `add`: `@registry.register("name")` above a class or function."""
+
+        def decorate(constructor: Constructor) -> Constructor:
+            self.add(name, constructor)
+            return constructor
+
+        return decorate
 
     def names(self) -> list[str]:
         return sorted(self._constructors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._constructors
 
     def get(self, name: str) -> Callable[..., Any]:
         if not isinstance(name, str):
@@ -34,13 +56,16 @@ class Registry:
             raise ValueError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
         return self._constructors[name]
 
-    def build(self, name: str, *args: Any, **options: Any) -> Any:
-        constructor = self.get(name)
-        # Bind first so that a misspelt option is reported with the list of valid ones, not deep inside.
-        signature = inspect.signature(constructor)
+    def check_options(self, name: str, *args: Any, **options: Any) -> None:
+        """TypeError listing the valid options when the constructor of `name` cannot take these arguments."""
+        signature = inspect.signature(self.get(name))
         try:
             signature.bind(*args, **options)
         except TypeError as error:
             valid = [p.name for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
             raise TypeError(f"{self.kind} {name!r}: {error}; valid options: {', '.join(valid)}") from None
-        return constructor(*args, **options)
+
+    def build(self, name: str, *args: Any, **options: Any) -> Any:
+        # Bind first so that a misspelt option is reported with the list of valid ones, not deep inside.
+        self.check_options(name, *args, **options)
+        return self.get(name)(*args, **options)

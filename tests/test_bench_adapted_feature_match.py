@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench_adapted_feature_match.py"
+ROOT = Path(__file__).parent.parent
 
 
 def test_bench_adapted_feature_match_appends_rows(tmp_path):
     out = tmp_path / "kernels.csv"
-    command = [sys.executable, str(SCRIPT), "--shapes", "2x3x5x4x4,1x8x16x6x5", "--dtypes", "fp32,bf16",
-               "--providers", "eager,gankd_triton", "--reps", "2", "--out", str(out)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "benchmarks.bench_adapted_feature_match", "--shapes", "2x3x5x4x4,1x8x16x6x5",
+               "--dtypes", "fp32,bf16", "--providers", "eager,gankd_triton", "--reps", "2",
+               "--out", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     with out.open() as handle:
         rows = list(csv.DictReader(handle))

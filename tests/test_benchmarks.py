@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
-BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+ROOT = Path(__file__).parent.parent
 
 
 def test_bench_softmax_kl_appends_rows_and_plot_draws_them(tmp_path):
     out = tmp_path / "kernels.csv"
-    command = [sys.executable, str(BENCHMARKS / "bench_softmax_kl.py"), "--shapes", "8x50,4x300", "--dtypes",
+    command = [sys.executable, "-m", "benchmarks.bench_softmax_kl", "--shapes", "8x50,4x300", "--dtypes",
                "fp32,bf16", "--providers", "reference,gankd_triton", "--reps", "2", "--out", str(out)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -28,8 +28,8 @@ def test_bench_softmax_kl_appends_rows_and_plot_draws_them(tmp_path):
     if not torch.cuda.is_available():
         assert "not measured here: gankd_triton" in result.stdout
 
-    plotted = subprocess.run([sys.executable, str(BENCHMARKS / "plot.py"), "--kernels-csv", str(out)],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    plotted = subprocess.run([sys.executable, "-m", "benchmarks.plot", "--kernels-csv", str(out)],
+                             capture_output=True, text=True, timeout=300, cwd=ROOT)  # fmt: skip
     assert plotted.returncode == 0, plotted.stderr
     images = list(tmp_path.glob("softmax_kl_*.png"))
     assert len(images) == 1 and images[0].stat().st_size > 10_000
@@ -37,9 +37,9 @@ def test_bench_softmax_kl_appends_rows_and_plot_draws_them(tmp_path):
 
 def test_bench_feature_match_appends_a_row_per_op(tmp_path):
     out = tmp_path / "kernels.csv"
-    command = [sys.executable, str(BENCHMARKS / "bench_feature_match.py"), "--shapes", "2x3x5x5", "--dtypes", "bf16",
+    command = [sys.executable, "-m", "benchmarks.bench_feature_match", "--shapes", "2x3x5x5", "--dtypes", "bf16",
                "--providers", "reference", "--reps", "1", "--out", str(out)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -67,11 +67,11 @@ def test_plot_draws_compression_ablation_and_train_step_figures(tmp_path):
     train_step = [dict(workload=workload, provider="reference", precision="fp32", batch=8, step_ms=10,
                        images_per_s=800, loss_ms=1, loss_share=0.1, device="cpu (test)", torch="x", triton="x",
                        commit="x") for workload in ("digits_gan", "photos_sr")]  # fmt: skip
-    command = [sys.executable, str(BENCHMARKS / "plot.py"),
+    command = [sys.executable, "-m", "benchmarks.plot",
                "--compression-csv", str(_write_csv(tmp_path / "compression.csv", compression)),
                "--ablation-csv", str(_write_csv(tmp_path / "ablation.csv", ablation)),
                "--train-step-csv", str(_write_csv(tmp_path / "train_step.csv", train_step))]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     for name in ("compression.png", "ablation.png", "train_step_cpu_test.png"):
         assert (tmp_path / name).stat().st_size > 10_000, name

@@ -49,8 +49,8 @@ def test_gankd_eval_on_image_folders_writes_a_metrics_json(tmp_path, monkeypatch
     main(["eval", "--generated", str(tmp_path / "generated"), "--reference", str(tmp_path / "reference"),
           "--metrics", "fd_digits,kid_digits", "--out", str(out)])  # fmt: skip
     result = json.loads(out.read_text())
-    assert result["metrics"]["fd_digits"] > 0 and result["details"]["proxy"]["samples_generated"] == 40
-    assert result["details"]["proxy"]["comparable_with_published"] is False
+    assert result["metrics"]["fd_digits"] > 0 and result["details"]["fd_digits"]["samples_generated"] == 40
+    assert result["details"]["kid_digits"]["comparable_with_published"] is False
 
 
 def test_gankd_eval_classifier_with_speed_and_export(tmp_path, capsys):

@@ -1,13 +1,8 @@
 """benchmarks/compress.py adds the standard metrics exactly when their verified weights are on the machine."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-
-import compress  # noqa: E402
+from benchmarks import compress
 
 
 def test_standard_metrics_follow_the_weights(monkeypatch, tmp_path):

@@ -7,11 +7,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from gankd import models
+from gankd import models, weights
 from gankd.distill import Distiller, DistillTerms, FeatureTaps, declared_channels
 from gankd.kernels import attention_transfer_ref, feature_match_ref, softmax_kl_ref
-from gankd.metrics import perceptual, weights
-from gankd.metrics.weights import MetricWeightsError
+from gankd.metrics import perceptual
+from gankd.weights import MetricWeightsError
 
 
 def adapted_ref(student_map, teacher_map, adapter):
@@ -107,8 +107,11 @@ def test_generator_terms_match_the_reference_functions(dcgan):
     teacher, student, discriminator = dcgan
     pairs = {"blocks.0": "blocks.0", "blocks.1": "blocks.1"}
     weights_ = {"output": 1.0, "adapted": 0.5, "attention": 2.0, "adversarial": 0.1}
-    distiller = Distiller(teacher, student, task="generator", feature_pairs=pairs, weights=weights_,
-                          discriminator=discriminator, impl="reference")  # fmt: skip
+    terms_ = {"output": 1.0, "adapted": {"weight": 0.5, "pairs": pairs}, "attention": {"weight": 2.0, "pairs": pairs},
+              "adversarial": 0.1}  # fmt: skip
+    distiller = Distiller(teacher, student, task="generator", terms=terms_, discriminator=discriminator,
+                          impl="reference")  # fmt: skip
+    adapters = distiller.terms["adapted"].adapters
     noise = torch.randn(4, 8)
     terms = distiller((noise, None))
     assert isinstance(terms, DistillTerms) and list(terms) == [*weights_, "total"]
@@ -117,7 +120,7 @@ def test_generator_terms_match_the_reference_functions(dcgan):
     s, t = dcgan_features(student, noise), dcgan_features(teacher, noise)
     expected = {
         "output": feature_match_ref(s["output"], t["output"], kind="l1"),
-        "adapted": sum(adapted_ref(s[p], t[p], adapter) for p, adapter in zip(pairs, distiller.adapters, strict=True)),
+        "adapted": sum(adapted_ref(s[p], t[p], adapter) for p, adapter in zip(pairs, adapters, strict=True)),
         "attention": sum(attention_transfer_ref(s[p], t[p], p=2.0) for p in pairs),
         "adversarial": F.softplus(-discriminator(s["output"])).mean(),
     }
@@ -142,10 +145,16 @@ def test_image2image_terms_and_conditional_discriminator():
     student = models.build("resnet_g", ngf=4, n_blocks=1, n_downsampling=1)
     discriminator = models.build("patchgan_d", in_channels=6, ndf=4, n_layers=1)
     weights_ = {"output": 1.0, "ground_truth": 0.5, "feature": 0.3, "attention": 1.0, "adversarial": 0.2}
-    distiller = Distiller(teacher, student, task="image2image", feature_pairs={"down": "down", "blocks.0": "blocks.2"},
-                          weights=weights_, output_kind="mse", feature_kind="cosine", attention_p=1.5,
-                          adversarial="hinge", discriminator=discriminator, conditional_discriminator=True,
-                          impl="reference")  # fmt: skip
+    pairs = {"down": "down", "blocks.0": "blocks.2"}
+    terms_ = {
+        "output": {"weight": 1.0, "kind": "mse"},
+        "ground_truth": 0.5,
+        "feature": {"weight": 0.3, "pairs": pairs, "kind": "cosine"},
+        "attention": {"weight": 1.0, "pairs": pairs, "p": 1.5},
+        "adversarial": {"weight": 0.2, "loss": "hinge"},
+    }
+    distiller = Distiller(teacher, student, task="image2image", terms=terms_, discriminator=discriminator,
+                          conditional_discriminator=True, impl="reference")  # fmt: skip
     inputs, targets = torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 3, 8, 8) * 2 - 1
     terms = distiller((inputs, targets))
 
@@ -189,9 +198,12 @@ def test_classifier_terms_with_adapted_pooled_features():
     teacher, student = models.build("small_cnn", width=8), models.build("small_cnn", width=4)
     weights_ = {"kd": 0.9, "ce": 0.1, "adapted": 1.0, "attention": 3.0}
     # "pool" gives [N, C] features; the channels of pool (no layer of its own) are read from conv3 before it.
-    distiller = Distiller(teacher, student, task="classifier", feature_pairs={"pool": "pool", "conv2": "conv2"},
-                          weights=weights_, temperature=3.0, impl="reference")  # fmt: skip
-    assert [(a.student_channels, a.teacher_channels) for a in distiller.adapters] == [(16, 32), (8, 16)]
+    pairs = {"pool": "pool", "conv2": "conv2"}
+    terms_ = {"kd": {"weight": 0.9, "temperature": 3.0}, "ce": 0.1, "adapted": {"weight": 1.0, "pairs": pairs},
+              "attention": {"weight": 3.0, "pairs": pairs}}  # fmt: skip
+    distiller = Distiller(teacher, student, task="classifier", terms=terms_, impl="reference")
+    adapters = distiller.terms["adapted"].adapters
+    assert [(a.student_channels, a.teacher_channels) for a in adapters] == [(16, 32), (8, 16)]
     images, labels = torch.randn(5, 1, 16, 16), torch.randint(0, 10, (5,))
     terms = distiller((images, labels))
 
@@ -204,8 +216,7 @@ def test_classifier_terms_with_adapted_pooled_features():
     expected = {
         "kd": softmax_kl_ref(s_logits, t_logits, 3.0),
         "ce": F.cross_entropy(s_logits, labels),
-        "adapted": adapted_ref(s_pool, t_pool, distiller.adapters[0])
-        + adapted_ref(s_conv2, t_conv2, distiller.adapters[1]),
+        "adapted": adapted_ref(s_pool, t_pool, adapters[0]) + adapted_ref(s_conv2, t_conv2, adapters[1]),
         "attention": attention_transfer_ref(s_conv2, t_conv2) + attention_transfer_ref(s_pool, t_pool),
     }
     for name, value in expected.items():
@@ -215,12 +226,29 @@ def test_classifier_terms_with_adapted_pooled_features():
     log_p_s, log_p_t = F.log_softmax(s_logits / 3, -1), F.log_softmax(t_logits / 3, -1)
     torch.testing.assert_close(terms["kd"], 9 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1).mean())
 
-    # Cross-entropy alone needs no teacher forward: a scratch baseline through the same interface.
+    # Cross-entropy alone needs no teacher forward: a scratch baseline through the same interface, with or
+    # without a teacher object.
     calls = []
     teacher.register_forward_hook(lambda *args: calls.append(1))
-    scratch = Distiller(teacher, student, task="classifier", weights={"ce": 1.0})
+    scratch = Distiller(teacher, student, task="classifier", terms={"ce": 1.0})
     torch.testing.assert_close(scratch((images, labels)).total, F.cross_entropy(student(images), labels))
     assert not calls
+    alone = Distiller(None, student, task="classifier", terms={"ce": 1.0})
+    torch.testing.assert_close(alone((images, labels)).total, F.cross_entropy(student(images), labels))
+    assert alone.teacher is None and set(alone.state_dict()) == {f"student.{key}" for key in student.state_dict()}
+
+
+def test_logit_mse_term_regresses_the_teachers_logits_or_probabilities():
+    torch.manual_seed(6)
+    teacher, student = models.build("small_cnn", width=8), models.build("small_cnn", width=4)
+    images = torch.randn(3, 1, 16, 16)
+    for space, transform in (("logits", lambda x: x), ("probabilities", lambda x: x.softmax(-1))):
+        distiller = Distiller(teacher, student, task="classifier", terms={"logit_mse": {"weight": 2.0, "space": space}})
+        terms = distiller((images, None))
+        difference = transform(student(images)) - transform(teacher(images))
+        expected = (difference**2).sum(1).mean()  # ||y_t - y_s||^2 per sample, averaged over the batch
+        torch.testing.assert_close(terms["logit_mse"], expected)
+        torch.testing.assert_close(terms.total, 2.0 * expected)
 
 
 def test_conditional_generator_passes_labels_to_generators_and_projection_discriminator():
@@ -228,8 +256,8 @@ def test_conditional_generator_passes_labels_to_generators_and_projection_discri
     teacher = models.build("dcgan_g", image_size=16, nz=4, ngf=8, num_classes=3)
     student = models.build("dcgan_g", image_size=16, nz=4, ngf=2, num_classes=3)
     discriminator = models.build("dcgan_d", image_size=16, ndf=2, num_classes=3)
-    distiller = Distiller(teacher, student, task="generator", weights={"output": 1.0, "adversarial": 1.0},
-                          adversarial="lsgan", discriminator=discriminator, conditional_discriminator=True)  # fmt: skip
+    distiller = Distiller(teacher, student, task="generator", terms={"output": 1.0, "adversarial": {"loss": "lsgan"}},
+                          discriminator=discriminator, conditional_discriminator=True)  # fmt: skip
     noise, labels = torch.randn(3, 4), torch.tensor([0, 2, 1])
     terms = distiller((noise, labels))
     fake = student(noise, labels)
@@ -248,9 +276,10 @@ def test_conditional_generator_passes_labels_to_generators_and_projection_discri
 
 def test_users_own_modules_train_one_step():
     teacher, student = sequential_pair()
-    distiller = Distiller(teacher, student, task="image2image", feature_pairs={"1": "3"},
-                          weights={"output": 1.0, "adapted": 0.5, "attention": 1.0})  # fmt: skip
-    assert (distiller.adapters[0].student_channels, distiller.adapters[0].teacher_channels) == (4, 16)
+    terms_ = {"output": 1.0, "adapted": {"weight": 0.5, "pairs": {"1": "3"}}, "attention": {"pairs": {"1": "3"}}}
+    distiller = Distiller(teacher, student, task="image2image", terms=terms_)
+    adapter = distiller.terms["adapted"].adapters[0]
+    assert (adapter.student_channels, adapter.teacher_channels) == (4, 16)
     optimizer = torch.optim.Adam(distiller.student_parameters(), lr=1e-2)
     teacher_before = [p.clone() for p in teacher.parameters()]
     student_before = [p.clone() for p in distiller.student_parameters()]
@@ -267,10 +296,10 @@ def test_users_own_modules_train_one_step():
 def test_teacher_stays_frozen_in_eval_mode_and_out_of_the_state_dict(dcgan):
     teacher, student, discriminator = dcgan
     with pytest.raises(ValueError, match="teacher and student are the same module"):
-        Distiller(teacher, teacher, task="generator", weights={"output": 1.0})
+        Distiller(teacher, teacher, task="generator", terms={"output": 1.0})
     teacher.train().requires_grad_(True)
-    distiller = Distiller(teacher, student, task="generator", feature_pairs={"stem": "stem"},
-                          weights={"output": 1.0, "adapted": 1.0}, discriminator=discriminator)  # fmt: skip
+    terms_ = {"output": 1.0, "adapted": {"pairs": {"stem": "stem"}}}
+    distiller = Distiller(teacher, student, task="generator", terms=terms_, discriminator=discriminator)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     teacher.train()  # someone switches it back: the distiller's train() puts it in eval mode again
     distiller.train()
@@ -279,14 +308,14 @@ def test_teacher_stays_frozen_in_eval_mode_and_out_of_the_state_dict(dcgan):
     assert not teacher.training and not student.training
 
     state = distiller.state_dict()
-    assert {key.split(".")[0] for key in state} == {"student", "discriminator", "adapters"}
-    assert {key for key in state if key.startswith("adapters")} == {"adapters.0.weight", "adapters.0.bias"}
+    assert {key.split(".")[0] for key in state} == {"student", "discriminator", "terms"}
+    assert {key for key in state if key.startswith("terms")} == {"terms.adapted.adapters.0.weight",
+                                                                 "terms.adapted.adapters.0.bias"}  # fmt: skip
     assert all(not any(p is q for q in teacher.parameters()) for p in distiller.parameters())
 
     # A fresh distiller loaded from the state dict computes the same terms.
     torch.manual_seed(5)
-    other = Distiller(teacher, models.build("dcgan_g", image_size=32, nz=8, ngf=4), task="generator",
-                      feature_pairs={"stem": "stem"}, weights={"output": 1.0, "adapted": 1.0},
+    other = Distiller(teacher, models.build("dcgan_g", image_size=32, nz=8, ngf=4), task="generator", terms=terms_,
                       discriminator=models.build("dcgan_d", image_size=32, ndf=4)).eval()  # fmt: skip
     other.load_state_dict(state)
     noise = torch.randn(2, 8)
@@ -294,19 +323,21 @@ def test_teacher_stays_frozen_in_eval_mode_and_out_of_the_state_dict(dcgan):
 
     # .to() moves (here: casts) the teacher with the distiller.
     distiller.to(torch.float64)
-    assert next(teacher.parameters()).dtype == torch.float64 and distiller.adapters[0].weight.dtype == torch.float64
+    assert next(teacher.parameters()).dtype == torch.float64
+    assert distiller.terms["adapted"].adapters[0].weight.dtype == torch.float64
     assert distiller((noise.double(), None)).total.dtype == torch.float32
 
 
 def test_low_precision_models_give_float32_terms(dcgan):
     teacher, student, discriminator = dcgan
-    distiller = Distiller(teacher, student, task="generator", feature_pairs={"blocks.1": "blocks.1"},
-                          weights={"output": 1.0, "adapted": 1.0, "attention": 1.0, "adversarial": 1.0},
-                          discriminator=discriminator).to(torch.bfloat16)  # fmt: skip
+    pairs = {"blocks.1": "blocks.1"}
+    terms_ = {"output": 1.0, "adapted": {"pairs": pairs}, "attention": {"pairs": pairs}, "adversarial": 1.0}
+    distiller = Distiller(teacher, student, task="generator", terms=terms_, discriminator=discriminator)
+    distiller.to(torch.bfloat16)
     terms = distiller((torch.randn(2, 8, dtype=torch.bfloat16), None))
     assert all(value.dtype == torch.float32 and torch.isfinite(value) for value in terms.values())
     terms.total.backward()
-    assert distiller.adapters[0].weight.grad.dtype == torch.bfloat16
+    assert distiller.terms["adapted"].adapters[0].weight.grad.dtype == torch.bfloat16
 
 
 def test_channels_come_from_an_example_batch_when_layers_do_not_tell():
@@ -320,14 +351,15 @@ def test_channels_come_from_an_example_batch_when_layers_do_not_tell():
 
     teacher, student = nn.Sequential(ConcatBlock(), nn.Conv2d(5, 3, 1)), nn.Sequential(ConcatBlock())
     student.append(nn.Conv2d(5, 3, 1))
-    options = dict(task="image2image", feature_pairs={"0": "0"}, weights={"adapted": 1.0})
+    options = dict(task="image2image", terms={"adapted": {"pairs": {"0": "0"}}})
     guessed = Distiller(teacher, student, **options)
     assert declared_channels(student, "0") == 2
     batch = (torch.randn(1, 3, 4, 4), None)
     with pytest.raises(ValueError, match=r"maps 2 to 2 channels.*student '0' \(1, 5, 4, 4\).*pass example_batch"):
         guessed(batch)
     probed = Distiller(teacher, student, example_batch=batch, **options)
-    assert (probed.adapters[0].student_channels, probed.adapters[0].teacher_channels) == (5, 5)
+    adapter = probed.terms["adapted"].adapters[0]
+    assert (adapter.student_channels, adapter.teacher_channels) == (5, 5)
     assert probed(batch)["adapted"] > 0 and student.training
     with pytest.raises(ValueError, match="cannot tell how many channels student module '0'.*example_batch"):
         Distiller(teacher, nn.Sequential(nn.Identity(), nn.Conv2d(3, 3, 1)), **options)
@@ -335,8 +367,8 @@ def test_channels_come_from_an_example_batch_when_layers_do_not_tell():
 
 def test_wrapped_students_are_tapped_by_the_bare_paths():
     teacher, student = sequential_pair()
-    distiller = Distiller(teacher, nn.DataParallel(student), task="image2image", feature_pairs={"1": "1"},
-                          weights={"attention": 1.0})  # fmt: skip
+    distiller = Distiller(teacher, nn.DataParallel(student), task="image2image",
+                          terms={"attention": {"pairs": {"1": "1"}}})  # fmt: skip
     inputs = torch.rand(1, 3, 4, 4)
     expected = attention_transfer_ref(student[1](student[0](inputs)), teacher[1](teacher[0](inputs)))
     torch.testing.assert_close(distiller((inputs, None))["attention"], expected)
@@ -345,7 +377,7 @@ def test_wrapped_students_are_tapped_by_the_bare_paths():
 def test_lpips_term_plumbing_with_a_random_backbone(monkeypatch, tmp_path, dcgan):
     # Plumbing only: a random AlexNet state dict stands in for the published file (its hash prefix patched in).
     teacher, student, _ = dcgan
-    options = dict(task="generator", weights={"lpips": 1.0})
+    options = dict(task="generator", terms={"lpips": 1.0})
     monkeypatch.delenv("GANKD_LPIPS_BACKBONE", raising=False)
     with pytest.raises(MetricWeightsError, match="alexnet-owt-7be5be79.pth"):
         Distiller(teacher, student, **options)
@@ -353,7 +385,7 @@ def test_lpips_term_plumbing_with_a_random_backbone(monkeypatch, tmp_path, dcgan
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), backbone)
     prefix = weights.sha256_of(backbone)[:8]
     monkeypatch.setitem(weights.LPIPS_BACKBONES, "alex", weights.WeightsFile(backbone.name, prefix, "X", "test"))
-    distiller = Distiller(teacher, student, lpips_weights=backbone, **options)
+    distiller = Distiller(teacher, student, task="generator", terms={"lpips": {"weights_path": backbone}})
     noise = torch.randn(2, 8)
     terms = distiller((noise, None))
     expected = perceptual.lpips_distance(student(noise), teacher(noise), weights_path=backbone).mean()
@@ -370,72 +402,85 @@ def test_lpips_term_plumbing_with_a_random_backbone(monkeypatch, tmp_path, dcgan
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        (
-            dict(weights={"outptu": 1}),
-            ValueError,
-            "unknown loss term 'outptu'; valid terms for task 'generator': output, ",
-        ),
-        (dict(weights={"output": -1.0}), ValueError, "weight of 'output' must be a finite number >= 0, got -1.0"),
-        (dict(weights={"output": "1"}), TypeError, "weight of 'output' must be a number"),
-        (dict(weights={"output": 0.0}), ValueError, "weights select no loss term"),
-        (dict(task="gan"), ValueError, "task must be one of 'generator', 'image2image', 'classifier'; got 'gan'"),
-        (dict(weights={"kd": 1.0}), ValueError, "'kd' belongs to task 'classifier', not 'generator'"),
-        (dict(weights={"ce": 1.0}), ValueError, "'ce' belongs to task 'classifier'"),
-        (dict(weights={"ground_truth": 1.0}), ValueError, "'ground_truth' belongs to task 'image2image'"),
-        (dict(output_kind="huber"), ValueError, "output_kind must be one of 'l1', 'mse'"),
-        (dict(feature_kind="l2"), ValueError, "feature_kind must be one of 'mse', 'l1', 'smooth_l1', 'cosine'"),
-        (dict(adversarial="wgan"), ValueError, "GAN loss mode must be one of"),
-        (dict(temperature=0), ValueError, "temperature must be > 0"),
-        (dict(attention_p=-1), ValueError, "attention_p: p must be a finite number > 0"),
+        (dict(terms={"outptu": 1}), ValueError, "unknown loss term 'outptu'; valid terms for image outputs: adapted, "),
+        (dict(terms={"output": -1.0}), ValueError, "weight of 'output' must be a finite number >= 0, got -1.0"),
+        (dict(terms={"output": "1"}), TypeError, "weight of 'output' must be a number"),
+        (dict(terms={"output": 0.0}), ValueError, "terms select no loss term"),
+        (dict(terms=["output"]), TypeError, "terms must be a dict of term name -> weight"),
+        (dict(task="gan"), ValueError, "task must be one of 'classifier', 'generator', 'image2image'; got 'gan'"),
+        (dict(terms={"kd": 1.0}), ValueError, "loss term 'kd' compares logits, but this task's models output image"),
+        (dict(terms={"ce": 1.0}), ValueError, "loss term 'ce' compares logits"),
+        (dict(task="classifier", terms={"ground_truth": 1.0}), ValueError, "'ground_truth' compares image, but"),
+        (dict(terms={"output": {"kind": "huber"}}), ValueError, "kind must be one of 'l1', 'mse'"),
+        (dict(terms={"output": {"knid": "l1"}}), TypeError, "term 'output': .*'knid'.*valid options: weight, kind"),
+        (dict(terms={"output": {"impl": "triton"}}), ValueError, "impl is set once for all terms"),
+        (dict(terms={"feature": {"kind": "l2", "pairs": {"stem": "stem"}}}), ValueError, "kind must be one of 'mse'"),
+        (dict(terms={"adversarial": {"loss": "wgan"}}), ValueError, "GAN loss mode must be one of"),
+        (dict(task="classifier", terms={"kd": {"temperature": 0}}), ValueError, "temperature must be > 0"),
+        (dict(terms={"attention": {"p": -1, "pairs": {"stem": "stem"}}}), ValueError, "'attention' term: p must be"),
         (dict(impl="cuda"), ValueError, "impl must be one of"),
-        (dict(weights={"adversarial": 1.0}), ValueError, "'adversarial' term needs a discriminator"),
+        (dict(terms={"adversarial": 1.0}), ValueError, "'adversarial' term needs a discriminator"),
         (dict(conditional_discriminator=True), ValueError, "conditional_discriminator=True needs a discriminator"),
-        (dict(weights={"attention": 1.0}), ValueError, "'attention' term needs feature_pairs="),
-        (dict(feature_pairs={"blocks.9": "stem"}), ValueError, "student .* no module at path 'blocks.9'; closest"),
-        (dict(feature_pairs={"stem": "stme"}), ValueError, "teacher .* path 'stme'; closest: 'stem'"),
-        (dict(feature_pairs=["stem"]), TypeError, "feature_pairs must be a dict"),
+        (dict(terms={"attention": 1.0}), ValueError, "'attention' term needs pairs="),
+        (dict(terms={"adapted": {"pairs": {"blocks.9": "stem"}}}), ValueError, "student .* no module at path 'blocks"),
+        (dict(terms={"adapted": {"pairs": {"stem": "stme"}}}), ValueError, "teacher .* path 'stme'; closest: 'stem'"),
+        (dict(terms={"feature": {"pairs": ["stem"]}}), TypeError, "pairs of 'feature' must be a dict"),
+        (dict(teacher=None), ValueError, "the 'output' term needs a teacher; pass teacher="),
         (dict(student="dcgan_g"), TypeError, "student must be a torch.nn.Module"),
     ],
-)
+)  # fmt: skip
 def test_construction_rejects_bad_input(dcgan, options, error, message):
     teacher, student, _ = dcgan
-    arguments = dict(teacher=teacher, student=student, task="generator", weights={"output": 1.0}) | options
+    arguments = dict(teacher=teacher, student=student, task="generator", terms={"output": 1.0}) | options
     with pytest.raises(error, match=message):
         Distiller(**arguments)
+
+
+def test_class_conditional_discriminator_must_be_used_conditionally():
+    generator = models.build("dcgan_g", image_size=16, nz=4, ngf=2, num_classes=3)
+    discriminator = models.build("dcgan_d", image_size=16, ndf=2, num_classes=3)
+    with pytest.raises(ValueError, match=r"class-conditional \(num_classes=3\).*gan.conditional: true"):
+        Distiller(None, generator, task="generator", terms={"adversarial": 1.0}, discriminator=discriminator)
+    distiller = Distiller(None, generator, task="generator", terms={"adversarial": 1.0}, discriminator=discriminator,
+                          conditional_discriminator=True)  # fmt: skip
+    assert distiller((torch.randn(2, 4), torch.tensor([0, 2])))["adversarial"] > 0
 
 
 def test_shape_mismatches_are_reported_at_the_first_forward(dcgan):
     teacher, student, _ = dcgan
     noise = torch.randn(2, 8)
-    channels = Distiller(teacher, student, task="generator", feature_pairs={"stem": "stem"}, weights={"feature": 1.0})
+    channels = Distiller(teacher, student, task="generator", terms={"feature": {"pairs": {"stem": "stem"}}})
     message = r"'feature' term needs equal channels, got student 'stem' \(2, 16, 4, 4\) and teacher 'stem' "
     with pytest.raises(ValueError, match=message + r"\(2, 64, 4, 4\); use the 'adapted' term"):
         channels((noise, None))
     assert no_hooks(teacher, student)
-    spatial = Distiller(teacher, student, task="generator", feature_pairs={"stem": "blocks.0"},
-                        weights={"attention": 1.0})  # fmt: skip
+    spatial = Distiller(teacher, student, task="generator", terms={"attention": {"pairs": {"stem": "blocks.0"}}})
     with pytest.raises(ValueError, match=r"'attention' term needs .* equal batch and spatial sizes.*\(2, 32, 8, 8\)"):
         spatial((noise, None))
     wide_teacher = models.build("dcgan_g", image_size=32, nz=8, ngf=4, channels=1)
-    output = Distiller(wide_teacher, student, task="generator", weights={"output": 1.0})
+    output = Distiller(wide_teacher, student, task="generator", terms={"output": 1.0})
     with pytest.raises(ValueError, match=r"student output \(2, 3, 32, 32\) with teacher output \(2, 1, 32, 32\)"):
         output((noise, None))
 
 
 def test_bad_batches_are_reported(dcgan):
-    teacher, student, _ = dcgan
-    generator = Distiller(teacher, student, task="generator", weights={"output": 1.0})
+    teacher, student, discriminator = dcgan
+    generator = Distiller(teacher, student, task="generator", terms={"output": 1.0})
     with pytest.raises(TypeError, match=r"a 'generator' batch is a pair \(noise, labels\).*got tensor of shape"):
         generator(torch.randn(2, 8))
     with pytest.raises(TypeError, match="labels must be a tensor or None, got list"):
         generator((torch.randn(2, 8), [0, 1]))
     with pytest.raises(ValueError, match="discriminator_loss needs a discriminator"):
         generator.discriminator_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
+    with_discriminator = Distiller(teacher, student, task="generator", terms={"output": 1.0},
+                                   discriminator=discriminator)  # fmt: skip
+    with pytest.raises(ValueError, match="discriminator_loss needs an adversarial term"):
+        with_discriminator.discriminator_loss(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32))
     teacher_i2i, student_i2i = sequential_pair()
-    paired = Distiller(teacher_i2i, student_i2i, task="image2image", weights={"ground_truth": 1.0})
+    paired = Distiller(teacher_i2i, student_i2i, task="image2image", terms={"ground_truth": 1.0})
     with pytest.raises(ValueError, match="'ground_truth' term needs targets; the batch has None"):
         paired((torch.rand(1, 3, 4, 4), None))
     classifier = Distiller(models.build("small_cnn", width=2), models.build("small_cnn", width=1),
-                           task="classifier", weights={"ce": 1.0})  # fmt: skip
+                           task="classifier", terms={"ce": 1.0})  # fmt: skip
     with pytest.raises(ValueError, match="'ce' term needs labels"):
         classifier((torch.rand(1, 1, 8, 8), None))

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from gankd.metrics import fidelity, perceptual, weights
+from gankd import weights
+from gankd.metrics import fidelity, perceptual
 from gankd.metrics.classification import teacher_agreement, top1_accuracy
 from gankd.metrics.export import export_onnx
 from gankd.metrics.image_quality import psnr, ssim

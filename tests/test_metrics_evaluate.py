@@ -86,7 +86,8 @@ def test_evaluate_generator_on_digits(proxy_cache, monkeypatch):
     reference = data.build("digits", split="test")
     result = evaluate_generator(generator, reference, num_samples=200)
     assert set(result["metrics"]) == {"fd_digits", "kid_digits"} and result["metrics"]["fd_digits"] > 0
-    assert result["details"]["proxy"]["samples_generated"] == 200 and "torch-fidelity" in result["versions"]
+    assert result["details"]["kid_digits"]["samples_generated"] == 200 and "torch-fidelity" in result["versions"]
+    assert result["details"]["samples_generated"] == 200 and result["details"]["samples_reference"] == 359
     first, again = sample_generator(generator, 12, seed=3), sample_generator(generator, 12, seed=3)
     assert torch.equal(first, again) and first.shape == (12, 1, 32, 32)
 
@@ -97,8 +98,10 @@ def test_standard_metrics_without_weights_fail_clearly(monkeypatch, tmp_path):
     images = torch.rand(4, 1, 16, 16)
     with pytest.raises(MetricWeightsError, match="GANKD_INCEPTION_WEIGHTS"):
         evaluate_images(images, images, ["fid"])
-    with pytest.raises(ValueError, match="must be among"):
+    with pytest.raises(ValueError, match="unknown metric 'inception_score'; metrics for image sets must be among"):
         evaluate_images(images, images, ["inception_score"])
+    with pytest.raises(ValueError, match="metric 'psnr' is not measured for image sets; valid: fd_digits, fid"):
+        evaluate_images(images, images, ["psnr"])
 
 
 def test_evaluate_paired_and_classifier():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gankd.config import load_config
+from gankd.config import ConfigError, load_config
 from gankd.train import CheckpointError, TrainingError, load_checkpoint, train
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -22,7 +22,7 @@ SMALL = {
 }  # fmt: skip
 TEACHER_SMALL = {
     "digits_dcgan": ["model.options.ngf=8"],
-    "photos_resnet": ["model.options.ngf=8", "distill.feature_pairs={blocks.1: blocks.1}"],
+    "photos_resnet": ["model.options.ngf=8"],
     "digits_cnn": ["model.options.width=8"],
 }
 
@@ -160,7 +160,7 @@ def test_distill_configs_run_from_a_teacher_run(family, tmp_path):
     config = small_config(f"{family}_distill", tmp_path, f"distill.teacher={teacher}", *TEACHER_SMALL[family][1:])
     result = train(config)
     log = [json.loads(line) for line in (tmp_path / f"{family}_distill" / "log.jsonl").read_text().splitlines()]
-    weighted = set(config.distill.weights)
+    weighted = set(config.terms)
     assert weighted <= set(log[-1]) and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log)
     if family == "digits_cnn":
         assert "agreement" in result["metrics"]
@@ -171,9 +171,9 @@ def test_distill_from_a_missing_teacher_or_wrong_layer(tmp_path):
         train(small_config("digits_cnn_distill", tmp_path, f"distill.teacher={tmp_path / 'nowhere'}"))
     train(small_config("digits_cnn_teacher", tmp_path, "steps=2"))
     teacher = tmp_path / "digits_cnn_teacher"
-    with pytest.raises(ValueError, match="conv4"):
-        pairs, weights = "distill.feature_pairs={conv4: conv3}", "distill.weights={kd: 1.0, attention: 1.0}"
-        train(small_config("digits_cnn_distill", tmp_path, f"distill.teacher={teacher}", pairs, weights))
+    with pytest.raises(ConfigError, match="student .*no module at path 'conv4'"):
+        terms = "terms={kd: 1.0, attention: {pairs: {conv4: conv3}}}"
+        train(small_config("digits_cnn_distill", tmp_path, f"distill.teacher={teacher}", terms))
 
 
 def test_demo_pipeline_on_a_reduced_budget(tmp_path, monkeypatch):

@@ -23,10 +23,10 @@ from gankd.options import check_choice
 from gankd.registry import Registry
 
 _DATASETS = Registry("dataset")
-_DATASETS.register("digits", DigitsDataset)
-_DATASETS.register("photos_sr", PhotoSuperResolution)
-_DATASETS.register("image_folder", ImageFolderDataset)
-_DATASETS.register("paired_folder", PairedFolderDataset)
+_DATASETS.add("digits", DigitsDataset)
+_DATASETS.add("photos_sr", PhotoSuperResolution)
+_DATASETS.add("image_folder", ImageFolderDataset)
+_DATASETS.add("paired_folder", PairedFolderDataset)
 
 
 def build(name: str, split: str = "train", **options: Any) -> Dataset:
@@ -44,6 +44,12 @@ def names() -> list[str]:
     return _DATASETS.names()
 
 
+def register(name: str):
+    """Decorator that adds a data set class under `name`, from any module. Its constructor takes the split
+    ("train" or "test") first, then keyword options: `@gankd.data.register("my_pairs")`."""
+    return _DATASETS.register(name)
+
+
 __all__ = [
     "DigitsDataset",
     "ImageFolderDataset",
@@ -52,4 +58,5 @@ __all__ = [
     "SeededDataset",
     "build",
     "names",
+    "register",
 ]

@@ -40,6 +40,9 @@ class DigitsDataset(SeededDataset):
     set has no randomness.
     """
 
+    # Generation metrics that need no downloaded weights and judge this data set: gankd's digits proxies.
+    proxy_metrics = ("fd_digits", "kid_digits")
+
     def __init__(self, split: str = "train", *, image_size: int = 32, channels: int = 1, seed: int = 0):
         super().__init__(split, seed)
         self.image_size = check_int("image_size", image_size, minimum=8)

@@ -1,26 +1,29 @@
-"""Distillation inside any training loop: a frozen teacher, a student, feature taps and named loss terms.
+"""Distillation inside any training loop: a student, an optional frozen teacher, feature taps and named
+loss terms from a registry.
 
-distiller = Distiller(teacher, student, task="image2image", feature_pairs={"blocks.1": "blocks.1"},
-                      weights={"output": 1.0, "adapted": 0.5})
+distiller = Distiller(teacher, student, task="image2image",
+                      terms={"output": 1.0, "adapted": {"weight": 0.5, "pairs": {"blocks.1": "blocks.1"}}})
 terms = distiller((inputs, targets))      # DistillTerms: {"output": ..., "adapted": ..., "total": ...}
 terms["total"].backward()                 # optimizer over distiller.student_parameters()
 """
 
-from gankd.distill.adapters import declared_channels, make_adapter_loss
-from gankd.distill.distiller import Distiller
-from gankd.distill.perceptual import LPIPSLoss
+from gankd.distill.adapters import declared_channels
+from gankd.distill.distiller import Distiller, DistillTerms
+from gankd.distill.phases import DiscriminatorPhase, StudentPhase
 from gankd.distill.taps import FeatureTaps, resolve_module
-from gankd.distill.terms import TASKS, TERM_NAMES, TERMS_BY_TASK, DistillTerms
+from gankd.distill.terms import LossTerm, StepTensors, TermContext, register_term, term_names
 
 __all__ = [
-    "TASKS",
-    "TERMS_BY_TASK",
-    "TERM_NAMES",
+    "DiscriminatorPhase",
     "DistillTerms",
     "Distiller",
     "FeatureTaps",
-    "LPIPSLoss",
+    "LossTerm",
+    "StepTensors",
+    "StudentPhase",
+    "TermContext",
     "declared_channels",
-    "make_adapter_loss",
+    "register_term",
     "resolve_module",
+    "term_names",
 ]

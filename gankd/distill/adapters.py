@@ -1,7 +1,5 @@
-"""1×1 adapters from student to teacher channels, and the channel counts they are built for.
-
-All adapter creation happens in `make_adapter_loss`, which builds the fused gankd.losses.AdaptedFeatureLoss.
-"""
+"""The channel counts of tapped modules (what the "adapted" term's 1×1 adapters are built for), and the
+device a model's new parameters start on."""
 
 from __future__ import annotations
 
@@ -11,20 +9,9 @@ import torch
 from torch import nn
 
 from gankd.distill.taps import resolve_module
-from gankd.losses import AdaptedFeatureLoss
 
 # Attributes by which layers declare how many channels (or features) they output, in order of preference.
 _CHANNEL_ATTRIBUTES = ("out_channels", "num_features", "num_channels", "out_features")
-
-
-def make_adapter_loss(student_channels: int, teacher_channels: int, *, impl: str = "auto") -> nn.Module:
-    """The "adapted" loss of one tapped pair: a learned 1×1 adapter (student → teacher channels), then mse.
-
-    The fused gankd.losses.AdaptedFeatureLoss: it holds `weight` [Ct, Cs, 1, 1] and `bias` [Ct], initialised as
-    nn.Conv2d's, and its `forward(student_features, teacher_features)` returns the float32 mean squared error
-    without materializing the adapted map.
-    """
-    return AdaptedFeatureLoss(student_channels, teacher_channels, kind="mse", impl=impl)
 
 
 def declared_channels(model: nn.Module, path: str, *, role: str = "model") -> int | None:

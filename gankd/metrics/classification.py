@@ -3,6 +3,8 @@
 import torch
 from torch import Tensor
 
+from .registry import MetricSettings, Predictions, register_metric
+
 
 def _check_logits(name: str, logits: Tensor) -> None:
     if not isinstance(logits, Tensor) or logits.dim() != 2:
@@ -43,3 +45,15 @@ def predict_logits(model: torch.nn.Module, loader, device: torch.device | str = 
     finally:
         model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
+
+
+@register_metric("accuracy", evidence=Predictions)
+def _accuracy_metric(evidence: Predictions, names: list[str], settings: MetricSettings) -> tuple[dict, dict]:
+    """Top-1 accuracy against the labels."""
+    return {"accuracy": top1_accuracy(evidence.logits, evidence.labels)}, {}
+
+
+@register_metric("agreement", evidence=Predictions, needs_teacher=True)
+def _agreement_metric(evidence: Predictions, names: list[str], settings: MetricSettings) -> tuple[dict, dict]:
+    """Fraction of predictions equal to the teacher's."""
+    return {"agreement": teacher_agreement(evidence.logits, evidence.teacher_logits)}, {}

@@ -1,44 +1,17 @@
 """Evaluate generators, paired image models, classifiers or image sets by metric names.
 
+Each function gathers one kind of evidence (gankd.metrics.registry) and measures the named metrics on it.
 Every result is a dict {"metrics": {name: value}, "details": {...}, "versions": {...}}: the details say how
 many samples were used, which extractor and weights (hash) produced each number, and whether it is
 comparable with published figures (standard FID/KID) or only with gankd's own proxy (fd_digits, kid_digits).
 """
 
-from importlib import metadata
-
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .classification import predict_logits, teacher_agreement, top1_accuracy
-from .fidelity import standard_fid_kid
-from .image_quality import psnr, ssim
-from .perceptual import lpips_distance
-from .proxy import digits_fd_kid
-
-GENERATION_METRICS = ("fid", "kid", "fd_digits", "kid_digits")
-PAIRED_METRICS = ("psnr", "ssim", "lpips")
-CLASSIFIER_METRICS = ("accuracy", "agreement")
-
-
-def versions() -> dict[str, str]:
-    """Versions of the libraries a metric depends on."""
-    found = {}
-    for package in ("gankd", "torch", "torchvision", "torch-fidelity", "lpips", "numpy"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def _check_names(metrics, valid: tuple[str, ...], what: str) -> list[str]:
-    names = [metrics] if isinstance(metrics, str) else list(metrics)
-    unknown = [name for name in names if name not in valid]
-    if unknown or not names:
-        raise ValueError(f"metrics for {what} must be among {valid}, got {names}")
-    return names
+from .classification import predict_logits
+from .registry import ImageSets, MetricSettings, PairedImages, Predictions, check_names, measure, needs_teacher
 
 
 def stack_images(dataset: Dataset, limit: int | None = None) -> Tensor:
@@ -51,20 +24,10 @@ def stack_images(dataset: Dataset, limit: int | None = None) -> Tensor:
 def evaluate_images(
     generated: Tensor, reference: Tensor, metrics=("fid", "kid"), *, inception_weights=None, device="cpu"
 ) -> dict:
-    """FID/KID (standard, Inception on local weights) and/or fd_digits/kid_digits between two image sets."""
-    names = _check_names(metrics, GENERATION_METRICS, "image sets")
-    result = {"metrics": {}, "details": {}, "versions": versions()}
-    if {"fid", "kid"} & set(names):
-        values = standard_fid_kid(generated, reference, weights_path=inception_weights, fid="fid" in names,
-                                  kid="kid" in names, device=device)  # fmt: skip
-        result["details"]["standard"] = values
-        result["metrics"].update({name: values[name] for name in ("fid", "kid") if name in names})
-    if {"fd_digits", "kid_digits"} & set(names):
-        values = digits_fd_kid(generated, reference, fid="fd_digits" in names, kid="kid_digits" in names,
-                               device=device)  # fmt: skip
-        result["details"]["proxy"] = values
-        result["metrics"].update({name: values[name] for name in ("fd_digits", "kid_digits") if name in names})
-    return result
+    """Image-set metrics (standard fid/kid on local Inception weights, fd_digits/kid_digits, or any metric
+    registered for ImageSets) between generated and reference images."""
+    settings = MetricSettings(device=device, inception_weights=inception_weights)
+    return measure(ImageSets(generated, reference), check_names(metrics, ImageSets, "image sets"), settings)
 
 
 @torch.no_grad()
@@ -103,26 +66,17 @@ def evaluate_generator(
     inception_weights=None,
     device="cpu",
 ) -> dict:
-    """Generation metrics of `generator`'s samples against the images of `reference` (as many samples as
+    """Image-set metrics of `generator`'s samples against the images of `reference` (as many samples as
     reference images unless `num_samples` is given)."""
+    names = check_names(metrics, ImageSets, "generators")
     real = stack_images(reference)
     fake = sample_generator(generator, num_samples or len(real), seed=seed, device=device)
-    return evaluate_images(fake, real, metrics, inception_weights=inception_weights, device=device)
+    return evaluate_images(fake, real, names, inception_weights=inception_weights, device=device)
 
 
 @torch.no_grad()
-def evaluate_paired(
-    model: nn.Module,
-    dataset: Dataset,
-    metrics=("psnr", "ssim"),
-    *,
-    lpips_net: str = "alex",
-    lpips_weights=None,
-    batch_size: int = 32,
-    device="cpu",
-) -> dict:
-    """PSNR/SSIM (and LPIPS when asked, on local weights) of model(input) against the targets of a paired set."""
-    names = _check_names(metrics, PAIRED_METRICS, "paired data")
+def translate(model: nn.Module, dataset: Dataset, *, batch_size: int = 32, device="cpu") -> tuple[Tensor, Tensor]:
+    """(model(input) clamped to [-1, 1], target) over a paired data set, in eval mode, on the CPU."""
     was_training = model.training
     model.eval()
     outputs, targets = [], []
@@ -132,18 +86,26 @@ def evaluate_paired(
             targets.append(batch_targets.float())
     finally:
         model.train(was_training)
-    prediction, target = torch.cat(outputs), torch.cat(targets)
-    values = {}
-    if "psnr" in names:
-        values["psnr"] = psnr(prediction, target).mean().item()
-    if "ssim" in names:
-        values["ssim"] = ssim(prediction, target).mean().item()
-    if "lpips" in names:
-        values["lpips"] = lpips_distance(prediction, target, net=lpips_net, weights_path=lpips_weights).mean().item()
-    details = {"samples": len(prediction), "data_range": 2.0}
-    if "lpips" in names:
-        details["lpips"] = f"lpips v0.1, {lpips_net} backbone"
-    return {"metrics": values, "details": details, "versions": versions()}
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def evaluate_paired(
+    model: nn.Module,
+    dataset: Dataset,
+    metrics=("psnr", "ssim"),
+    *,
+    lpips_net: str = "alex",
+    lpips_weights=None,
+    inception_weights=None,
+    batch_size: int = 32,
+    device="cpu",
+) -> dict:
+    """Metrics of model(input) against the targets of a paired data set: pair metrics (psnr, ssim, lpips on
+    local weights) and image-set metrics (fid, kid: outputs against targets as distributions)."""
+    names = check_names(metrics, (PairedImages, ImageSets), "paired data")
+    prediction, target = translate(model, dataset, batch_size=batch_size, device=device)
+    settings = MetricSettings(device, inception_weights, lpips_net, lpips_weights)
+    return measure([PairedImages(prediction, target), ImageSets(prediction, target)], names, settings)
 
 
 def evaluate_classifier(
@@ -156,14 +118,10 @@ def evaluate_classifier(
     device="cpu",
 ) -> dict:
     """Top-1 accuracy on `dataset`'s labels and, with a teacher, the fraction of agreeing predictions."""
-    names = _check_names(metrics, CLASSIFIER_METRICS, "classifiers")
-    if "agreement" in names and teacher is None:
-        raise ValueError("metric 'agreement' needs a teacher model")
+    names = check_names(metrics, Predictions, "classifiers")
     loader = DataLoader(dataset, batch_size=batch_size)
     logits, labels = predict_logits(model, loader, device)
-    values = {}
-    if "accuracy" in names:
-        values["accuracy"] = top1_accuracy(logits, labels)
-    if "agreement" in names:
-        values["agreement"] = teacher_agreement(logits, predict_logits(teacher, loader, device)[0])
-    return {"metrics": values, "details": {"samples": len(labels)}, "versions": versions()}
+    teacher_logits = (
+        predict_logits(teacher, loader, device)[0] if teacher is not None and needs_teacher(names) else None
+    )
+    return measure(Predictions(logits, labels, teacher_logits), names, MetricSettings(device=device))

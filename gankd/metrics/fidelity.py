@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .weights import INCEPTION_V3, resolve_weights, sha256_of
+from gankd.weights import INCEPTION_V3, resolve_weights, sha256_of
+
+from .registry import ImageSets, MetricSettings, register_metric
 
 INCEPTION_FEATURE_DIMS = 2048
 MAX_KID_SUBSET = 1000
@@ -106,3 +108,11 @@ def standard_fid_kid(
     return dict(values, extractor="inception-v3-compat", weights_sha256=sha256_of(path)[:16],
                 samples_generated=int(generated.shape[0]), samples_reference=int(reference.shape[0]),
                 comparable_with_published=True)  # fmt: skip
+
+
+@register_metric("fid", "kid", evidence=ImageSets)
+def _standard_metrics(evidence: ImageSets, names: list[str], settings: MetricSettings) -> tuple[dict, dict]:
+    """Standard FID and KID (Inception on verified local weights); comparable with published figures."""
+    values = standard_fid_kid(evidence.generated, evidence.reference, weights_path=settings.inception_weights,
+                              fid="fid" in names, kid="kid" in names, device=settings.device)  # fmt: skip
+    return {name: values[name] for name in names}, values

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .registry import MetricSettings, PairedImages, register_metric
+
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 
@@ -56,3 +58,15 @@ def ssim(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.flatten(1).mean(1).float()
+
+
+@register_metric("psnr", evidence=PairedImages)
+def _psnr_metric(evidence: PairedImages, names: list[str], settings: MetricSettings) -> tuple[dict, dict]:
+    """Mean PSNR (dB) over the image pairs."""
+    return {"psnr": psnr(evidence.prediction, evidence.target).mean().item()}, {}
+
+
+@register_metric("ssim", evidence=PairedImages)
+def _ssim_metric(evidence: PairedImages, names: list[str], settings: MetricSettings) -> tuple[dict, dict]:
+    """Mean SSIM over the image pairs."""
+    return {"ssim": ssim(evidence.prediction, evidence.target).mean().item()}, {}

@@ -1,60 +1,13 @@
-"""Standard LPIPS (Zhang et al., v0.1) through the lpips package, with its backbone from a verified local file.
+"""LPIPS as a metric: the distance per image pair, on the verified network of gankd.losses.perceptual."""
 
-The small linear heads ship inside the lpips wheel; the AlexNet or VGG16 backbone is torchvision's
-ImageNet file, found as in gankd.metrics.weights ($GANKD_LPIPS_BACKBONE, then the torch hub cache) and
-hash-checked. Inputs are [N, C, H, W] in [-1, 1]; grayscale is repeated to three channels and images
-below 32 px are upsampled for AlexNet, which cannot take them.
-"""
-
-import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .weights import LPIPS_BACKBONES, resolve_weights
+from gankd.losses.perceptual import check_image_pair, load_lpips, lpips_inputs
 
-ALEXNET_MIN_SIZE = 32
-_loaded: dict[tuple[str, str, str], nn.Module] = {}
-
-
-def load_lpips(net: str = "alex", weights_path: str | Path | None = None, device: torch.device | str = "cpu"):
-    """The lpips.LPIPS model with verified backbone weights, cached per (net, file, device)."""
-    if net not in LPIPS_BACKBONES:
-        raise ValueError(f"net must be one of {tuple(LPIPS_BACKBONES)}, got {net!r}")
-    path = resolve_weights(LPIPS_BACKBONES[net], weights_path)
-    key = (net, str(path), str(device))
-    if key in _loaded:
-        return _loaded[key]
-    import lpips
-    import torchvision
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips' `pretrained=` arguments
-        model = lpips.LPIPS(net=net, pnet_rand=True, pretrained=True, verbose=False)
-    _check_heads_loaded(model, net)
-    backbone = {"alex": torchvision.models.alexnet, "vgg": torchvision.models.vgg16}[net](weights=None)
-    backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    # lpips' trunk keeps torchvision's feature layers in slices, each layer named by its index in `features`.
-    for trunk_slice in model.net.children():
-        for index, layer in trunk_slice.named_children():
-            layer.load_state_dict(backbone.features[int(index)].state_dict())
-    model = model.eval().requires_grad_(False).to(device)
-    _loaded[key] = model
-    return model
-
-
-def _check_heads_loaded(model: nn.Module, net: str) -> None:
-    # lpips loads its heads with strict=False: load them again strictly from the file it ships.
-    import lpips
-
-    heads_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-    heads = torch.load(heads_file, map_location="cpu", weights_only=True)
-    missing = [name for name in heads if name not in model.state_dict()]
-    if missing or not heads:
-        raise RuntimeError(f"lpips' linear heads {heads_file} do not fit the model (missing {missing[:3]})")
-    model.load_state_dict(heads, strict=False)
+from .registry import MetricSettings, PairedImages, register_metric
 
 
 def lpips_distance(
@@ -66,11 +19,7 @@ def lpips_distance(
     batch_size: int = 64,
 ) -> Tensor:
     """LPIPS distance per image pair, [N] float32 (lower is more similar)."""
-    if prediction.shape != target.shape or prediction.dim() != 4 or prediction.shape[1] not in (1, 3):
-        raise ValueError(
-            f"prediction and target must be [N, 1 or 3, H, W] of one shape, got {tuple(prediction.shape)} and "
-            f"{tuple(target.shape)}"
-        )
+    check_image_pair(prediction, target)
     model = load_lpips(net, weights_path, prediction.device)
     distances = []
     with torch.no_grad():
@@ -80,11 +29,9 @@ def lpips_distance(
     return torch.cat(distances)
 
 
-def lpips_inputs(images: Tensor, net: str) -> Tensor:
-    """Images [N, 1 or 3, H, W] in [-1, 1] as `net` takes them: three channels, at least 32 px for AlexNet."""
-    images = images.expand(-1, 3, -1, -1)
-    if net == "alex" and min(images.shape[-2:]) < ALEXNET_MIN_SIZE:
-        scale = ALEXNET_MIN_SIZE / min(images.shape[-2:])
-        size = [max(ALEXNET_MIN_SIZE, round(side * scale)) for side in images.shape[-2:]]
-        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    return images
+@register_metric("lpips", evidence=PairedImages)
+def _lpips_metric(evidence: PairedImages, names: list[str], settings: MetricSettings) -> tuple[dict, dict]:
+    """Mean LPIPS distance over the image pairs (standard network on verified local weights)."""
+    distance = lpips_distance(evidence.prediction, evidence.target, net=settings.lpips_net,
+                              weights_path=settings.lpips_weights)  # fmt: skip
+    return {"lpips": distance.mean().item()}, {"network": f"lpips v0.1, {settings.lpips_net} backbone"}

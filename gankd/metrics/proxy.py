@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fidelity import fid_kid
+from .registry import ImageSets, MetricSettings, register_metric
 
 FEATURE_DIMS = 128
 RECIPE = "digits-lenet-v2"  # bump when the network or its training changes: the cache key includes it
@@ -173,3 +174,11 @@ def digits_fd_kid(
     return dict(renamed, extractor=f"{RECIPE} (seed {seed}, test accuracy {checkpoint['test_accuracy']:.3f})",
                 weights_sha256=digest[:16], samples_generated=int(generated.shape[0]),
                 samples_reference=int(reference.shape[0]), comparable_with_published=False)  # fmt: skip
+
+
+@register_metric("fd_digits", "kid_digits", evidence=ImageSets)
+def _digits_metrics(evidence: ImageSets, names: list[str], settings: MetricSettings) -> tuple[dict, dict]:
+    """Proxy FD and KID on gankd's digits LeNet; comparable only with each other."""
+    values = digits_fd_kid(evidence.generated, evidence.reference, fid="fd_digits" in names,
+                           kid="kid_digits" in names, device=settings.device)  # fmt: skip
+    return {name: values[name] for name in names}, values

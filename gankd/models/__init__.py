@@ -10,7 +10,7 @@ from gankd.models.cost import cost, example_inputs
 from gankd.models.discriminators import DCGANDiscriminator, PatchGANDiscriminator
 from gankd.models.generators import DCGANGenerator, ResnetGenerator
 from gankd.models.torchvision_models import classification_archs
-from gankd.models.zoo import TEACHER_STUDENT, build, cost_table, feature_layers, names
+from gankd.models.zoo import TEACHER_STUDENT, build, cost_table, feature_layers, names, register
 
 __all__ = [
     "TEACHER_STUDENT",
@@ -27,4 +27,5 @@ __all__ = [
     "example_inputs",
     "feature_layers",
     "names",
+    "register",
 ]

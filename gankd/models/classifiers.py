@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gankd.models.layers import example_images
+from gankd.models.layers import example_images, norm_layer
 from gankd.options import check_int, check_optional_int
 
 
@@ -96,13 +96,14 @@ def resnet32x4(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
 
 
 class SmallCNN(nn.Module):
-    """A small CNN for digit-sized images: three blocks of (3×3 conv, BN, ReLU, 2×2 max-pool) at width,
-    2·width and 4·width channels, then `pool` (global average pool, flatten) and `fc`.
+    """A small CNN for digit-sized images: three blocks of (3×3 conv, norm, ReLU, 2×2 max-pool) at width,
+    2·width and 4·width channels, then `pool` (global average pool, flatten) and `fc`. `norm`: "batch"
+    (default), "instance" or "none" (the convs then have biases).
 
     Distillation taps (`feature_layers`): `conv1`, `conv2`, `conv3`, `pool`. MACs scale about as `width²`.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, norm: str = "batch"):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
@@ -110,8 +111,8 @@ class SmallCNN(nn.Module):
         channels = in_channels
         for index, out_channels in enumerate((width, 2 * width, 4 * width), start=1):
             block = nn.Sequential(
-                nn.Conv2d(channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(True),
-                nn.MaxPool2d(2),
+                nn.Conv2d(channels, out_channels, 3, 1, 1, bias=norm != "batch"), norm_layer(norm, out_channels),
+                nn.ReLU(True), nn.MaxPool2d(2),
             )  # fmt: skip
             self.add_module(f"conv{index}", block)
             channels = out_channels

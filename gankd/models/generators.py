@@ -20,13 +20,15 @@ class DCGANGenerator(nn.Module):
     resolution and halves the width, down to `ngf` channels at half the output size; `to_image` makes the
     last doubling and applies tanh. With `num_classes > 0` the generator is class-conditional: a learned
     label embedding (one vector of size `num_classes` per class) is concatenated to the noise and
-    `forward(noise, labels)` needs the labels.
+    `forward(noise, labels)` needs the labels. `norm`: "batch" (DCGAN's, the default), "instance" or
+    "none" (the transposed convs then have biases).
 
     Distillation taps (`feature_layers`): `stem` (4×4) and every `blocks.<i>` (8×8, 16×16, ...).
     Widths scale with `ngf`, so MACs scale about as `ngf²`.
     """
 
-    def __init__(self, image_size: int = 64, nz: int = 100, ngf: int = 64, channels: int = 3, num_classes: int = 0):
+    def __init__(self, image_size: int = 64, nz: int = 100, ngf: int = 64, channels: int = 3, num_classes: int = 0,
+                 norm: str = "batch"):  # fmt: skip
         super().__init__()
         self.image_size = check_power_of_two("image_size", image_size, minimum=16, maximum=128)
         self.nz = check_int("nz", nz, minimum=1)
@@ -37,15 +39,16 @@ class DCGANGenerator(nn.Module):
         n_blocks = image_size.bit_length() - 4  # 4×4 → image_size/2 in doublings: 16 → 1, 32 → 2, 64 → 3
         width = ngf * 2**n_blocks
         self.label_embedding = nn.Embedding(num_classes, num_classes) if num_classes else None
+        bias = norm != "batch"
         self.stem = nn.Sequential(
-            nn.ConvTranspose2d(nz + num_classes, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)
+            nn.ConvTranspose2d(nz + num_classes, width, 4, 1, 0, bias=bias), norm_layer(norm, width), nn.ReLU(True)
         )
         blocks = []
         for _ in range(n_blocks):
             blocks.append(
                 nn.Sequential(
-                    nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
-                    nn.BatchNorm2d(width // 2),
+                    nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=bias),
+                    norm_layer(norm, width // 2),
                     nn.ReLU(True),
                 )
             )

@@ -15,15 +15,15 @@ from gankd.models.torchvision_models import build_torchvision
 from gankd.registry import Registry
 
 _MODELS = Registry("model")
-_MODELS.register("dcgan_g", DCGANGenerator)
-_MODELS.register("resnet_g", ResnetGenerator)
-_MODELS.register("dcgan_d", DCGANDiscriminator)
-_MODELS.register("patchgan_d", PatchGANDiscriminator)
-_MODELS.register("cifar_resnet", CifarResNet)
-_MODELS.register("resnet8x4", resnet8x4)
-_MODELS.register("resnet32x4", resnet32x4)
-_MODELS.register("small_cnn", SmallCNN)
-_MODELS.register("torchvision", build_torchvision)
+_MODELS.add("dcgan_g", DCGANGenerator)
+_MODELS.add("resnet_g", ResnetGenerator)
+_MODELS.add("dcgan_d", DCGANDiscriminator)
+_MODELS.add("patchgan_d", PatchGANDiscriminator)
+_MODELS.add("cifar_resnet", CifarResNet)
+_MODELS.add("resnet8x4", resnet8x4)
+_MODELS.add("resnet32x4", resnet32x4)
+_MODELS.add("small_cnn", SmallCNN)
+_MODELS.add("torchvision", build_torchvision)
 
 # The rows of `gankd models` and of the README table: each name at a teacher and a student setting.
 TEACHER_STUDENT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -51,6 +51,17 @@ def build(name: str, **options: Any) -> nn.Module:
 def names() -> list[str]:
     """The registered model names, sorted."""
     return _MODELS.names()
+
+
+def register(name: str):
+    """Decorator that adds a model class (or factory) to the zoo under `name`, from any module:
+
+        @gankd.models.register("my_g")
+        class MyGenerator(nn.Module): ...
+
+    Then `build("my_g", ...)` and `model: {name: my_g}` in a run config (list the module in `imports`).
+    """
+    return _MODELS.register(name)
 
 
 def feature_layers(model: nn.Module) -> tuple[str, ...]:

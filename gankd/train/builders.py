@@ -12,6 +12,8 @@ from gankd.config import ModelConfig, OptimConfig, RunConfig
 
 from .distributed import Distributed
 
+SCHEDULES = ("constant", "cosine", "linear")  # what build_schedule implements
+
 
 def build_model(config: ModelConfig) -> nn.Module:
     return models.build(config.name, **config.options)
@@ -51,7 +53,7 @@ def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, steps: int):
-    """Linear warm-up, then constant, cosine or linear decay to 0 at `steps`."""
+    """Linear warm-up, then one of SCHEDULES: constant, cosine or linear decay to 0 at `steps`."""
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:
@@ -69,20 +71,23 @@ def build_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, steps:
 class ResumableSampler(DistributedSampler):
     """DistributedSampler (this process's shard of a seeded shuffle per epoch) that can start mid-epoch.
 
-    `set_position(epoch, start_batch)` skips the first `start_batch` batches of that epoch without
-    loading them, so a resumed run sees exactly the batches an uninterrupted run would.
+    An epoch holds whole optimizer steps of `accumulate` batches each (the rest of the shard is dropped),
+    so the samples of a step do not depend on how the step's batch is split across processes and
+    micro-batches. `set_position(epoch, start_batch)` skips the first `start_batch` batches of that epoch
+    without loading them, so a resumed run sees exactly the batches an uninterrupted run would.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, dist: Distributed, seed: int):
+    def __init__(self, dataset: Dataset, batch_size: int, dist: Distributed, seed: int, accumulate: int = 1):
         super().__init__(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed,
                          drop_last=True)  # fmt: skip
         self.batch_size = batch_size
         self.start_batch = 0
-        self.batches_per_epoch = self.num_samples // batch_size
+        self.batches_per_epoch = self.num_samples // (batch_size * accumulate) * accumulate
         if self.batches_per_epoch == 0:
             raise ValueError(
-                f"data.batch_size={batch_size} is larger than the {self.num_samples} samples each of the "
-                f"{dist.world_size} process(es) gets per epoch: lower data.batch_size"
+                f"data.batch_size={batch_size} x optim.accumulate={accumulate} is larger than the "
+                f"{self.num_samples} samples each of the {dist.world_size} process(es) gets per epoch: lower "
+                "data.batch_size or optim.accumulate"
             )
 
     def set_position(self, epoch: int, start_batch: int) -> None:
@@ -98,16 +103,23 @@ class ResumableSampler(DistributedSampler):
 
 
 def batches(dataset: Dataset, config: RunConfig, dist: Distributed, start_step: int):
-    """Endless batches from `start_step` on: epoch after epoch, data augmentation re-seeded per epoch."""
-    sampler = ResumableSampler(dataset, config.data.batch_size, dist, config.seed)
+    """Endless steps from `start_step` on, each a list of optim.accumulate batches: epoch after epoch, data
+    augmentation re-seeded per epoch."""
+    accumulate = config.optim.accumulate
+    sampler = ResumableSampler(dataset, config.data.batch_size, dist, config.seed, accumulate)
     # The loader's own generator keeps it from drawing worker seeds from the global RNG (resume exactness).
     loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, drop_last=True,
                         num_workers=config.data.num_workers,
                         generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
-    epoch, start_batch = divmod(start_step, sampler.batches_per_epoch)
+    epoch, start_batch = divmod(start_step * accumulate, sampler.batches_per_epoch)
+    step = []
     while True:
         sampler.set_position(epoch, start_batch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        yield from loader
+        for batch in loader:
+            step.append(batch)
+            if len(step) == accumulate:
+                yield step
+                step = []
         epoch, start_batch = epoch + 1, 0

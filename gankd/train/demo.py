@@ -14,22 +14,19 @@ from pathlib import Path
 
 import torch
 
-from gankd import models
+from gankd import configs, models
 from gankd.config import load_config, to_dict
 from gankd.metrics import measure_latency
 from gankd.metrics.proxy import cache_dir
 
 from .loop import load_trained_model, run_directory, train
 
-CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 VARIANTS = ("teacher", "distilled", "scratch")
 
 
 def _config(name: str, output_dir: Path, overrides: list[str]):
-    path = CONFIGS / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: gankd demo runs from a gankd checkout (configs/)")
-    return load_config(path, [f"output_dir={output_dir}", *overrides])
+    # The shipped configs are package data: the demo runs from a checkout and from an installed wheel alike.
+    return load_config(configs.path(name), [f"output_dir={output_dir}", *overrides])
 
 
 def _teacher_run(overrides: list[str], log) -> Path:

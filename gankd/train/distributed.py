@@ -1,12 +1,15 @@
-"""Data-parallel training over torch.distributed, launched with torchrun (NCCL on GPUs, gloo on CPUs).
+"""Data-parallel training with torch's DistributedDataParallel, launched by torchrun (NCCL on GPUs, gloo on
+CPUs, one or several nodes).
 
-Each process trains on its own shard of every epoch (a DistributedSampler); after each backward the
-gradients of every trained tensor are averaged across processes in one flat all-reduce, and buffers
-(BatchNorm statistics) are taken from rank 0 after each step. This is what DistributedDataParallel does,
-done by hand because a distillation step trains several modules (student, adapters, discriminator) in
-alternating backward passes that DDP's one-forward-one-backward reducer does not fit. Only rank 0 writes.
+Each process trains on its own shard of every epoch (a DistributedSampler). Each trained side of a step —
+the student with the terms' adapters, and the discriminator — is one module wrapped in DDP
+(gankd.distill.StudentPhase and DiscriminatorPhase), so its gradients are averaged across processes in
+buckets that overlap its backward, and its buffers (batch norm statistics) are broadcast from rank 0 at
+each forward. With optim.accumulate > 1 the micro-batches before the last run under `no_sync`. Only
+rank 0 writes.
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -29,28 +32,26 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def average_gradients(self, parameters) -> None:
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """`module` in DistributedDataParallel when several processes train, else as it is."""
         if not self.enabled:
-            return
-        grads = [p.grad for p in parameters if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1).float() for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for grad in grads:
-            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
+            return module
+        device_ids = [self.device] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
-    def sync_from_main(self, *modules: nn.Module, buffers_only: bool = False) -> None:
-        """Copy rank 0's parameters (unless buffers_only) and buffers to every process."""
-        if not self.enabled:
-            return
-        for module in modules:
-            tensors = list(module.buffers()) if buffers_only else [*module.parameters(), *module.buffers()]
-            for tensor in tensors:
-                dist.broadcast(tensor.data, src=0)
+    def gradient_sync(self, module: nn.Module, sync: bool):
+        """A context in which `module`'s forward and backward average gradients across processes only
+        when `sync` (the last micro-batch of a step); a no-op for an unwrapped module."""
+        if sync or not isinstance(module, nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return module.no_sync()
+
+    def all_finite(self, value: torch.Tensor) -> bool:
+        """Whether `value` is finite on every process (each process gets the same answer)."""
+        finite = torch.isfinite(value.detach()).all().float().reshape(1)
+        if self.enabled:  # every process stops together, so none waits forever in an all-reduce
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
 
     def all_mean(self, value: float) -> float:
         if not self.enabled:

@@ -14,14 +14,17 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from gankd import metrics
-from gankd.config import ConfigError, RunConfig, from_dict, save_config, to_dict
+from gankd import tasks
+from gankd.config import ConfigError, RunConfig, config_from_saved, save_config, to_dict
+from gankd.config_migration import migrate
+from gankd.metrics import MetricSettings
 
 from .builders import batches, build_dataset, build_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import Distributed, setup, teardown
 from .logger import RunLogger
-from .steps import NonFiniteLoss, Stepper, build_stepper
+from .objective import build_objective
+from .stepper import NonFiniteLoss, Stepper
 
 # Keys of the config that may change when a run is resumed (more steps, other logging or evaluation).
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "sample_every", "eval", "tensorboard"}
@@ -42,10 +45,15 @@ def trained_weights(state: dict) -> dict:
     return {key.removeprefix("module."): value for key, value in state["ema"].items() if key != "n_averaged"}
 
 
+def saved_config(state: dict, location) -> RunConfig:
+    """The config a checkpoint recorded (its `imports` imported, earlier formats migrated)."""
+    return config_from_saved(state["config"], f"the checkpoint at {location}")
+
+
 def load_trained_model(location) -> tuple[nn.Module, RunConfig, dict]:
     """(model with its trained weights in eval mode, the run's config, the checkpoint) from a run or .pt file."""
     state = load_checkpoint(location)
-    config = from_dict(RunConfig, state["config"])
+    config = saved_config(state, location)
     model = build_model(config.model)
     model.load_state_dict(trained_weights(state))
     return model.eval(), config, state
@@ -54,12 +62,14 @@ def load_trained_model(location) -> tuple[nn.Module, RunConfig, dict]:
 def teacher_state(config: RunConfig) -> dict:
     """The teacher's model config and weights (its EMA weights when it kept them) and its discriminator."""
     state = load_checkpoint(config.distill.teacher)
-    teacher_config = from_dict(RunConfig, state["config"])
+    teacher_config = saved_config(state, config.distill.teacher)
     return {"model_config": teacher_config.model, "weights": trained_weights(state),
             "discriminator": state.get("discriminator")}  # fmt: skip
 
 
 def _check_resumable(saved: dict, config: RunConfig) -> None:
+    saved = dict(saved)
+    migrate(saved, "the checkpoint")
     current = to_dict(config)
     changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
     if changed:
@@ -71,37 +81,22 @@ def _check_resumable(saved: dict, config: RunConfig) -> None:
 
 
 def evaluate(stepper: Stepper, config: RunConfig) -> dict:
-    """The task's metrics on the evaluation split (proxy FD/KID, PSNR/SSIM, or accuracy)."""
-    model = stepper.eval_model()
+    """The task's metrics (config.eval.metrics, else its defaults) of the trained model on the evaluation split."""
+    task = tasks.build(config.task)
     dataset = build_dataset(config, config.eval.split)
-    device = stepper.device
-    if config.task == "generator":
-        names = config.eval.metrics or (["fd_digits", "kid_digits"] if config.data.name == "digits" else ["fid", "kid"])
-        return metrics.evaluate_generator(model, dataset, names, num_samples=config.eval.num_samples or None,
-                                          inception_weights=config.eval.inception_weights, device=device)  # fmt: skip
-    if config.task == "image2image":
-        return metrics.evaluate_paired(model, dataset, config.eval.metrics or ["psnr", "ssim"], device=device)
-    teacher = stepper.distiller.teacher if stepper.distiller is not None else None
-    names = config.eval.metrics or (["accuracy", "agreement"] if teacher is not None else ["accuracy"])
-    return metrics.evaluate_classifier(model, dataset, names, teacher=teacher, device=device)
+    teacher = stepper.distiller.teacher
+    names = config.eval.metrics or task.default_metrics(dataset, teacher=teacher is not None)
+    settings = MetricSettings(stepper.device, config.eval.inception_weights, config.eval.lpips_net,
+                              config.eval.lpips_weights)  # fmt: skip
+    return task.evaluate(stepper.eval_model(), dataset, names, teacher=teacher, settings=settings,
+                         num_samples=config.eval.num_samples or None)  # fmt: skip
 
 
-@torch.no_grad()
 def save_samples(stepper: Stepper, config: RunConfig, path: Path) -> None:
-    """A grid of outputs: generator samples (fixed seed, classes in order), or inputs/outputs/targets."""
-    model = stepper.eval_model()
-    if config.task == "generator":
-        images = metrics.sample_generator(model, 64, seed=1234, device=stepper.device)
-    elif config.task == "image2image":
-        dataset = build_dataset(config, config.eval.split)
-        inputs, targets = (torch.stack(items) for items in zip(*[dataset[i] for i in range(8)], strict=True))
-        was_training = model.training
-        model.eval()
-        outputs = model(inputs.to(stepper.device)).float().cpu().clamp(-1, 1)
-        model.train(was_training)
-        upsampled = torch.nn.functional.interpolate(inputs, size=targets.shape[-2:], mode="nearest")
-        images = torch.cat([upsampled, outputs, targets])
-    else:
+    """The task's sample grid (generator samples, or inputs/outputs/targets), when it has one."""
+    images = tasks.build(config.task).sample_grid(stepper.eval_model(), build_dataset(config, config.eval.split),
+                                                  stepper.device)  # fmt: skip
+    if images is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, path, nrow=8, normalize=True, value_range=(-1, 1))
@@ -127,7 +122,8 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     if resume and not last.exists():
         raise TrainingError(f"--resume: {last} does not exist")
     try:
-        stepper = build_stepper(config, dist, teacher_state(config) if config.mode == "distill" else None)
+        distiller = build_objective(config, dist, teacher_state(config) if config.mode == "distill" else None)
+        stepper = Stepper(config, dist, distiller)
         dataset = build_dataset(config, "train")
     except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
         raise ConfigError(f"cannot build the run from its config: {error}") from error

@@ -1,4 +1,7 @@
-"""Standard metric weights from local files only: where to find them, and checking they are the right ones.
+"""Published network weights from local files only: where to find them, and checking they are the right ones.
+
+The Inception network of standard FID/KID and the LPIPS backbones, used by gankd.metrics and by the LPIPS
+training loss in gankd.losses (this module sits below both).
 
 Each file is looked up, in order, at an explicit path (argument or config key), at the path in an
 environment variable, and in torch hub's checkpoint cache under the name the upstream package would

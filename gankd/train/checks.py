@@ -1,0 +1,75 @@
+"""Checks of a RunConfig that its types cannot express, each choice asked of the code that owns it (task
+and term registries, the kernels' impl list, the trainer's schedules and precisions, metric evidence).
+Run by gankd.config.load_config; the first problem raises ValueError naming the key."""
+
+from __future__ import annotations
+
+from gankd import metrics, tasks
+from gankd.config import MODES, RunConfig
+from gankd.distill.terms import build_terms
+from gankd.kernels import IMPLS
+from gankd.options import check_choice
+
+from .builders import SCHEDULES
+from .stepper import PRECISIONS
+
+
+def check_run(config: RunConfig) -> None:
+    """Raise ValueError for the first impossible setting; fill `terms` with the task's defaults when a run
+    without a teacher names none."""
+    try:
+        task = tasks.build(config.task)
+    except ValueError as error:
+        raise ValueError(f"config.{error}") from None
+    check_choice("config.mode", config.mode, MODES)
+    check_choice("config.impl", config.impl, IMPLS)
+    check_choice("config.precision", config.precision, tuple(PRECISIONS))
+    _check_terms(config, task)
+    if config.eval.metrics:
+        metrics.check_names(config.eval.metrics, task.evidence(), f"task {task.name!r} (config.eval.metrics)")
+    check_choice("config.eval.split", config.eval.split, ("train", "test"))
+    for name, optim in (("optim", config.optim), ("gan.optim", config.gan.optim)):
+        check_choice(f"config.{name}.schedule", optim.schedule, SCHEDULES)
+        if len(optim.betas) != 2:
+            raise ValueError(f"config.{name}.betas must be two numbers (Adam's beta1, beta2), got {optim.betas}")
+    if not 0.0 <= config.ema < 1.0:
+        raise ValueError(f"config.ema must be in [0, 1), got {config.ema}")
+    positive = {"steps": config.steps, "checkpoint_every": config.checkpoint_every, "log_every": config.log_every,
+                "data.batch_size": config.data.batch_size, "optim.accumulate": config.optim.accumulate}  # fmt: skip
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"config.{name} must be >= 1, got {value}")
+    non_negative = {
+        "sample_every": config.sample_every,
+        "eval.every": config.eval.every,
+        "eval.num_samples": config.eval.num_samples,
+        "data.num_workers": config.data.num_workers,
+        "data.limit_per_class": config.data.limit_per_class,
+        "optim.warmup_steps": config.optim.warmup_steps,
+        "optim.grad_clip": config.optim.grad_clip,
+        "gan.optim.grad_clip": config.gan.optim.grad_clip,
+    }
+    for name, value in non_negative.items():
+        if value < 0:
+            raise ValueError(f"config.{name} must be >= 0, got {value}")
+
+
+def _check_terms(config: RunConfig, task: tasks.Task) -> None:
+    distilling = config.mode == "distill"
+    if distilling and not config.distill.teacher:
+        raise ValueError("config.mode is 'distill' but config.distill.teacher (the teacher's run directory) is empty")
+    if not config.terms:
+        if distilling:
+            raise ValueError("config.mode is 'distill' but config.terms names no loss term, e.g. terms: {output: 1.0}")
+        config.terms = dict(task.default_terms)
+    try:
+        built = build_terms(config.terms, output=task.output, impl=config.impl)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"config.terms: {error}") from None
+    using_teacher = [name for name, term in built.items() if term.needs_teacher]
+    if using_teacher and not distilling:
+        raise ValueError(f"config.terms: {using_teacher[0]!r} needs a teacher, and a {config.mode!r} run has none: "
+                         "set mode: distill and distill.teacher, or leave the term out")  # fmt: skip
+    if distilling and not using_teacher:
+        raise ValueError(f"config.mode is 'distill' but none of the terms {list(built)} uses the teacher: add one "
+                         "(e.g. output, kd, adapted) or use mode: scratch")  # fmt: skip
