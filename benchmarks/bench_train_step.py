@@ -25,7 +25,6 @@ from torch import Tensor
 from benchmarks.bench_common import append_rows, environment, time_step
 from gankd import configs
 from gankd.config import RunConfig, load_config
-from gankd.distill.terms import trains_discriminator
 from gankd.train.builders import build_dataset, build_model
 from gankd.train.distributed import Distributed
 from gankd.train.objective import build_objective
@@ -46,11 +45,11 @@ def workload_config(workload: str, provider: str, precision: str, batch: int | N
 
 
 def random_teacher_state(config: RunConfig) -> dict:
-    """What build_objective reads from a teacher run, with random weights: the shipped teacher's architecture."""
+    """What build_objective reads from a teacher run, with random weights: the shipped teacher's architecture
+    (and a discriminator, read only when the objective trains one)."""
     teacher_config = load_config(configs.path(f"{config.name.removesuffix('_distill')}_teacher"))
-    discriminator = build_model(config.gan.discriminator).state_dict() if trains_discriminator(config.terms) else None
     return {"model_config": teacher_config.model, "weights": build_model(teacher_config.model).state_dict(),
-            "discriminator": discriminator}  # fmt: skip
+            "discriminator": build_model(config.gan.discriminator).state_dict()}  # fmt: skip
 
 
 def first_batch(config: RunConfig) -> tuple[Tensor, Tensor]:

@@ -35,12 +35,12 @@ def _models(arguments: argparse.Namespace) -> None:
 
 def _option(text: str) -> tuple[str, Any]:
     """'key=value' -> (key, value), the value read as YAML (8, 0.5, true, [1, 2], text), as config --set does."""
-    import yaml
+    from gankd.config import read_yaml
 
     key, separator, value = text.partition("=")
     if not separator or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key, yaml.safe_load(value)
+    return key, read_yaml(value)
 
 
 def _built_model(name: str, options: list[tuple[str, Any]], weights: str | None):

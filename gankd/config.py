@@ -9,6 +9,7 @@ format (distill.weights, gan.weight, ...) are migrated with a notice (gankd.conf
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -110,6 +111,23 @@ class RunConfig:
     imports: list[str] = field(default_factory=list)  # modules (or .py files) registering one's own parts
 
 
+class _YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading 1e-3 and 2E+4 as floats (YAML 1.2) instead of text (YAML 1.1), so that
+    untyped values (term weights and options, model options) get the numbers that typed fields get."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text as Python values (safe: plain data only)."""
+    return yaml.load(text, Loader=_YAMLLoader)
+
+
 def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
@@ -180,7 +198,7 @@ def apply_override(values: dict, assignment: str) -> None:
         if not isinstance(target, dict):
             raise ConfigError(f"--set {assignment}: {key} is not a section")
     try:
-        target[keys[-1]] = yaml.safe_load(text)
+        target[keys[-1]] = read_yaml(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {assignment}: the value is not valid YAML ({error.problem})") from None
 
@@ -197,23 +215,22 @@ def _merge(base: dict, update: dict) -> dict:
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """RunConfig from defaults <- the YAML file at `path` <- `--set` overrides, then validated."""
     values = to_dict(RunConfig())
-    source = "defaults"
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {error}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys, got {type(loaded).__name__}")
-        migrate(loaded, str(path))
+        _migrate(loaded, str(path))
         loaded["imports"] = [_resolved_import(entry, path.parent) for entry in loaded.get("imports", [])]
-        values, source = _merge(values, loaded), str(path)
+        values = _merge(values, loaded)
     for assignment in overrides:
         apply_override(values, assignment)
-    migrate(values, source)
+    _migrate(values, "the --set overrides")
     config = from_dict(RunConfig, values)
     validate(config)
     return config
@@ -222,10 +239,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
 def config_from_saved(values: dict, source: str) -> RunConfig:
     """The RunConfig a run directory or checkpoint recorded (migrated when written by an earlier gankd)."""
     values = dict(values)
-    migrate(values, source)
+    _migrate(values, source)
     config = from_dict(RunConfig, _merge(to_dict(RunConfig()), values))
     import_plugins(config.imports)
     return config
+
+
+def _migrate(values: dict, source: str) -> None:
+    try:
+        migrate(values, source)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _resolved_import(entry: object, folder: Path) -> object:

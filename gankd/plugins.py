@@ -1,8 +1,8 @@
 """Imports of the user's own modules named in a run config (`imports:`), which register their parts.
 
 An entry is a module name (`my_package.distill_terms`, importable from the environment) or a path to a
-.py file. A file is loaded once per process, under a module name derived from its path, so loading a
-config twice does not register its classes twice.
+.py file. A file already imported (under any name) is reused; otherwise it is loaded once per process under
+a module name derived from its path, so loading a config twice does not register its classes twice.
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ def _import_file(path: Path) -> ModuleType:
     path = path.resolve()
     if not path.is_file():
         raise ImportError(f"cannot import {path}: the file does not exist")
+    for module in list(sys.modules.values()):  # already imported, under its own name or by an earlier config
+        source = getattr(module, "__file__", None)
+        if source and Path(source).resolve() == path:
+            return module
     name = f"gankd_plugin_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
-    if name in sys.modules:
-        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -49,6 +49,12 @@ def test_overrides_are_typed_and_nested(tmp_path):
         (["mode=distill", "distill.teacher=runs/x", "terms={adversarial: 1.0}"], "none of the terms ['adversarial']"),
         (["mode=distill", "distill.teacher=runs/x", "terms={}"], "config.terms names no loss term"),
         (["optim.accumulate=0"], "config.optim.accumulate must be >= 1"),
+        (["terms={ground_truth: 1.0}"], "'ground_truth' needs the batch's targets, and task 'generator' batches have"),
+        (["terms={output: {kind: l1, impl: triton}}"], "config.terms: term 'output': impl is set once for all terms"),
+        (["model.name=no_such_model"], "config.model.name 'no_such_model' is not registered; valid names: cifar"),
+        (["data.name=no_such_data"], "config.data.name 'no_such_data' is not registered; valid names: digits"),
+        (["gan.discriminator.name=dcgan"], "config.gan.discriminator.name 'dcgan' is not registered"),
+        (["terms={ce: 1.0}", "task=classifier", "gan.conditional=true"], "config.gan.conditional is true but no term"),
         (["gan.optim.accumulate=2"], "unknown key config.gan.optim.accumulate; valid keys of config.gan.optim: lr"),
         (["gan.optim.schedule=cosin"], "config.gan.optim.schedule must be one of 'constant', 'cosine', 'linear'"),
         (["optim.betas=[0.9]"], "config.optim.betas must be two numbers"),
@@ -73,3 +79,10 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config(tmp_path / "list.yaml")
     assert isinstance(load_config(), RunConfig)
+
+
+def test_term_options_yaml_numbers_and_the_options_a_term_takes():
+    config = load_config(CONFIGS / "digits_dcgan_teacher.yaml", ["terms={adversarial: {weight: 1e-2, loss: hinge}}"])
+    assert config.terms == {"adversarial": {"weight": 0.01, "loss": "hinge"}}  # 1e-2 is a number, as in YAML 1.2
+    with pytest.raises(ConfigError, match=r"'knid'; valid options: weight, kind$"):  # impl is the run's, not listed
+        load_config(CONFIGS / "digits_dcgan_distill.yaml", ["terms={output: {knid: l1}}"])

@@ -86,3 +86,20 @@ def test_gan_distillation_two_processes_and_accumulation_equal_one_large_batch(t
     assert one["terms"] and one["discriminator"]  # adapters and a discriminator were trained and compared
     assert_same_training(one, accumulated, parts)
     assert_same_training(one, two, parts)
+
+
+def test_an_objective_on_tapped_features_alone_trains_under_ddp(tmp_path):
+    # Attention transfer on conv2 alone: conv3 and fc get no gradient, which DDP must be told to expect.
+    small = [*CLASSIFIER, "steps=2", "checkpoint_every=2", f"data.batch_size={BATCH}"]
+    train(load_config(CONFIGS / "digits_cnn_teacher.yaml", [f"output_dir={tmp_path}", *small]))
+    student = [
+        *small,
+        f"distill.teacher={tmp_path / 'digits_cnn_teacher'}",
+        "terms={attention: {pairs: {conv2: conv2}}}",
+    ]
+    two = run_two_processes("digits_cnn_distill", tmp_path / "ddp", student)
+    one = run_single("digits_cnn_distill", tmp_path / "one", [*student, f"data.batch_size={2 * BATCH}"])
+    assert_same_training(one, two, ("model",))
+    after_one = run_single("digits_cnn_distill", tmp_path / "one_step", [*student, "steps=1", "checkpoint_every=1"])
+    assert torch.equal(two["model"]["fc.weight"], after_one["model"]["fc.weight"])  # untouched after the taps
+    assert not torch.equal(two["model"]["conv1.0.weight"], after_one["model"]["conv1.0.weight"])

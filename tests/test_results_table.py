@@ -15,7 +15,7 @@ def load_script():
 
 def test_readme_results_match_the_csvs():
     script = load_script()
-    assert script.section() in (ROOT / "README.md").read_text(), "run: python benchmarks/results_table.py --write"
+    assert script.section() in (ROOT / "README.md").read_text(), "run: python -m benchmarks.results_table --write"
 
 
 def test_compression_table_means_and_stds(tmp_path):

@@ -58,11 +58,14 @@ def _same_state(first: dict, second: dict) -> None:
             assert torch.equal(first[key], second[key]), key
 
 
-@pytest.mark.parametrize("name", ["digits_dcgan_teacher", "digits_cnn_scratch"])
-def test_resume_reaches_the_same_weights(name, tmp_path):
-    uninterrupted = small_config(name, tmp_path / "a", "steps=6", "checkpoint_every=3", "ema=0.9")
+@pytest.mark.parametrize(
+    "name, extra",
+    [("digits_dcgan_teacher", ["optim.accumulate=2", "data.limit_per_class=3"]), ("digits_cnn_scratch", [])],
+)  # the GAN: 30 digits make one step of 2 x 8 per epoch, so each resumed step starts a new epoch
+def test_resume_reaches_the_same_weights(name, extra, tmp_path):
+    uninterrupted = small_config(name, tmp_path / "a", "steps=6", "checkpoint_every=3", "ema=0.9", *extra)
     train(uninterrupted)
-    interrupted = small_config(name, tmp_path / "b", "steps=6", "checkpoint_every=3", "ema=0.9")
+    interrupted = small_config(name, tmp_path / "b", "steps=6", "checkpoint_every=3", "ema=0.9", *extra)
     train(interrupted, stop_at=3)
     assert load_checkpoint(tmp_path / "b" / name)["step"] == 3
     train(interrupted, resume=True)
@@ -112,7 +115,7 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
 def test_cli_reports_errors_without_a_traceback(tmp_path):
     from gankd.cli import main
 
-    with pytest.raises(SystemExit, match="cannot build the run from its config: unknown model 'dcgan_x'"):
+    with pytest.raises(SystemExit, match="gankd train: config.model.name 'dcgan_x' is not registered; valid names"):
         main(["train", str(CONFIGS / "digits_dcgan_teacher.yaml"), "--set", "model.name=dcgan_x",
               "--set", f"output_dir={tmp_path}"])  # fmt: skip
     with pytest.raises(SystemExit, match="gankd train: unknown key config.stepz"):
@@ -207,3 +210,22 @@ def test_limited_label_subset_is_balanced_and_seeded(tmp_path):
     photos = small_config("photos_resnet_scratch", tmp_path, "data.limit_per_class=3")
     with pytest.raises(ValueError, match="needs a data set whose items are"):
         build_dataset(photos, "train")
+
+
+def test_a_nan_discriminator_loss_stops_the_step_before_any_update(tmp_path, monkeypatch):
+    from gankd.train.distributed import Distributed
+    from gankd.train.objective import build_objective
+    from gankd.train.stepper import NonFiniteLoss, Stepper
+
+    config = small_config("digits_dcgan_teacher", tmp_path)
+    distiller = build_objective(config, Distributed())
+    stepper = Stepper(config, Distributed(), distiller)
+    before = [tensor.clone() for tensor in (*distiller.student.parameters(), *distiller.discriminator.parameters())]
+    nan = torch.tensor(float("nan"), requires_grad=True)
+    monkeypatch.setattr(distiller, "discriminator_loss", lambda *args, **kwargs: nan * 1.0)
+    batch = (torch.rand(8, 1, 32, 32) * 2 - 1, torch.randint(0, 10, (8,)))
+    with pytest.raises(NonFiniteLoss, match="d_loss=nan"):
+        stepper.step([batch], 0)
+    after = [*distiller.student.parameters(), *distiller.discriminator.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # the student's step was not applied
+    assert all(parameter.grad is None for parameter in after)

@@ -100,7 +100,7 @@ class Distiller(nn.Module):
             raise ValueError("teacher and student are the same module; the teacher is frozen, so pass a separate copy")
         self.task = tasks.build(task)
         self.student = student
-        self.terms = build_terms(terms, output=self.task.output, impl=impl)
+        self.terms = build_terms(terms, task=self.task, impl=impl)
         self._check_needs(teacher, discriminator, check_bool("conditional_discriminator", conditional_discriminator))
         self.conditional_discriminator = conditional_discriminator
 

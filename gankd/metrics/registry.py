@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gankd.registry import same_definition
+
 
 @dataclass
 class ImageSets:
@@ -97,7 +99,7 @@ def register_metric(*names: str, evidence: type, needs_teacher: bool = False):
         raise TypeError(f"evidence must be one of {', '.join(kind.__name__ for kind in EVIDENCE)}, got {evidence!r}")
 
     def decorate(function: MetricFunction) -> MetricFunction:
-        taken = [name for name in names if name in _METRICS]
+        taken = [name for name in names if name in _METRICS and not same_definition(_METRICS[name].compute, function)]
         if taken:
             raise ValueError(f"metric {taken[0]!r} is already registered (by {_METRICS[taken[0]].compute!r})")
         entry = RegisteredMetric(names, evidence, function, needs_teacher, (function.__doc__ or "").strip())
@@ -131,13 +133,6 @@ def check_names(metrics: str | Iterable[str], evidence: type | Iterable[type], w
 def needs_teacher(metrics: Iterable[str]) -> bool:
     """Whether any of the named metrics reads the teacher's predictions."""
     return any(_METRICS[name].needs_teacher for name in metrics if name in _METRICS)
-
-
-def evidence_of(name: str) -> type:
-    """The evidence kind metric `name` reads (ValueError listing the metrics when unknown)."""
-    if name not in _METRICS:
-        raise ValueError(f"unknown metric {name!r}; valid names: {', '.join(names())}")
-    return _METRICS[name].evidence
 
 
 def measure(

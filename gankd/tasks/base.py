@@ -45,6 +45,7 @@ class Task:
     output: ClassVar[str] = "image"  # "image" or "logits"
     batch_fields: ClassVar[tuple[str, str]] = ("inputs", "targets")  # the names of the batch pair's parts
     batch_format: ClassVar[str] = ""  # the batch pair in words, for error messages
+    has_targets: ClassVar[bool] = True  # whether batches carry targets (images or labels) for terms to compare
     default_terms: ClassVar[dict[str, Any]] = {}  # loss terms of a run without a teacher
 
     # -- batches ---------------------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ class Task:
 
     @classmethod
     def accepts(cls, model: nn.Module, item: tuple) -> bool:
-        """Whether `model` with data items like `item` looks like this task (for `gankd eval` without --task)."""
+        """Whether `model` with data items like `item` looks like this task (for `gankd eval` without --task);
+        only a class that defines it is considered, so a subclass of a built-in task is chosen by name."""
         return False
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ class GeneratorTask(Task):
     output = "image"
     batch_fields = ("noise", "labels")
     batch_format = "(noise, labels) with labels None for an unconditional generator"
+    has_targets = False  # the labels condition the generator; there is no image to compare its output with
     default_terms = {"adversarial": 1.0}
 
     def split(self, noise: Tensor, labels: Tensor | None) -> TaskBatch:
@@ -81,7 +82,8 @@ class GeneratorTask(Task):
 class Image2ImageTask(Task):
     """Input images → output images, trained on (input, target) pairs (super-resolution, pix2pix). A
     conditional discriminator sees the input and the image concatenated along channels (pix2pix's
-    PatchGAN: in_channels = input channels + output channels)."""
+    PatchGAN: in_channels = input channels + output channels); an input smaller than the image (super-
+    resolution) is upsampled bilinearly to the image's size first."""
 
     output = "image"
     batch_fields = ("inputs", "targets")
@@ -98,11 +100,13 @@ class Image2ImageTask(Task):
         return items[1]
 
     def discriminator_inputs(self, images: Tensor, condition: Tensor | None) -> tuple[Tensor, ...]:
-        if condition.shape[0] != images.shape[0] or condition.shape[2:] != images.shape[2:]:
+        if condition.dim() != 4 or condition.shape[0] != images.shape[0]:
             raise ValueError(
-                "a conditional image2image discriminator sees inputs and images concatenated along channels: "
-                f"they need equal batch and spatial sizes, got {tuple(condition.shape)} and {tuple(images.shape)}"
+                "a conditional image2image discriminator sees inputs and images concatenated along channels: they "
+                f"need one batch size, got inputs {tuple(condition.shape)} and images {tuple(images.shape)}"
             )
+        if condition.shape[2:] != images.shape[2:]:  # super-resolution: the input, upsampled to the image's size
+            condition = F.interpolate(condition.float(), size=images.shape[2:], mode="bilinear", align_corners=False)
         return (torch.cat([condition.to(images.dtype), images], dim=1),)
 
     def default_metrics(self, dataset: Dataset, *, teacher: bool) -> list[str]:

@@ -8,20 +8,12 @@ from gankd.registry import Registry
 
 from .base import Task
 
-_TASKS = Registry("task")
+_TASKS = Registry("task", base=Task)
 
 
 def register(name: str):
     """Class decorator adding a Task subclass under `name` (also sets its `name`), from any module."""
-
-    def decorate(cls: type[Task]) -> type[Task]:
-        if not (isinstance(cls, type) and issubclass(cls, Task)):
-            raise TypeError(f"a task must be a subclass of gankd.tasks.Task, got {cls!r}")
-        _TASKS.add(name, cls)
-        cls.name = name
-        return cls
-
-    return decorate
+    return _TASKS.register(name)
 
 
 def build(task: str | Task) -> Task:
@@ -39,8 +31,10 @@ def names() -> list[str]:
 
 
 def infer(model: nn.Module, item: tuple) -> Task:
-    """The one task whose `accepts(model, item)` holds; ValueError naming the candidates otherwise."""
-    matching = [name for name in names() if _TASKS.get(name).accepts(model, item)]
+    """The one task whose `accepts(model, item)` holds; ValueError naming the candidates otherwise. Only
+    tasks that define `accepts` themselves take part: a subclass that inherits it is chosen by name."""
+    candidates = [name for name in names() if "accepts" in vars(_TASKS.get(name))]
+    matching = [name for name in candidates if _TASKS.get(name).accepts(model, item)]
     if len(matching) != 1:
         found = f"it could be {' or '.join(matching)}" if matching else "no task accepts them"
         raise ValueError(f"cannot tell the task of {type(model).__name__} on these data ({found}): "

@@ -102,6 +102,13 @@ class ResumableSampler(DistributedSampler):
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
 
 
+def step_positions(dist: Distributed, micro_batch: int, batch_size: int) -> torch.Tensor:
+    """Where this process's samples of one micro-batch stand in the step's global batch (0 .. world ·
+    accumulate · batch_size − 1): the sampler deals rank r every world-th sample of the step, so sample i of
+    micro-batch m on rank r is the step's sample r + world · (m · batch_size + i)."""
+    return dist.rank + dist.world_size * (micro_batch * batch_size + torch.arange(batch_size))
+
+
 def batches(dataset: Dataset, config: RunConfig, dist: Distributed, start_step: int):
     """Endless steps from `start_step` on, each a list of optim.accumulate batches: epoch after epoch, data
     augmentation re-seeded per epoch."""

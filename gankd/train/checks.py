@@ -4,7 +4,7 @@ Run by gankd.config.load_config; the first problem raises ValueError naming the 
 
 from __future__ import annotations
 
-from gankd import metrics, tasks
+from gankd import data, metrics, models, tasks
 from gankd.config import MODES, RunConfig
 from gankd.distill.terms import build_terms
 from gankd.kernels import IMPLS
@@ -24,7 +24,14 @@ def check_run(config: RunConfig) -> None:
     check_choice("config.mode", config.mode, MODES)
     check_choice("config.impl", config.impl, IMPLS)
     check_choice("config.precision", config.precision, tuple(PRECISIONS))
-    _check_terms(config, task)
+    adversarial = _check_terms(config, task)
+    _check_name("config.model.name", config.model.name, models.names())
+    _check_name("config.data.name", config.data.name, data.names())
+    if adversarial:
+        _check_name("config.gan.discriminator.name", config.gan.discriminator.name, models.names())
+    elif config.gan.conditional:
+        raise ValueError("config.gan.conditional is true but no term trains a discriminator: add the adversarial "
+                         "term or set gan.conditional: false")  # fmt: skip
     if config.eval.metrics:
         metrics.check_names(config.eval.metrics, task.evidence(), f"task {task.name!r} (config.eval.metrics)")
     check_choice("config.eval.split", config.eval.split, ("train", "test"))
@@ -54,7 +61,13 @@ def check_run(config: RunConfig) -> None:
             raise ValueError(f"config.{name} must be >= 0, got {value}")
 
 
-def _check_terms(config: RunConfig, task: tasks.Task) -> None:
+def _check_name(key: str, name: str, valid: list[str]) -> None:
+    if name not in valid:
+        raise ValueError(f"{key} {name!r} is not registered; valid names: {', '.join(valid)}")
+
+
+def _check_terms(config: RunConfig, task: tasks.Task) -> bool:
+    """Check the terms (filling a teacher-less run's defaults); whether one of them trains a discriminator."""
     distilling = config.mode == "distill"
     if distilling and not config.distill.teacher:
         raise ValueError("config.mode is 'distill' but config.distill.teacher (the teacher's run directory) is empty")
@@ -63,7 +76,7 @@ def _check_terms(config: RunConfig, task: tasks.Task) -> None:
             raise ValueError("config.mode is 'distill' but config.terms names no loss term, e.g. terms: {output: 1.0}")
         config.terms = dict(task.default_terms)
     try:
-        built = build_terms(config.terms, output=task.output, impl=config.impl)
+        built = build_terms(config.terms, task=task, impl=config.impl)
     except (ValueError, TypeError) as error:
         raise ValueError(f"config.terms: {error}") from None
     using_teacher = [name for name, term in built.items() if term.needs_teacher]
@@ -73,3 +86,4 @@ def _check_terms(config: RunConfig, task: tasks.Task) -> None:
     if distilling and not using_teacher:
         raise ValueError(f"config.mode is 'distill' but none of the terms {list(built)} uses the teacher: add one "
                          "(e.g. output, kd, adapted) or use mode: scratch")  # fmt: skip
+    return any(term.needs_discriminator for term in built.values())

@@ -32,12 +32,14 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, module: nn.Module) -> nn.Module:
-        """`module` in DistributedDataParallel when several processes train, else as it is."""
+    def wrap(self, module: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:
+        """`module` in DistributedDataParallel when several processes train, else as it is.
+        `find_unused_parameters`: some parameters may get no gradient in a step (DDP then looks for them)."""
         if not self.enabled:
             return module
         device_ids = [self.device] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
+                                                   find_unused_parameters=find_unused_parameters)  # fmt: skip
 
     def gradient_sync(self, module: nn.Module, sync: bool):
         """A context in which `module`'s forward and backward average gradients across processes only

@@ -16,7 +16,6 @@ from torchvision.utils import save_image
 
 from gankd import tasks
 from gankd.config import ConfigError, RunConfig, config_from_saved, save_config, to_dict
-from gankd.config_migration import migrate
 from gankd.metrics import MetricSettings
 
 from .builders import batches, build_dataset, build_model
@@ -67,9 +66,11 @@ def teacher_state(config: RunConfig) -> dict:
             "discriminator": state.get("discriminator")}  # fmt: skip
 
 
-def _check_resumable(saved: dict, config: RunConfig) -> None:
-    saved = dict(saved)
-    migrate(saved, "the checkpoint")
+def _check_resumable(state: dict, config: RunConfig, location: Path) -> None:
+    if "terms" not in state:
+        raise TrainingError(f"{location} was written before gankd's loss terms held the adapters (it has no "
+                            "'terms'); it can be evaluated, exported and distilled from, not resumed")  # fmt: skip
+    saved = to_dict(saved_config(state, location))
     current = to_dict(config)
     changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
     if changed:
@@ -130,7 +131,7 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     start = 0
     if resume:
         state = load_checkpoint(last)  # on the CPU: RNG states must stay there, modules copy to their devices
-        _check_resumable(state["config"], config)
+        _check_resumable(state, config, last)
         stepper.load_state_dict(state)
         start = state["step"]
     if dist.is_main:

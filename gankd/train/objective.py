@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gankd import tasks
 from gankd.config import RunConfig
 from gankd.distill import Distiller
-from gankd.distill.terms import trains_discriminator
+from gankd.distill.terms import build_terms
 
 from .builders import build_model
 from .distributed import Distributed
@@ -18,8 +19,11 @@ def build_objective(config: RunConfig, dist: Distributed, teacher_state: dict | 
     """The Distiller of a run on `dist.device`; `teacher_state` (a distill run's teacher, see
     loop.teacher_state) gives the teacher's architecture, weights and discriminator."""
     torch.manual_seed(config.seed)  # every process builds the same initial weights
+    task = tasks.build(config.task)
+    terms = build_terms(config.terms, task=task, impl=config.impl)
     student = build_model(config.model)
-    discriminator = build_model(config.gan.discriminator) if trains_discriminator(config.terms) else None
+    adversarial = any(term.needs_discriminator for term in terms.values())
+    discriminator = build_model(config.gan.discriminator) if adversarial else None
     teacher = None
     if teacher_state is not None:
         teacher = build_model(teacher_state["model_config"])
@@ -31,7 +35,7 @@ def build_objective(config: RunConfig, dist: Distributed, teacher_state: dict | 
             discriminator.load_state_dict(teacher_state["discriminator"])
     if config.sync_batchnorm and dist.enabled:
         student, discriminator = (synchronized(module, dist) for module in (student, discriminator))
-    distiller = Distiller(teacher, student.to(dist.device), task=config.task, terms=config.terms,
+    distiller = Distiller(teacher, student.to(dist.device), task=task, terms=dict(terms),
                           discriminator=None if discriminator is None else discriminator.to(dist.device),
                           conditional_discriminator=config.gan.conditional, impl=config.impl)  # fmt: skip
     return distiller.to(dist.device)

@@ -13,7 +13,7 @@ from torch.optim.swa_utils import AveragedModel
 from gankd.config import RunConfig
 from gankd.distill import DiscriminatorPhase, Distiller, StudentPhase
 
-from .builders import build_optimizer, build_schedule
+from .builders import build_optimizer, build_schedule, step_positions
 from .distributed import Distributed
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each precision
@@ -47,7 +47,9 @@ class Stepper:
         self.distiller, self.task, self.model = distiller, distiller.task, distiller.student
         self.discriminator = distiller.discriminator
         self.modules = {"model": self.model, "terms": distiller.terms}
-        self.student_phase = dist.wrap(StudentPhase(distiller))
+        # Terms on tapped features alone leave the student's layers after the last tap without gradients.
+        features_only = not any(term.reads_output for term in distiller.terms.values())
+        self.student_phase = dist.wrap(StudentPhase(distiller), find_unused_parameters=features_only)
         self.trained_parameters = list(distiller.student_parameters())
         self.optimizers = {"model": build_optimizer(self.trained_parameters, config.optim)}
         self.clip = {"model": config.optim.grad_clip}
@@ -60,6 +62,7 @@ class Stepper:
         optim = {"model": config.optim, "discriminator": config.gan.optim}
         self.schedules = {name: build_schedule(opt, optim[name], config.steps) for name, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self._noise: tuple = (None, None)  # ((step, dims), the step's global noise)
         self.ema = None
         if config.ema > 0:
             self.ema = AveragedModel(self.model, avg_fn=ema_update(config.ema), use_buffers=True)
@@ -72,24 +75,27 @@ class Stepper:
         """draw_noise(dims) for one micro-batch: each sample's noise depends only on (seed, step, its position
         in the step's global batch), so 2 processes × B, 1 × 2B and 2 micro-batches × B draw the same noise
         for the same samples, and a resumed run draws what an uninterrupted one would."""
-        world, accumulate = self.dist.world_size, self.config.optim.accumulate
 
         def draw(dims: int) -> Tensor:
-            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-            noise = torch.randn(world * accumulate * batch_size, dims, generator=generator)
-            # The sampler gives rank r the samples r, r + world, ... of the step: the same positions here.
-            rows = self.dist.rank + world * (micro_batch * batch_size + torch.arange(batch_size))
-            return noise[rows].to(self.device)
+            key = (step, dims)
+            if self._noise[0] != key:  # the step's global noise, once per step; the stream runs always drew
+                generator = torch.Generator().manual_seed(self.config.seed * 1_000_003**2 + step)
+                count = self.dist.world_size * self.config.optim.accumulate * batch_size
+                self._noise = (key, torch.randn(count, dims, generator=generator))
+            return self._noise[1][step_positions(self.dist, micro_batch, batch_size)].to(self.device)
 
         return draw
 
     # -- the step ---------------------------------------------------------------------------------------------
 
     def step(self, micro_batches: list, step: int) -> dict[str, float]:
-        """One optimizer step (and discriminator step) on the step's micro-batches, the `step`-th (0-based).
+        """One optimizer step of the student (and of the discriminator) on the step's micro-batches, the
+        `step`-th of the run (0-based).
 
         Each micro-batch's loss is weighted by its share of the step's samples, so the accumulated gradient
-        is that of the mean over all of them (not a mean of per-micro-batch means).
+        is that of the mean over all of them (not a mean of per-micro-batch means). Both phases' gradients
+        are computed before either update is applied, so a NaN in either stops the step with no update; the
+        discriminator judges the fakes of the student before its update, as in the alternating GAN step.
         """
         items = [tuple(part.to(self.device, non_blocking=True) for part in batch) for batch in micro_batches]
         shares = _shares(items)
@@ -109,16 +115,20 @@ class Stepper:
                 judged.append((real, self.distiller.last_student_output, self.distiller.last_condition))
         total = logged.pop("total")
         self._check_finite(total, logged)
+        discriminator_loss = self._discriminator_backward(judged, shares) if judged else None
         self._apply("model", self.trained_parameters)
+        if discriminator_loss is not None:
+            self._apply("discriminator", list(self.discriminator.parameters()))
+        self.scaler.update()  # once per step, after every optimizer stepped (torch's rule for several optimizers)
         scalars = dict(zip(logged, torch.stack(list(logged.values())).tolist(), strict=True)) | {"loss": total.item()}
-        if judged:
-            scalars["d_loss"] = self._discriminator_step(judged, shares)
+        if discriminator_loss is not None:
+            scalars["d_loss"] = discriminator_loss
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         scalars["lr"] = self.schedules["model"].get_last_lr()[0]
         return scalars
 
-    def _discriminator_step(self, judged: list, shares: list[float]) -> float:
+    def _discriminator_backward(self, judged: list, shares: list[float]) -> float:
         self.discriminator.requires_grad_(True)
         loss_sum = 0.0
         for index, ((real, fake, condition), share) in enumerate(zip(judged, shares, strict=True)):
@@ -128,7 +138,6 @@ class Stepper:
                 self.scaler.scale(loss * share).backward()
             loss_sum = loss_sum + share * loss.detach()
         self._check_finite(loss_sum, {"d_loss": loss_sum})
-        self._apply("discriminator", list(self.discriminator.parameters()))
         return float(loss_sum)
 
     def _apply(self, name: str, parameters: list[nn.Parameter]) -> None:
@@ -137,7 +146,6 @@ class Stepper:
             self.scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(parameters, self.clip[name])
         self.scaler.step(optimizer)
-        self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
         self.schedules[name].step()
 

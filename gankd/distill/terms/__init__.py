@@ -6,17 +6,17 @@ kd, ce, logit_mse (classifier logits); adversarial (a discriminator).
 
 from .adversarial import AdversarialTerm
 from .base import (
+    RESERVED_NAMES,
     LossTerm,
     StepTensors,
     TermContext,
     build_term,
     build_terms,
-    check_output,
+    check_task,
     register_term,
     term_class,
     term_names,
     term_options,
-    trains_discriminator,
 )
 from .features import AdaptedTerm, AttentionTerm, FeatureTerm
 from .logits import CrossEntropyTerm, KDTerm, LogitMSETerm
@@ -38,10 +38,10 @@ __all__ = [
     "TermContext",
     "build_term",
     "build_terms",
-    "check_output",
+    "RESERVED_NAMES",
+    "check_task",
     "register_term",
     "term_class",
     "term_names",
     "term_options",
-    "trains_discriminator",
 ]

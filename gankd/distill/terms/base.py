@@ -28,8 +28,10 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from gankd.registry import Registry
+from gankd.tasks import Task
 
-_TERMS = Registry("loss term")
+# Names a step's results and logs use beside the terms': a term may not take them.
+RESERVED_NAMES = ("total", "loss", "d_loss", "lr", "step", "seconds")
 
 
 @dataclass
@@ -60,6 +62,8 @@ class LossTerm(nn.Module):
 
     Class attributes:
         needs_teacher: reads `step.teacher_output` or the teacher's features.
+        reads_output: reads `step.student_output` (False for terms on tapped features alone; then data
+            parallelism lets student layers after the last tap go without gradients).
         needs_target: reads `step.target` (the batch's targets or labels).
         needs_discriminator: reads `step.discriminate`, and trains the discriminator with
             `discriminator_loss`.
@@ -70,6 +74,7 @@ class LossTerm(nn.Module):
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
+    reads_output: ClassVar[bool] = True
     needs_target: ClassVar[bool] = False
     needs_discriminator: ClassVar[bool] = False
     outputs: ClassVar[tuple[str, ...]] = ("image", "logits")
@@ -97,17 +102,14 @@ class LossTerm(nn.Module):
         return f"weight={self.weight}"
 
 
+_TERMS = Registry("loss term", base=LossTerm)
+
+
 def register_term(name: str):
     """Class decorator adding a LossTerm subclass to the registry under `name` (and setting its `name`)."""
-
-    def decorate(cls: type[LossTerm]) -> type[LossTerm]:
-        if not (isinstance(cls, type) and issubclass(cls, LossTerm)):
-            raise TypeError(f"a loss term must be a subclass of gankd.distill.LossTerm, got {cls!r}")
-        _TERMS.add(name, cls)
-        cls.name = name
-        return cls
-
-    return decorate
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} names a logged scalar, not a loss term: choose another name")
+    return _TERMS.register(name)
 
 
 def term_names(output: str | None = None) -> list[str]:
@@ -137,43 +139,38 @@ def term_options(name: str, spec: object) -> dict[str, Any]:
     return {"weight": spec}
 
 
-def trains_discriminator(specs: Mapping[str, object]) -> bool:
-    """Whether the positively weighted terms of `specs` include one that trains a discriminator."""
-    return any(
-        name in _TERMS
-        and _TERMS.get(name).needs_discriminator
-        and term_options(name, spec).get("weight", inspect.signature(_TERMS.get(name)).parameters["weight"].default) > 0
-        for name, spec in specs.items()
-    )
+def build_term(name: str, spec: object, *, task: Task, impl: str) -> LossTerm:
+    """The term `name` built from `spec` for `task`.
 
-
-def build_term(name: str, spec: object, *, output: str, impl: str) -> LossTerm:
-    """The term `name` built from `spec` for a task whose models return `output`.
-
-    Unknown names and terms that cannot compare `output` raise ValueError listing the valid terms; options
-    the term does not take raise TypeError listing the ones it does.
+    Unknown names and terms the task cannot feed raise ValueError listing the valid terms; options the term
+    does not take raise TypeError listing the ones it does.
     """
     if name not in _TERMS:
-        raise ValueError(f"unknown loss term {name!r}; valid terms for {output} outputs: "
-                         f"{', '.join(term_names(output))}")  # fmt: skip
-    check_output(_TERMS.get(name), name, output)
+        raise ValueError(f"unknown loss term {name!r}; valid terms for {task.output} outputs: "
+                         f"{', '.join(term_names(task.output))}")  # fmt: skip
+    cls = _TERMS.get(name)
+    check_task(cls, name, task)
     options = term_options(name, spec)
-    if "impl" in inspect.signature(_TERMS.get(name)).parameters:
+    _TERMS.check_options(name, hidden=("impl",), **options)
+    if "impl" in inspect.signature(cls).parameters:
         options["impl"] = impl
-    return _TERMS.build(name, **options)
+    return cls(**options)
 
 
-def check_output(term: type[LossTerm] | LossTerm, name: str, output: str) -> None:
-    """ValueError when `term` cannot compare the `output` ("image", "logits") of the task's models."""
-    if output not in term.outputs:
+def check_task(term: type[LossTerm] | LossTerm, name: str, task: Task) -> None:
+    """ValueError when `task`'s batches cannot feed `term`: the models' output kind, or targets it needs."""
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} names a logged scalar, not a loss term: rename the term")
+    if task.output not in term.outputs:
         raise ValueError(f"loss term {name!r} compares {' or '.join(term.outputs)}, but this task's models output "
-                         f"{output}; valid terms: {', '.join(term_names(output))}")  # fmt: skip
+                         f"{task.output}; valid terms: {', '.join(term_names(task.output))}")  # fmt: skip
+    if term.needs_target and not task.has_targets:
+        raise ValueError(f"loss term {name!r} needs the batch's targets, and task {task.name!r} batches have none")
 
 
-def build_terms(specs: Mapping[str, object], *, output: str, impl: str) -> nn.ModuleDict:
-    """The positively weighted terms of `specs` ({name: weight or {weight, options}}), in the given order.
-
-    Terms with weight 0 are left out; a mapping that weights no term raises ValueError.
+def build_terms(specs: Mapping[str, object], *, task: Task, impl: str) -> nn.ModuleDict:
+    """The positively weighted terms of `specs` ({name: weight, {weight, options} or a LossTerm}) for `task`,
+    in the given order. Terms with weight 0 are left out; a mapping that weights no term raises ValueError.
     """
     if not isinstance(specs, Mapping):
         raise TypeError(f"terms must be a dict of term name -> weight or {{weight: ..., options}}, got "
@@ -181,13 +178,13 @@ def build_terms(specs: Mapping[str, object], *, output: str, impl: str) -> nn.Mo
     terms = nn.ModuleDict()
     for name, spec in specs.items():
         if isinstance(spec, LossTerm):  # a term object built by the caller
-            check_output(spec, name, output)
+            check_task(spec, name, task)
             term = spec
         else:
-            term = build_term(name, spec, output=output, impl=impl)
+            term = build_term(name, spec, task=task, impl=impl)
         if term.weight > 0:
             terms[name] = term
     if not terms:
-        raise ValueError(f"terms select no loss term: give at least one of {', '.join(term_names(output))} a "
+        raise ValueError(f"terms select no loss term: give at least one of {', '.join(term_names(task.output))} a "
                          "weight > 0")  # fmt: skip
     return terms

@@ -17,6 +17,7 @@ class FeaturePairsTerm(LossTerm):
     """A term summed over tapped pairs: `pairs` maps student module paths to teacher module paths."""
 
     needs_teacher = True
+    reads_output = False
 
     def __init__(self, weight: float, pairs: Mapping[str, str] | None):
         super().__init__(weight)
