@@ -84,7 +84,6 @@ class RegisteredMetric:
     evidence: type
     compute: MetricFunction
     needs_teacher: bool = False
-    description: str = ""
 
 
 _METRICS: dict[str, RegisteredMetric] = {}
@@ -102,7 +101,7 @@ def register_metric(*names: str, evidence: type, needs_teacher: bool = False):
         taken = [name for name in names if name in _METRICS and not same_definition(_METRICS[name].compute, function)]
         if taken:
             raise ValueError(f"metric {taken[0]!r} is already registered (by {_METRICS[taken[0]].compute!r})")
-        entry = RegisteredMetric(names, evidence, function, needs_teacher, (function.__doc__ or "").strip())
+        entry = RegisteredMetric(names, evidence, function, needs_teacher)
         for name in names:
             _METRICS[name] = entry
         return function

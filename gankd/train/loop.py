@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
-from gankd import tasks
 from gankd.config import ConfigError, RunConfig, config_from_saved, save_config, to_dict
 from gankd.metrics import MetricSettings
 
@@ -81,10 +81,11 @@ def _check_resumable(state: dict, config: RunConfig, location: Path) -> None:
                             "schedule decays to the last step; only constant schedules can be extended")  # fmt: skip
 
 
-def evaluate(stepper: Stepper, config: RunConfig) -> dict:
-    """The task's metrics (config.eval.metrics, else its defaults) of the trained model on the evaluation split."""
-    task = tasks.build(config.task)
-    dataset = build_dataset(config, config.eval.split)
+def evaluate(stepper: Stepper, config: RunConfig, dataset: Dataset | None = None) -> dict:
+    """The task's metrics (config.eval.metrics, else its defaults) of the trained model on the evaluation split
+    (`dataset`, built from the config when not given)."""
+    task = stepper.task
+    dataset = dataset if dataset is not None else build_dataset(config, config.eval.split)
     teacher = stepper.distiller.teacher
     names = config.eval.metrics or task.default_metrics(dataset, teacher=teacher is not None)
     settings = MetricSettings(stepper.device, config.eval.inception_weights, config.eval.lpips_net,
@@ -93,10 +94,9 @@ def evaluate(stepper: Stepper, config: RunConfig) -> dict:
                          num_samples=config.eval.num_samples or None)  # fmt: skip
 
 
-def save_samples(stepper: Stepper, config: RunConfig, path: Path) -> None:
-    """The task's sample grid (generator samples, or inputs/outputs/targets), when it has one."""
-    images = tasks.build(config.task).sample_grid(stepper.eval_model(), build_dataset(config, config.eval.split),
-                                                  stepper.device)  # fmt: skip
+def save_samples(stepper: Stepper, dataset: Dataset, path: Path) -> None:
+    """The task's sample grid (generator samples, or inputs/outputs/targets of `dataset`), when it has one."""
+    images = stepper.task.sample_grid(stepper.eval_model(), dataset, stepper.device)
     if images is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +126,7 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
         distiller = build_objective(config, dist, teacher_state(config) if config.mode == "distill" else None)
         stepper = Stepper(config, dist, distiller)
         dataset = build_dataset(config, "train")
+        eval_data = build_dataset(config, config.eval.split) if dist.is_main else None  # built once per run
     except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
         raise ConfigError(f"cannot build the run from its config: {error}") from error
     start = 0
@@ -163,9 +164,9 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                 dist.barrier()
             saved_through = done if done % config.checkpoint_every == 0 or done == end else saved_through
             if dist.is_main and config.sample_every and done % config.sample_every == 0:
-                save_samples(stepper, config, run_dir / "samples" / f"step_{done:06d}.png")
+                save_samples(stepper, eval_data, run_dir / "samples" / f"step_{done:06d}.png")
             if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
-                logger.log(done, {f"eval/{k}": v for k, v in evaluate(stepper, config)["metrics"].items()})
+                logger.log(done, {f"eval/{k}": v for k, v in evaluate(stepper, config, eval_data)["metrics"].items()})
     except KeyboardInterrupt:
         # Keep every completed step, unless the interrupt landed inside a step (its updates are partial).
         if dist.is_main and done > saved_through and not in_step:
@@ -181,8 +182,8 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
         logger.close()
     if end < config.steps or not dist.is_main:
         return {}
-    result = evaluate(stepper, config)
+    result = evaluate(stepper, config, eval_data)
     result["train_seconds"] = time.perf_counter() - started
-    save_samples(stepper, config, run_dir / "samples" / "final.png")
+    save_samples(stepper, eval_data, run_dir / "samples" / "final.png")
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
