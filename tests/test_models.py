@@ -192,9 +192,14 @@ def test_torchvision_weights_load_from_a_local_file(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(images), source(images))
     assert feature_layers(loaded) == ("layer1", "layer2", "layer3", "layer4")
-    with pytest.raises(ValueError, match=r"does not fit torchvision resnet18 \(num_classes=1000\)"):
+    same = build("torchvision", arch="resnet18", num_classes=10, weights=path, weights_format="torchvision").eval()
+    with torch.no_grad():
+        assert torch.equal(same(images), source(images))
+    with pytest.raises(
+        ValueError, match=r"does not fit ResNet: size mismatch for fc.weight.*\[10, 512\].*\[1000, 512\]"
+    ):
         build("torchvision", arch="resnet18", weights_path=path)
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(ValueError, match="missing.pt does not exist"):
         build("torchvision", arch="resnet18", weights_path=tmp_path / "missing.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="garbage.pt"):
@@ -214,7 +219,7 @@ def test_torchvision_taps_follow_the_architecture(arch, device, taps):
 
 def test_names_and_errors_name_what_was_wrong():
     assert {"dcgan_g", "resnet_g", "dcgan_d", "patchgan_d", "cifar_resnet", "resnet8x4", "resnet32x4", "small_cnn",
-            "torchvision"} == set(models.names())  # fmt: skip
+            "torchvision", "unet_g"} == set(models.names())  # fmt: skip
     with pytest.raises(ValueError, match=r"unknown model 'resnet_gg'; valid names: .*dcgan_g.*resnet_g"):
         build("resnet_gg")
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'ngff'.*valid options: .*ngf"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gankd.models.layers import apply_spectral_norm, example_images, example_labels, norm_layer
-from gankd.options import check_bool, check_int, check_power_of_two
+from gankd.models.layers import NORMS, apply_spectral_norm, example_images, example_labels, norm_layer
+from gankd.options import check_bool, check_choice, check_int, check_power_of_two
 
 
 class DCGANDiscriminator(nn.Module):
@@ -90,6 +90,8 @@ class PatchGANDiscriminator(nn.Module):
     convs and one stride-1 conv, the width doubling each time up to `8·ndf`, each with norm and LeakyReLU;
     `head`: a stride-1 4×4 conv to one channel. For a conditional (pix2pix) discriminator pass the input
     and output images concatenated: `in_channels = 6` for RGB → RGB. CycleGAN uses `norm="instance"`.
+    Official pytorch-CycleGAN-and-pix2pix `NLayerDiscriminator` checkpoints load with
+    `build("patchgan_d", weights=path, weights_format="cyclegan")`.
 
     Distillation taps (`feature_layers`): `stem` and every `blocks.<i>`.
     """
@@ -101,6 +103,7 @@ class PatchGANDiscriminator(nn.Module):
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.ndf = check_int("ndf", ndf, minimum=1)
         self.n_layers = check_int("n_layers", n_layers, minimum=1)
+        self.norm = check_choice("norm", norm, NORMS)
         check_bool("spectral_norm", spectral_norm)
         bias = norm != "batch"
 

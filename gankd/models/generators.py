@@ -1,6 +1,7 @@
-"""Generators: the DCGAN noise-to-image generator and the pix2pix/CycleGAN ResNet image-to-image generator.
+"""Generators: the DCGAN noise-to-image generator and the pix2pix/CycleGAN ResNet image-to-image generator
+(the pix2pix U-Net is in gankd.models.unet).
 
-Both end in tanh, so images come out in [-1, 1], the range gankd.data gives images in.
+All end in tanh, so images come out in [-1, 1], the range gankd.data gives images in.
 """
 
 from __future__ import annotations
@@ -79,14 +80,15 @@ class DCGANGenerator(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    """x + (reflection-pad, 3×3 conv, norm, ReLU, reflection-pad, 3×3 conv, norm)(x), as in pix2pix."""
+    """x + (reflection-pad, 3×3 conv, norm, ReLU, [Dropout(0.5),] reflection-pad, 3×3 conv, norm)(x), as in
+    pix2pix (the dropout with `dropout=True`, pix2pix's `use_dropout`)."""
 
-    def __init__(self, channels: int, norm: str):
+    def __init__(self, channels: int, norm: str, dropout: bool = False):
         super().__init__()
         bias = norm != "batch"
         self.body = nn.Sequential(
             nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels),
-            nn.ReLU(True),
+            nn.ReLU(True), *([nn.Dropout(0.5)] if dropout else []),
             nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels),
         )  # fmt: skip
 
@@ -105,7 +107,13 @@ class ResnetGenerator(nn.Module):
     divisible by `2^n_downsampling`. `norm`: "instance" (CycleGAN), "batch" (pix2pix) or "none" (as
     super-resolution networks since EDSR; no train/eval gap). Conv biases are used unless `norm="batch"`. With
     `residual=True` the network predicts a correction to the bicubic upsampling of its input (the usual
-    super-resolution set-up), so it starts from bicubic quality instead of from nothing.
+    super-resolution set-up), so it starts from bicubic quality instead of from nothing. `dropout=True` puts
+    Dropout(0.5) between the two convs of each residual block (pix2pix's `use_dropout`; GAN Compression's
+    teachers have it).
+
+    Official pytorch-CycleGAN-and-pix2pix `ResnetGenerator` checkpoints (`resnet_6blocks`, `resnet_9blocks`)
+    load with `build("resnet_g", n_blocks=9, weights=path, weights_format="cyclegan")` (n_downsampling 2,
+    upscale 1, residual off: that architecture).
 
     Distillation taps (`feature_layers`): `down`, up to four evenly spaced `blocks.<i>` (the last always
     included), and `up` when it is not empty. MACs scale about as `ngf²`.
@@ -121,6 +129,7 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
         upscale: int = 1,
         residual: bool = False,
+        dropout: bool = False,
     ):
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
@@ -131,6 +140,7 @@ class ResnetGenerator(nn.Module):
         self.norm = check_choice("norm", norm, ("instance", "batch", "none"))
         self.upscale = check_power_of_two("upscale", upscale, minimum=1, maximum=16)
         self.residual = check_bool("residual", residual)
+        self.dropout = check_bool("dropout", dropout)
         if residual and in_channels != out_channels:
             raise ValueError(f"residual=True needs in_channels == out_channels, got {in_channels} and {out_channels}")
         bias = norm != "batch"
@@ -142,7 +152,7 @@ class ResnetGenerator(nn.Module):
         self.down = nn.Sequential(*down)
 
         width = ngf * 2**n_downsampling
-        self.blocks = nn.Sequential(*(ResnetBlock(width, norm) for _ in range(n_blocks)))
+        self.blocks = nn.Sequential(*(ResnetBlock(width, norm, dropout) for _ in range(n_blocks)))
 
         # Undo the downsampling (halving the width each time), then upsample further at width ngf.
         up = []

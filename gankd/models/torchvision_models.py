@@ -6,12 +6,11 @@ holding a state dict (for example one saved earlier with `torch.save(model.state
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from gankd.models.weight_formats import load_weights
 from gankd.options import check_int
 
 
@@ -26,8 +25,9 @@ def build_torchvision(arch: str, num_classes: int = 1000, weights_path: str | Pa
     """torchvision classification model `arch` with `num_classes` outputs; weights from `weights_path` if given.
 
     The weights file must hold a state dict that fits the model exactly (same `num_classes`); it is loaded
-    with `torch.load(..., weights_only=True)`. The model gets a `feature_layers` attribute, see
-    `torchvision_feature_layers`.
+    with `torch.load(..., weights_only=True)`. `weights_path` is the same as
+    `gankd.models.build("torchvision", ..., weights=path, weights_format="torchvision")`. The model gets a
+    `feature_layers` attribute, see `torchvision_feature_layers`.
     """
     import torchvision
 
@@ -39,28 +39,9 @@ def build_torchvision(arch: str, num_classes: int = 1000, weights_path: str | Pa
     check_int("num_classes", num_classes, minimum=1)
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     if weights_path is not None:
-        load_weights(model, weights_path, f"torchvision {arch} (num_classes={num_classes})")
+        load_weights(model, weights_path, "torchvision")
     model.feature_layers = torchvision_feature_layers(model)
     return model
-
-
-def load_weights(model: nn.Module, weights_path: str | Path, description: str) -> None:
-    """Load a state dict from a local file into `model`, strictly; errors name the file and the model."""
-    if not isinstance(weights_path, (str, Path)):
-        raise TypeError(f"weights_path must be a str or Path, got {type(weights_path).__name__}")
-    path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read weights file {path} as a torch state dict: {error}") from error
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"weights file {path} holds a {type(state_dict).__name__}, not a state dict")
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        raise ValueError(f"weights file {path} does not fit {description}: {error}") from error
 
 
 def torchvision_feature_layers(model: nn.Module) -> tuple[str, ...]:

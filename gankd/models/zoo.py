@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,11 +13,14 @@ from gankd.models.cost import cost, example_inputs
 from gankd.models.discriminators import DCGANDiscriminator, PatchGANDiscriminator
 from gankd.models.generators import DCGANGenerator, ResnetGenerator
 from gankd.models.torchvision_models import build_torchvision
+from gankd.models.unet import UnetGenerator
+from gankd.models.weight_formats import load_weights
 from gankd.registry import Registry
 
 _MODELS = Registry("model")
 _MODELS.add("dcgan_g", DCGANGenerator)
 _MODELS.add("resnet_g", ResnetGenerator)
+_MODELS.add("unet_g", UnetGenerator)
 _MODELS.add("dcgan_d", DCGANDiscriminator)
 _MODELS.add("patchgan_d", PatchGANDiscriminator)
 _MODELS.add("cifar_resnet", CifarResNet)
@@ -29,6 +33,7 @@ _MODELS.add("torchvision", build_torchvision)
 TEACHER_STUDENT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "dcgan_g": ({"ngf": 64}, {"ngf": 16}),
     "resnet_g": ({"ngf": 64}, {"ngf": 16}),
+    "unet_g": ({"ngf": 64}, {"ngf": 16}),
     "dcgan_d": ({"ndf": 64}, {"ndf": 16}),
     "patchgan_d": ({"ndf": 64}, {"ndf": 16}),
     "cifar_resnet": ({"depth": 32, "width": 4}, {"depth": 32, "width": 1}),
@@ -39,13 +44,19 @@ TEACHER_STUDENT: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def build(name: str, **options: Any) -> nn.Module:
-    """Build the model registered under `name` with `options` (its constructor's keyword arguments).
+def build(name: str, *, weights: str | Path | None = None, weights_format: str = "gankd", **options: Any) -> nn.Module:
+    """Build the model registered under `name` with `options` (its constructor's keyword arguments), and load
+    the local file `weights` written in `weights_format` when given (see gankd.models.weight_formats:
+    "gankd", "cyclegan", "dcgan_example", "torchvision"; the file's keys are converted, then loaded strictly).
 
     Unknown names raise ValueError listing `names()`; unknown options raise TypeError listing the valid
-    ones; options of the wrong type or value raise TypeError / ValueError naming the option.
+    ones; options of the wrong type or value raise TypeError / ValueError naming the option; a weights file
+    that does not fit raises WeightsFormatError naming the keys.
     """
-    return _MODELS.build(name, **options)
+    model = _MODELS.build(name, **options)
+    if weights is not None:
+        load_weights(model, weights, weights_format)
+    return model
 
 
 def names() -> list[str]:

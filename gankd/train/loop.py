@@ -19,7 +19,7 @@ from gankd.config import ConfigError, RunConfig, config_from_saved, save_config,
 from gankd.metrics import MetricSettings
 
 from .builders import batches, build_dataset, build_model
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, trained_weights
 from .distributed import Distributed, setup, teardown
 from .logger import RunLogger
 from .objective import build_objective
@@ -35,13 +35,6 @@ class TrainingError(RuntimeError):
 
 def run_directory(config: RunConfig) -> Path:
     return Path(config.output_dir) / config.name
-
-
-def trained_weights(state: dict) -> dict:
-    """The weights a run produced: its EMA average when it kept one, else the trained model's."""
-    if state.get("ema") is None:
-        return state["model"]
-    return {key.removeprefix("module."): value for key, value in state["ema"].items() if key != "n_averaged"}
 
 
 def saved_config(state: dict, location) -> RunConfig:
