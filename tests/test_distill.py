@@ -94,7 +94,7 @@ def test_feature_taps_bad_input():
     with pytest.raises(ValueError, match="'0' was changed in place after it was tapped"):
         taps["0"]
     tuple_model = nn.LSTM(2, 2)
-    with FeatureTaps(tuple_model, [""]), pytest.raises(TypeError, match="returned tuple"):
+    with FeatureTaps(tuple_model, [""]), pytest.raises(ValueError, match="returned a tuple of 2"):
         tuple_model(torch.randn(1, 1, 2))
     assert no_hooks(tuple_model)
 

@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import nn
 
-from gankd.distill.taps import resolve_module
+from gankd.distill.taps import resolve_module, split_tap_path
 
 # Attributes by which layers declare how many channels (or features) they output, in order of preference.
 _CHANNEL_ATTRIBUTES = ("out_channels", "num_features", "num_channels", "out_features")
@@ -21,8 +21,14 @@ def declared_channels(model: nn.Module, path: str, *, role: str = "model") -> in
     norms, linears) registered inside the module, or before it when it has none (a pooling or activation
     tap). This assumes modules are registered in the order they run, as in nn.Sequential and the gankd
     zoo; the first forward checks the real shapes.
+
+    A tap path with an element selector ("synthesis.b64[0]") gives None once its module part resolves: no
+    layer declares the channels of one element of a tuple, so they are read from an example forward.
     """
-    resolve_module(model, path, role=role)
+    module_path, selectors = split_tap_path(path, role=role)
+    resolve_module(model, module_path, role=role)
+    if selectors:
+        return None
     channels, inside = None, False
     for name, module in model.named_modules():
         within = path == "" or name == path or name.startswith(path + ".")
