@@ -29,6 +29,7 @@ from gankd.train.builders import build_dataset, build_model
 from gankd.train.distributed import Distributed
 from gankd.train.objective import build_objective
 from gankd.train.stepper import Stepper
+from gankd.train.teacher import Teacher
 
 WORKLOADS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn"}
 PROVIDERS = {"reference": "reference", "fused": "triton"}
@@ -44,12 +45,12 @@ def workload_config(workload: str, provider: str, precision: str, batch: int | N
     return load_config(configs.path(f"{WORKLOADS[workload]}_distill"), settings)
 
 
-def random_teacher_state(config: RunConfig) -> dict:
-    """What build_objective reads from a teacher run, with random weights: the shipped teacher's architecture
-    (and a discriminator, read only when the objective trains one)."""
+def random_teacher(config: RunConfig) -> Teacher:
+    """A teacher as build_objective takes it, with random weights: the shipped teacher's architecture (and a
+    discriminator warm start, used only when the objective trains one)."""
     teacher_config = load_config(configs.path(f"{config.name.removesuffix('_distill')}_teacher"))
-    return {"model_config": teacher_config.model, "weights": build_model(teacher_config.model).state_dict(),
-            "discriminator": build_model(config.gan.discriminator).state_dict()}  # fmt: skip
+    discriminator = build_model(config.gan.discriminator).state_dict()
+    return Teacher(build_model(teacher_config.model).eval(), lambda module: module.load_state_dict(discriminator))
 
 
 def first_batch(config: RunConfig) -> tuple[Tensor, Tensor]:
@@ -85,7 +86,7 @@ def measure(workload: str, provider: str, precision: str, batch: int | None, dev
             overrides: list[str]) -> dict:  # fmt: skip
     config = workload_config(workload, provider, precision, batch, str(device), overrides)
     dist = Distributed(device=device)
-    stepper = Stepper(config, dist, build_objective(config, dist, random_teacher_state(config)))
+    stepper = Stepper(config, dist, build_objective(config, dist, random_teacher(config)))
     data = first_batch(config)
     counter = iter(range(10**9))
     step_ms = time_step(lambda: stepper.step([data], next(counter)), device, reps)

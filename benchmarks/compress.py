@@ -1,7 +1,8 @@
 """Compression results: teacher, scratch student and distilled student of each shipped task, over seeds.
 
-For every task and seed it trains the teacher, the scratch student and the distilled student from the
-shipped configs (the same budget for scratch and distilled), then appends long-format rows to
+For every task and seed it trains the teacher, the scratch student, the distilled student and the distilled
+student initialised from the teacher (pruned to its widths) from the shipped configs (the same budget for
+every student), then appends long-format rows to
 benchmarks/results/compression.csv: task, variant, seed, metric, value, device, commit. Metrics: params,
 MACs, CPU latency at batch 1 and 64 (ms), and the task's quality metrics (fd_digits/kid_digits for the
 digits generator, psnr/ssim for super-resolution, accuracy/agreement for the classifier; standard fid/kid
@@ -10,6 +11,7 @@ also gets `bicubic` rows: psnr/ssim of plain bicubic upsampling, the floor a lea
 
     python -m benchmarks.compress                                  # all tasks, seeds 0 1 2
     python -m benchmarks.compress --tasks digits_gan --seeds 0 --set steps=100   # a quick look
+    python -m benchmarks.compress --variants distilled_init        # only the students initialised from the teacher
     python -m benchmarks.compress --ablation                       # digits: which distillation terms help
 
 `--ablation` trains the digits student with the distillation terms added one at a time (results_table.py's
@@ -30,7 +32,7 @@ import gankd.data
 from benchmarks.bench_common import append_rows, environment
 from benchmarks.results_table import ABLATION_TERMS
 from gankd import configs
-from gankd.config import load_config
+from gankd.config import load_config, with_absolute_paths
 from gankd.distill.terms import term_options
 from gankd.metrics import evaluate_paired
 from gankd.train import run_directory, train
@@ -38,7 +40,9 @@ from gankd.train.demo import measure_run
 from gankd.weights import INCEPTION_V3, LPIPS_BACKBONES, MetricWeightsError, resolve_weights
 
 TASKS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn"}
-VARIANTS = {"teacher": "teacher", "scratch": "scratch", "distilled": "distill"}
+# Variant → the shipped config it trains. "distilled_init" is the distilled student that starts as the teacher
+# pruned to its widths (distill.student_init: teacher) instead of from random weights.
+VARIANTS = {"teacher": "teacher", "scratch": "scratch", "distilled": "distill", "distilled_init": "distill"}
 COLUMNS = ["task", "variant", "seed", "metric", "value", "device", "commit"]
 # Standard metrics added to a task's evaluation when their weights are on this machine (never downloaded).
 STANDARD_METRICS = {"digits_gan": (INCEPTION_V3, ["fid", "kid"]), "photos_sr": (LPIPS_BACKBONES["alex"], ["lpips"])}
@@ -60,23 +64,25 @@ def standard_metrics(task: str) -> list[str]:
 
 
 def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: list[str]) -> Path:
-    """Train one variant (reusing a finished run in work_dir) and return its run directory. `variant` is
-    teacher, scratch, distilled, or a key of ABLATION_TERMS (the distilled student with those terms)."""
+    """Train one variant (reusing a finished run in work_dir) and return its run directory. `variant` is a key
+    of VARIANTS, or of ABLATION_TERMS (the distilled student with those terms)."""
     family = TASKS[task]
     ablation = variant in ABLATION_TERMS
     name = f"{family}_{VARIANTS['distilled' if ablation else variant]}"
     extra = [f"seed={seed}", f"output_dir={work_dir / f'seed{seed}'}", *overrides]
     if variant != "teacher":
         extra += STUDENT_OVERRIDES.get(task, [])
-    if variant == "distilled" or ablation:
+    if VARIANTS.get(variant) == "distill" or ablation:
         extra.append(f"distill.teacher={work_dir / f'seed{seed}' / f'{family}_teacher'}")
+    if variant == "distilled_init":
+        extra += [f"name={family}_distill_init", "distill.student_init=teacher"]
     if ablation:
         slug = variant.removeprefix("+")
         extra += [f"name={family}_ablation_{slug}", f"terms={ablation_terms(variant)}"]
     config = load_config(configs.path(name), extra)
     config.eval.metrics = config.eval.metrics + [m for m in standard_metrics(task) if m not in config.eval.metrics]
     run = run_directory(config)
-    if (run / "metrics.json").is_file() and load_config(run / "config.yaml") != config:
+    if (run / "metrics.json").is_file() and load_config(run / "config.yaml") != with_absolute_paths(config):
         raise SystemExit(f"{run} was trained from a different config than the shipped one now gives; "
                          "remove it or pass another --work-dir")  # fmt: skip
     if not (run / "metrics.json").is_file():
@@ -107,6 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="variants to train and measure (distilled ones train their teacher first)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override every run's config (e.g. steps=100 for a quick look)")  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=Path("runs/compress"), help="where the runs go")
@@ -117,7 +125,7 @@ def main() -> None:
     if args.ablation:
         args.tasks, variants = ["digits_gan"], ("teacher", "scratch", *ABLATION_TERMS)
     else:
-        variants = ("teacher", "scratch", "distilled")
+        variants = tuple(args.variants)
     args.out = args.out or Path(__file__).parent / "results" / ("ablation.csv" if args.ablation else "compression.csv")
 
     torch.set_num_threads(torch.get_num_threads())

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+WEIGHTS_FORMAT_HELP = "the weights file's format, a gankd.models.weights_formats() name (default gankd; e.g. cyclegan)"
+
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The cost table as Markdown: params and MACs in millions; a student row also shows how many times
@@ -43,15 +45,13 @@ def _option(text: str) -> tuple[str, Any]:
     return key, read_yaml(value)
 
 
-def _built_model(name: str, options: list[tuple[str, Any]], weights: str | None):
-    import torch
+def _built_model(name: str, options: list[tuple[str, Any]], weights: str | None, weights_format: str = "gankd"):
+    from gankd.models import WeightsFormatError, build
 
-    from gankd.models import build
-
-    model = build(name, **dict(options))
-    if weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.eval()
+    try:
+        return build(name, weights=weights, weights_format=weights_format, **dict(options)).eval()
+    except WeightsFormatError as error:
+        raise SystemExit(f"gankd: error: {error}") from None
 
 
 def _write_json(result: dict, out: str | None) -> None:
@@ -102,7 +102,7 @@ def _evaluate(arguments: argparse.Namespace) -> None:
         data_name = arguments.data or config.data.name
         data_options = dict(arguments.data_set) or (dict(config.data.options) if data_name == config.data.name else {})
     elif arguments.model and arguments.data:
-        model = _built_model(arguments.model, arguments.set, arguments.weights)
+        model = _built_model(arguments.model, arguments.set, arguments.weights, arguments.weights_format)
         data_name, data_options = arguments.data, dict(arguments.data_set)
     else:
         raise SystemExit("gankd eval: give --checkpoint, or --model and --data, or --generated and --reference")
@@ -110,12 +110,14 @@ def _evaluate(arguments: argparse.Namespace) -> None:
     task_name = arguments.task or (config.task if config is not None else None)
     task = tasks.build(task_name) if task_name else tasks.infer(model, dataset[0])
     if arguments.teacher_model:
-        teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights)
+        teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights,
+                               arguments.teacher_weights_format)  # fmt: skip
     names = names or task.default_metrics(dataset, teacher=teacher is not None or _has_teacher(config))
-    if teacher is None and _has_teacher(config) and metrics.needs_teacher(names):  # only then load the teacher
-        from gankd.train import load_trained_model
+    wants_teacher = metrics.needs_teacher(names) or task.compares_with_teacher
+    if teacher is None and _has_teacher(config) and wants_teacher:  # only then load the teacher
+        from gankd.train import load_teacher
 
-        teacher = load_trained_model(config.distill.teacher)[0]
+        teacher = load_teacher(config).model
     settings = metrics.MetricSettings(inception_weights=arguments.inception_weights)
     result = task.evaluate(model, dataset, names, teacher=teacher, settings=settings)
     if arguments.speed:
@@ -140,7 +142,7 @@ def _export(arguments: argparse.Namespace) -> None:
         except CheckpointError as error:
             raise SystemExit(f"gankd export: {error}") from None
     elif arguments.model:
-        model = _built_model(arguments.model, arguments.set, arguments.weights)
+        model = _built_model(arguments.model, arguments.set, arguments.weights, arguments.weights_format)
     else:
         raise SystemExit("gankd export: give --checkpoint (a run) or --model (a zoo name, with --weights)")
     _write_json(export_onnx(model, example_inputs(model, 2), arguments.out), None)
@@ -227,10 +229,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--model", help="zoo name of the model to evaluate (see `gankd models`)")
     evaluate.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                           help="a model option, e.g. --set ngf=16 (repeatable)")  # fmt: skip
-    evaluate.add_argument("--weights", help="state dict file of the model (torch.save of model.state_dict())")
+    evaluate.add_argument("--weights", help="weights file of the model (torch.save of model.state_dict(), or another "
+                          "project's file with --weights-format)")  # fmt: skip
+    evaluate.add_argument("--weights-format", default="gankd", help=WEIGHTS_FORMAT_HELP)
     evaluate.add_argument("--teacher-model", help="zoo name of a teacher, for classifier agreement")
     evaluate.add_argument("--teacher-set", type=_option, action="append", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--teacher-weights")
+    evaluate.add_argument("--teacher-weights-format", default="gankd", help=WEIGHTS_FORMAT_HELP)
     evaluate.add_argument("--data", help="data set name (see gankd.data.names())")
     evaluate.add_argument("--data-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                           help="a data set option, e.g. --data-set root=photos/ (repeatable)")  # fmt: skip
@@ -246,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     export.add_argument("--checkpoint", help="a gankd run directory or checkpoint")
     export.add_argument("--model", help="zoo name (see `gankd models`), with --weights")
     export.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE")
-    export.add_argument("--weights", help="state dict file of the model")
+    export.add_argument("--weights", help="weights file of the model")
+    export.add_argument("--weights-format", default="gankd", help=WEIGHTS_FORMAT_HELP)
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.set_defaults(run=_export)
 

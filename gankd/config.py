@@ -29,9 +29,20 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class InputConfig:
+    # The input convention of a model trained elsewhere, applied to its image input before each forward
+    # (gankd's images are in [-1, 1]): e.g. a torchvision ImageNet classifier wants
+    # {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], size: 224}.
+    mean: list[float] = field(default_factory=list)  # per channel, of images in [0, 1]; empty = images as given
+    std: list[float] = field(default_factory=list)  # per channel, with mean
+    size: int = 0  # resize to size × size (bilinear, antialiased) first; 0 = keep the size
+
+
+@dataclass
 class ModelConfig:
     name: str = "dcgan_g"  # a gankd.models name (see `gankd models`)
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of that model
+    input: InputConfig = field(default_factory=InputConfig)  # its input convention (default: gankd's)
 
 
 @dataclass
@@ -66,9 +77,22 @@ class GanConfig:
 
 
 @dataclass
+class TeacherConfig:
+    # A teacher trained elsewhere: its architecture and a local weights file in a gankd.models weights format.
+    model: ModelConfig = field(default_factory=ModelConfig)  # name, options (and input convention) of the teacher
+    weights: str = ""  # the weights file (required)
+    weights_format: str = "gankd"  # gankd | cyclegan | dcgan_example | torchvision (gankd.models.weights_formats())
+    discriminator_weights: str = ""  # its discriminator's file, same format (for distill.discriminator_from_teacher)
+
+
+@dataclass
 class DistillConfig:
-    teacher: str = ""  # the teacher's run directory or checkpoint file
-    discriminator_from_teacher: bool = True  # warm-start D from the teacher run's discriminator
+    # The teacher: a gankd run directory or checkpoint file, or a TeacherConfig mapping
+    # {model: {name, options}, weights: PATH, weights_format: FORMAT}. Paths become absolute when a run starts.
+    teacher: str | TeacherConfig = ""
+    teacher_mode: str = "eval"  # eval | train: batch statistics and dropout on, as pix2pix's published outputs
+    student_init: str = "random"  # random | teacher: the teacher pruned to the student's widths (torch-pruning)
+    discriminator_from_teacher: bool = True  # warm-start D from the teacher's discriminator
 
 
 @dataclass
@@ -85,7 +109,7 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     name: str = "run"  # run directory name under `output_dir`
-    task: str = "generator"  # a gankd.tasks name: generator | image2image | classifier
+    task: str = "generator"  # a gankd.tasks name: generator | image2image | translation | classifier
     mode: str = "teacher"  # teacher | scratch (no teacher) | distill (from distill.teacher)
     model: ModelConfig = field(default_factory=ModelConfig)  # what is trained (the student in distill mode)
     data: DataConfig = field(default_factory=DataConfig)
@@ -139,8 +163,11 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
-        inner = next(option for option in options if option is not type(None))
-        return _convert(value, inner, where)
+        inner = [option for option in options if option is not type(None)]
+        if len(inner) > 1:  # e.g. str | TeacherConfig: a mapping is the dataclass, anything else the plain type
+            mapping = isinstance(value, dict)
+            inner = [option for option in inner if dataclasses.is_dataclass(option) == mapping] or inner
+        return _convert(value, inner[0], where)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping of {annotation.__name__} fields, got {value!r}")
@@ -271,6 +298,23 @@ def validate(config: RunConfig) -> None:
         check_run(config)
     except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from None
+
+
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """`config` with its teacher's paths made absolute (from the current directory), as a run records them, so
+    the run evaluates and resumes from any directory."""
+    config = dataclasses.replace(config, distill=dataclasses.replace(config.distill))
+    teacher = config.distill.teacher
+    if isinstance(teacher, str):
+        config.distill.teacher = _absolute(teacher)
+    else:
+        paths = {key: _absolute(getattr(teacher, key)) for key in ("weights", "discriminator_weights")}
+        config.distill.teacher = dataclasses.replace(teacher, **paths)
+    return config
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute()) if path else path
 
 
 def save_config(config: RunConfig, path: Path) -> None:

@@ -42,7 +42,7 @@ def test_timed_terms_are_the_trainers_terms_on_its_batch(workload):
     # with batch norm from running statistics, its total is the step's.
     config = bench_train_step.workload_config(workload, "reference", "fp32", 3, "cpu")
     dist = Distributed()
-    stepper = Stepper(config, dist, build_objective(config, dist, bench_train_step.random_teacher_state(config)))
+    stepper = Stepper(config, dist, build_objective(config, dist, bench_train_step.random_teacher(config)))
     stepper.distiller.eval()
     data = bench_train_step.first_batch(config)
     timed_total = bench_train_step.loss_terms_step(stepper, data)()

@@ -8,12 +8,13 @@ terms["total"].backward()                 # optimizer over distiller.student_par
 """
 
 from gankd.distill.adapters import declared_channels
-from gankd.distill.distiller import Distiller, DistillTerms
+from gankd.distill.distiller import TEACHER_MODES, Distiller, DistillTerms
 from gankd.distill.phases import DiscriminatorPhase, StudentPhase
 from gankd.distill.taps import FeatureTaps, resolve_module
 from gankd.distill.terms import LossTerm, StepTensors, TermContext, register_term, term_names
 
 __all__ = [
+    "TEACHER_MODES",
     "DiscriminatorPhase",
     "DistillTerms",
     "Distiller",

@@ -16,8 +16,10 @@ from gankd import tasks
 from gankd.distill.adapters import adapter_device, declared_channels
 from gankd.distill.taps import FeatureTaps
 from gankd.distill.terms import StepTensors, TermContext, build_terms
-from gankd.options import check_bool
+from gankd.options import check_bool, check_choice
 from gankd.tasks import Task, TaskBatch
+
+TEACHER_MODES = ("eval", "train")  # the teacher's forward: running statistics, or batch statistics and dropout
 
 
 class DistillTerms(dict):
@@ -59,7 +61,7 @@ class Distiller(nn.Module):
         logit_mse     ‖y_teacher − y_student‖² per sample (`space` "logits" | "probabilities")
     Feature terms take `pairs={student module path: teacher module path}` and sum over them.
 
-    The teacher is put in eval mode with requires_grad False and stays so (also through `train()`); it is
+    The teacher is put in `teacher_mode` with requires_grad False and stays so (also through `train()`); it is
     not a submodule, so `state_dict()` holds `student.*`, the terms' parameters (`terms.adapted.adapters.<i>.*`)
     and `discriminator.*` (when given), never the teacher's weights; `.to()`/`.cuda()` move the teacher too.
     Forward hooks are registered on the tapped modules only while a forward runs. NaN terms are returned
@@ -75,6 +77,9 @@ class Distiller(nn.Module):
         conditional_discriminator: the discriminator also sees the batch's condition (the task says what:
             labels for a projection discriminator, input images concatenated before the image for pix2pix).
         impl: "auto", "triton" or "reference", for every term that runs a fused kernel.
+        teacher_mode: "eval" (the default: running statistics, no dropout) or "train": batch statistics and
+            dropout on in the teacher's forward, as pix2pix's published outputs are made (its test script
+            calls eval() only with --eval). The teacher stays frozen either way.
         example_batch: a batch to run once at construction (no gradients, eval mode) to read the tapped
             channel counts for the adapters; without it they are read from the tapped modules' layers
             (see gankd.distill.adapters.declared_channels).
@@ -91,6 +96,7 @@ class Distiller(nn.Module):
         conditional_discriminator: bool = False,
         impl: str = "auto",
         example_batch: Any = None,
+        teacher_mode: str = "eval",
     ):
         super().__init__()
         for role, model in (("teacher", teacher), ("student", student), ("discriminator", discriminator)):
@@ -99,6 +105,7 @@ class Distiller(nn.Module):
         if teacher is student:
             raise ValueError("teacher and student are the same module; the teacher is frozen, so pass a separate copy")
         self.task = tasks.build(task)
+        self.teacher_mode = check_choice("teacher_mode", teacher_mode, TEACHER_MODES)
         self.student = student
         self.terms = build_terms(terms, task=self.task, impl=impl)
         self._check_needs(teacher, discriminator, check_bool("conditional_discriminator", conditional_discriminator))
@@ -112,7 +119,7 @@ class Distiller(nn.Module):
             self._teacher_taps = FeatureTaps(
                 _wrapped(teacher), [pair[1] for pair in self.feature_pairs], role="teacher"
             )
-            teacher.eval().requires_grad_(False)
+            teacher.train(self.teacher_mode == "train").requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # not a submodule: out of state_dict() and parameters()
         self.discriminator = discriminator
         self._run_teacher = any(term.needs_teacher for term in self.terms.values())
@@ -246,8 +253,8 @@ class Distiller(nn.Module):
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()  # the teacher is frozen in eval mode whatever the distiller's mode
+        if self.teacher is not None:  # the teacher keeps its mode whatever the distiller's
+            self.teacher.train(self.teacher_mode == "train")
         return self
 
     def _apply(self, fn, recurse=True):

@@ -11,6 +11,7 @@ from gankd.models.cost import cost, example_inputs
 from gankd.models.discriminators import DCGANDiscriminator, PatchGANDiscriminator
 from gankd.models.from_teacher import init_from_teacher
 from gankd.models.generators import DCGANGenerator, ResnetGenerator
+from gankd.models.inputs import set_input_convention
 from gankd.models.torchvision_models import classification_archs
 from gankd.models.unet import UnetGenerator
 from gankd.models.weight_formats import (
@@ -44,5 +45,6 @@ __all__ = [
     "names",
     "register",
     "register_weights_format",
+    "set_input_convention",
     "weights_formats",
 ]

@@ -1,4 +1,4 @@
-"""Tasks by name: generator, image2image, classifier — each one class owning its batches and evaluation.
+"""Tasks by name: generator, image2image, translation, classifier — each one class owning its batches and evaluation.
 
     task = gankd.tasks.build("image2image")
     task.unpack((inputs, targets))     # TaskBatch(inputs=(inputs,), target=targets, condition=inputs)
@@ -10,6 +10,7 @@ from .base import Task, TaskBatch
 from .classification import ClassifierTask
 from .generation import GeneratorTask, Image2ImageTask
 from .registry import build, infer, names, register
+from .translation import TranslationTask
 
 __all__ = [
     "ClassifierTask",
@@ -17,6 +18,7 @@ __all__ = [
     "Image2ImageTask",
     "Task",
     "TaskBatch",
+    "TranslationTask",
     "build",
     "infer",
     "names",

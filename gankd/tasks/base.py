@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -47,6 +48,7 @@ class Task:
     batch_format: ClassVar[str] = ""  # the batch pair in words, for error messages
     has_targets: ClassVar[bool] = True  # whether batches carry targets (images or labels) for terms to compare
     default_terms: ClassVar[dict[str, Any]] = {}  # loss terms of a run without a teacher
+    compares_with_teacher: ClassVar[bool] = False  # whether its default metrics measure against the teacher
 
     # -- batches ---------------------------------------------------------------------------------------------
 
@@ -105,6 +107,17 @@ class Task:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+@torch.no_grad()
+def eval_outputs(model: nn.Module, inputs: Tensor, device) -> Tensor:
+    """model(inputs) in eval mode (its mode restored after), as float32 in [-1, 1] on the CPU."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(inputs.to(device)).float().cpu().clamp(-1, 1)
+    finally:
+        model.train(was_training)
 
 
 def describe(value: object) -> str:

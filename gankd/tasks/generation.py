@@ -16,7 +16,7 @@ from gankd.metrics import (
     sample_generator,
 )
 
-from .base import NoiseSource, Task, TaskBatch
+from .base import NoiseSource, Task, TaskBatch, eval_outputs
 from .registry import register
 
 GRID_SEED = 1234  # sample grids draw the same noise at every step, so grids of one run compare
@@ -123,13 +123,9 @@ class Image2ImageTask(Task):
     @torch.no_grad()
     def sample_grid(self, model: nn.Module, dataset: Dataset, device) -> Tensor:
         # Three rows of eight: the inputs (resized to the outputs' size), the outputs, the targets.
-        inputs, targets = (torch.stack(items) for items in zip(*[dataset[i] for i in range(8)], strict=True))
-        was_training = model.training
-        model.eval()
-        try:
-            outputs = model(inputs.to(device)).float().cpu().clamp(-1, 1)
-        finally:
-            model.train(was_training)
+        count = min(8, len(dataset))
+        inputs, targets = (torch.stack(items) for items in zip(*[dataset[i] for i in range(count)], strict=True))
+        outputs = eval_outputs(model, inputs, device)
         upsampled = F.interpolate(inputs, size=targets.shape[-2:], mode="nearest")
         return torch.cat([upsampled, outputs, targets])
 

@@ -2,12 +2,15 @@
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .loop import TrainingError, evaluate, load_trained_model, run_directory, train
+from .teacher import Teacher, load_teacher
 
 __all__ = [
     "CheckpointError",
+    "Teacher",
     "TrainingError",
     "evaluate",
     "load_checkpoint",
+    "load_teacher",
     "load_trained_model",
     "run_directory",
     "train",

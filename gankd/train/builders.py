@@ -15,8 +15,11 @@ from .distributed import Distributed
 SCHEDULES = ("constant", "cosine", "linear")  # what build_schedule implements
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    return models.build(config.name, **config.options)
+def build_model(config: ModelConfig, *, weights: str = "", weights_format: str = "gankd") -> nn.Module:
+    """The model of `config` (with its input convention), loading the local file `weights` when given."""
+    model = models.build(config.name, weights=weights or None, weights_format=weights_format, **config.options)
+    convention = config.input
+    return models.set_input_convention(model, mean=convention.mean, std=convention.std, size=convention.size)
 
 
 def build_dataset(config: RunConfig, split: str) -> Dataset:

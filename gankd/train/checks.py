@@ -5,12 +5,14 @@ Run by gankd.config.load_config; the first problem raises ValueError naming the 
 from __future__ import annotations
 
 from gankd import data, metrics, models, tasks
-from gankd.config import MODES, RunConfig
+from gankd.config import MODES, RunConfig, TeacherConfig
+from gankd.distill import TEACHER_MODES
 from gankd.distill.terms import build_terms
 from gankd.kernels import IMPLS
 from gankd.options import check_choice
 
 from .builders import SCHEDULES
+from .objective import STUDENT_INITS
 from .stepper import PRECISIONS
 
 
@@ -61,6 +63,21 @@ def check_run(config: RunConfig) -> None:
             raise ValueError(f"config.{name} must be >= 0, got {value}")
 
 
+def _check_teacher(config: RunConfig) -> None:
+    teacher = config.distill.teacher
+    if not teacher:
+        raise ValueError("config.mode is 'distill' but config.distill.teacher is empty: give the teacher's run "
+                         "directory, or {model: {name, options}, weights: FILE, weights_format: FORMAT}")  # fmt: skip
+    if isinstance(teacher, TeacherConfig):
+        if not teacher.weights:
+            raise ValueError("config.distill.teacher.weights is empty: a teacher needs its trained weights (a local "
+                             "file; gankd never downloads)")  # fmt: skip
+        _check_name("config.distill.teacher.model.name", teacher.model.name, models.names())
+        check_choice("config.distill.teacher.weights_format", teacher.weights_format, models.weights_formats())
+    check_choice("config.distill.teacher_mode", config.distill.teacher_mode, TEACHER_MODES)
+    check_choice("config.distill.student_init", config.distill.student_init, STUDENT_INITS)
+
+
 def _check_name(key: str, name: str, valid: list[str]) -> None:
     if name not in valid:
         raise ValueError(f"{key} {name!r} is not registered; valid names: {', '.join(valid)}")
@@ -69,8 +86,8 @@ def _check_name(key: str, name: str, valid: list[str]) -> None:
 def _check_terms(config: RunConfig, task: tasks.Task) -> bool:
     """Check the terms (filling a teacher-less run's defaults); whether one of them trains a discriminator."""
     distilling = config.mode == "distill"
-    if distilling and not config.distill.teacher:
-        raise ValueError("config.mode is 'distill' but config.distill.teacher (the teacher's run directory) is empty")
+    if distilling:
+        _check_teacher(config)
     if not config.terms:
         if distilling:
             raise ValueError("config.mode is 'distill' but config.terms names no loss term, e.g. terms: {output: 1.0}")

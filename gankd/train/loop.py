@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
-from gankd.config import ConfigError, RunConfig, config_from_saved, save_config, to_dict
+from gankd.config import ConfigError, RunConfig, config_from_saved, save_config, to_dict, with_absolute_paths
 from gankd.metrics import MetricSettings
 
 from .builders import batches, build_dataset, build_model
@@ -24,6 +24,7 @@ from .distributed import Distributed, setup, teardown
 from .logger import RunLogger
 from .objective import build_objective
 from .stepper import NonFiniteLoss, Stepper
+from .teacher import load_teacher
 
 # Keys of the config that may change when a run is resumed (more steps, other logging or evaluation).
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "sample_every", "eval", "tensorboard"}
@@ -49,14 +50,6 @@ def load_trained_model(location) -> tuple[nn.Module, RunConfig, dict]:
     model = build_model(config.model)
     model.load_state_dict(trained_weights(state))
     return model.eval(), config, state
-
-
-def teacher_state(config: RunConfig) -> dict:
-    """The teacher's model config and weights (its EMA weights when it kept them) and its discriminator."""
-    state = load_checkpoint(config.distill.teacher)
-    teacher_config = saved_config(state, config.distill.teacher)
-    return {"model_config": teacher_config.model, "weights": trained_weights(state),
-            "discriminator": state.get("discriminator")}  # fmt: skip
 
 
 def _check_resumable(state: dict, config: RunConfig, location: Path) -> None:
@@ -109,6 +102,7 @@ def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None
 
 
 def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | None) -> dict:
+    config = with_absolute_paths(config)  # recorded so: the run evaluates and resumes from any directory
     run_dir = run_directory(config)
     last = run_dir / "checkpoints" / "last.pt"
     if last.exists() and not resume:
@@ -116,7 +110,7 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     if resume and not last.exists():
         raise TrainingError(f"--resume: {last} does not exist")
     try:
-        distiller = build_objective(config, dist, teacher_state(config) if config.mode == "distill" else None)
+        distiller = build_objective(config, dist, load_teacher(config) if config.mode == "distill" else None)
         stepper = Stepper(config, dist, distiller)
         dataset = build_dataset(config, "train")
         eval_data = build_dataset(config, config.eval.split) if dist.is_main else None  # built once per run

@@ -6,38 +6,48 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gankd import tasks
+from gankd import models, tasks
 from gankd.config import RunConfig
 from gankd.distill import Distiller
 from gankd.distill.terms import build_terms
 
 from .builders import build_model
 from .distributed import Distributed
+from .teacher import Teacher
+
+# How a distilled student starts: its own random initialisation, or the teacher pruned to its widths.
+STUDENT_INITS = ("random", "teacher")
 
 
-def build_objective(config: RunConfig, dist: Distributed, teacher_state: dict | None = None) -> Distiller:
-    """The Distiller of a run on `dist.device`; `teacher_state` (a distill run's teacher, see
-    loop.teacher_state) gives the teacher's architecture, weights and discriminator."""
+def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | None = None) -> Distiller:
+    """The Distiller of a run on `dist.device`; `teacher` (a distill run's, see gankd.train.teacher) gives
+    the frozen teacher, the discriminator's warm start and, with distill.student_init "teacher", the
+    student's initial weights."""
     torch.manual_seed(config.seed)  # every process builds the same initial weights
     task = tasks.build(config.task)
     terms = build_terms(config.terms, task=task, impl=config.impl)
     student = build_model(config.model)
     adversarial = any(term.needs_discriminator for term in terms.values())
     discriminator = build_model(config.gan.discriminator) if adversarial else None
-    teacher = None
-    if teacher_state is not None:
-        teacher = build_model(teacher_state["model_config"])
-        teacher.load_state_dict(teacher_state["weights"])
+    if teacher is not None:
+        if config.distill.student_init == "teacher":
+            try:
+                models.init_from_teacher(student, teacher.model)
+            except ValueError as error:
+                raise ValueError(f"config.distill.student_init is 'teacher': {error}") from None
         if discriminator is not None and config.distill.discriminator_from_teacher:
-            if teacher_state.get("discriminator") is None:
-                raise ValueError("config.distill.discriminator_from_teacher is true but the teacher run has no "
-                                 "discriminator: set it to false or distil from a GAN teacher")  # fmt: skip
-            discriminator.load_state_dict(teacher_state["discriminator"])
+            if teacher.load_discriminator is None:
+                raise ValueError("config.distill.discriminator_from_teacher is true but the teacher has no "
+                                 "discriminator (a gankd GAN run's, or distill.teacher.discriminator_weights): "
+                                 "set it to false, or give the teacher's discriminator")  # fmt: skip
+            teacher.load_discriminator(discriminator)
     if config.sync_batchnorm and dist.enabled:
         student, discriminator = (synchronized(module, dist) for module in (student, discriminator))
-    distiller = Distiller(teacher, student.to(dist.device), task=task, terms=dict(terms),
+    distiller = Distiller(None if teacher is None else teacher.model, student.to(dist.device), task=task,
+                          terms=dict(terms),
                           discriminator=None if discriminator is None else discriminator.to(dist.device),
-                          conditional_discriminator=config.gan.conditional, impl=config.impl)  # fmt: skip
+                          conditional_discriminator=config.gan.conditional, impl=config.impl,
+                          teacher_mode=config.distill.teacher_mode)  # fmt: skip
     return distiller.to(dist.device)
 
 

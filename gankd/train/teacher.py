@@ -1,0 +1,42 @@
+"""The teacher of a distillation run: a gankd run (or checkpoint), or a model trained elsewhere loaded from a
+local weights file in its project's format (gankd.models.weight_formats), with its discriminator's weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from gankd import models
+from gankd.config import RunConfig, config_from_saved
+
+from .builders import build_model
+from .checkpoint import load_checkpoint, trained_weights
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher: the model with its weights (CPU, eval mode), and how to warm-start a discriminator
+    from the teacher's (None when the teacher has none)."""
+
+    model: nn.Module
+    load_discriminator: Callable[[nn.Module], None] | None
+
+
+def load_teacher(config: RunConfig) -> Teacher:
+    """The teacher named by `config.distill.teacher`: a run directory or checkpoint file (its EMA weights
+    when it kept them, its discriminator), or a TeacherConfig (model, weights file, weights format)."""
+    source = config.distill.teacher
+    if isinstance(source, str):
+        state = load_checkpoint(source)
+        model = build_model(config_from_saved(state["config"], f"the checkpoint at {source}").model)
+        model.load_state_dict(trained_weights(state))
+        discriminator = state.get("discriminator")
+        load = None if discriminator is None else (lambda module: module.load_state_dict(discriminator))
+        return Teacher(model.eval(), load)
+    model = build_model(source.model, weights=source.weights, weights_format=source.weights_format)
+    load = None
+    if source.discriminator_weights:
+        load = lambda module: models.load_weights(module, source.discriminator_weights, source.weights_format)  # noqa: E731
+    return Teacher(model.eval(), load)
