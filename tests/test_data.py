@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import gankd.data as data
-from gankd.data.photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
+from gankd.data.photos import GRAY_PHOTOS, TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 
 
 def random_image(height: int, width: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -31,7 +31,7 @@ def unit(image: torch.Tensor) -> torch.Tensor:
 
 
 def test_names():
-    assert data.names() == ["digits", "image_folder", "paired_folder", "photos_sr"]
+    assert data.names() == ["digits", "image_folder", "paired_folder", "photos_color", "photos_sr"]
 
 
 # ---------------------------------------------------------------- digits
@@ -94,6 +94,37 @@ def test_photo_pairs_are_downscaled_crops_and_repeat_given_the_seed():
     rocket = load_photo("rocket")
     assert len(test) == 3 * 4 + 4 * 6  # chelsea 300×451 and rocket 427×640 in 100×100 tiles
     assert torch.equal(test[3 * 4][1], unit(rocket[:, :100, :100])) and test[0][0].shape == (3, 50, 50)
+
+
+def test_rotate_and_gray_photos_widen_the_training_crops():
+    plain = data.build("photos_sr", "train", crop_size=32, length=40, seed=5)
+    rotated = data.build("photos_sr", "train", crop_size=32, length=40, seed=5, rotate=True)
+    placements = [rotated.crop_placement(index) for index in range(40)]
+    # The same photographs, positions and horizontal flips as without `rotate`; then the extra symmetries.
+    assert [placement[:4] for placement in placements] == [plain.crop_position(index) for index in range(40)]
+    assert {placement[4:] for placement in placements} == {(False, False), (False, True), (True, False), (True, True)}
+    index = next(i for i, placement in enumerate(placements) if placement[4:] == (True, True))
+    number, top, left, flipped = plain.crop_position(index)
+    crop = rotated.photos[number][:, top : top + 32, left : left + 32]
+    crop = crop.flip(-1) if flipped else crop
+    assert torch.equal(rotated[index][1], unit(crop.flip(-2).transpose(-1, -2)))
+
+    gray = data.build("photos_sr", "train", crop_size=32, length=4, gray=True)
+    assert gray.photo_names == TRAIN_PHOTOS + GRAY_PHOTOS and not set(GRAY_PHOTOS) & set(TEST_PHOTOS)
+    camera = gray.photos[gray.photo_names.index("camera")]
+    assert camera.shape[0] == 3 and torch.equal(camera[0], camera[1]) and torch.equal(camera[1], camera[2])
+    assert data.build("photos_sr", "test", gray=True).photo_names == TEST_PHOTOS  # the test tiles never change
+
+
+def test_colourisation_pairs_are_the_luma_and_the_colour_crop():
+    train = data.build("photos_color", "train", crop_size=32, length=6, seed=3)
+    gray, colour = train[2]
+    assert gray.shape == (1, 32, 32) and colour.shape == (3, 32, 32)
+    assert torch.equal(colour, data.build("photos_sr", "train", crop_size=32, length=6, seed=3)[2][1])
+    pixels = (colour + 1) / 2  # luma of the [0, 1] image, mapped back to [-1, 1]
+    luma = 0.299 * pixels[0] + 0.587 * pixels[1] + 0.114 * pixels[2]
+    torch.testing.assert_close(gray[0], luma * 2 - 1, rtol=0, atol=1e-6)
+    assert len(data.build("photos_color", "test", crop_size=100)) == 3 * 4 + 4 * 6
 
 
 def test_dataloader_workers_give_the_same_batches_as_the_main_process(tmp_path):

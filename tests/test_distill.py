@@ -407,7 +407,8 @@ def test_lpips_term_plumbing_with_a_random_backbone(monkeypatch, tmp_path, dcgan
         (dict(terms={"output": "1"}), TypeError, "weight of 'output' must be a number"),
         (dict(terms={"output": 0.0}), ValueError, "terms select no loss term"),
         (dict(terms=["output"]), TypeError, "terms must be a dict of term name -> weight"),
-        (dict(task="gan"), ValueError, "task must be one of 'classifier', 'generator', 'image2image', 'translation'; got 'gan'"),
+        (dict(task="gan"), ValueError, "task must be one of 'classifier', 'generator', 'image2image', 'translation'; "
+                                       "got 'gan'"),
         (dict(terms={"kd": 1.0}), ValueError, "loss term 'kd' compares logits, but this task's models output image"),
         (dict(terms={"ce": 1.0}), ValueError, "loss term 'ce' compares logits"),
         (dict(task="classifier", terms={"ground_truth": 1.0}), ValueError, "'ground_truth' compares image, but"),

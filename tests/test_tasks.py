@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from gankd import data, models, tasks
 from gankd.config import load_config
@@ -83,3 +84,11 @@ def test_pix2pix_conditional_patchgan_is_a_config_switch(tmp_path):
     unconditional = [*overrides[:-2], "gan.discriminator={name: patchgan_d, options: {in_channels: 6, ndf: 4}}"]
     with pytest.raises(ValueError, match=r"images must be \[N, 6, H, W\], got \(2, 3, 64, 64\)"):
         train(load_config(CONFIGS / "photos_resnet_teacher.yaml", [*unconditional, f"output_dir={tmp_path / 'u'}"]))
+
+
+def test_image2image_grid_shows_a_grayscale_input_beside_colour_outputs():
+    colourise = nn.Conv2d(1, 3, 1)
+    pairs = [(torch.rand(1, 8, 8) * 2 - 1, torch.rand(3, 8, 8) * 2 - 1) for _ in range(3)]  # fewer than 8 items
+    grid = tasks.build("image2image").sample_grid(colourise, pairs, "cpu")
+    assert grid.shape == (9, 3, 8, 8)  # inputs, outputs, targets: three rows of three
+    assert torch.equal(grid[0], pairs[0][0].expand(3, -1, -1)) and torch.equal(grid[6], pairs[0][1])

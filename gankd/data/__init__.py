@@ -6,7 +6,7 @@
 
 Every image tensor is float32 [C, H, W] in [-1, 1]. Randomness comes from (seed, epoch, index) per item, so
 results repeat given the seed, also with DataLoader workers; call `set_epoch` for new augmentation each
-epoch. "digits" needs scikit-learn and "photos_sr" scikit-image: `pip install 'gankd[data]'`.
+epoch. "digits" needs scikit-learn, "photos_sr" and "photos_color" scikit-image: `pip install 'gankd[data]'`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from torch.utils.data import Dataset
 from gankd.data.base import SPLITS, SeededDataset
 from gankd.data.digits import DigitsDataset
 from gankd.data.folders import ImageFolderDataset, PairedFolderDataset
-from gankd.data.photos import PhotoSuperResolution
+from gankd.data.photos import PhotoColorization, PhotoSuperResolution
 from gankd.options import check_choice
 from gankd.registry import Registry
 
 _DATASETS = Registry("dataset")
 _DATASETS.add("digits", DigitsDataset)
 _DATASETS.add("photos_sr", PhotoSuperResolution)
+_DATASETS.add("photos_color", PhotoColorization)
 _DATASETS.add("image_folder", ImageFolderDataset)
 _DATASETS.add("paired_folder", PairedFolderDataset)
 

@@ -120,5 +120,13 @@ def eval_outputs(model: nn.Module, inputs: Tensor, device) -> Tensor:
         model.train(was_training)
 
 
+def shown_with(images: Tensor, channels: int) -> Tensor:
+    """`images` with `channels` channels for a grid beside other images: as they are when they have that many,
+    else their channel mean repeated (a grayscale input beside colour outputs)."""
+    if images.shape[1] == channels:
+        return images
+    return images.mean(dim=1, keepdim=True).expand(-1, channels, -1, -1)
+
+
 def describe(value: object) -> str:
     return f"tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__

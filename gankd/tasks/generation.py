@@ -16,7 +16,7 @@ from gankd.metrics import (
     sample_generator,
 )
 
-from .base import NoiseSource, Task, TaskBatch, eval_outputs
+from .base import NoiseSource, Task, TaskBatch, eval_outputs, shown_with
 from .registry import register
 
 GRID_SEED = 1234  # sample grids draw the same noise at every step, so grids of one run compare
@@ -126,7 +126,7 @@ class Image2ImageTask(Task):
         count = min(8, len(dataset))
         inputs, targets = (torch.stack(items) for items in zip(*[dataset[i] for i in range(count)], strict=True))
         outputs = eval_outputs(model, inputs, device)
-        upsampled = F.interpolate(inputs, size=targets.shape[-2:], mode="nearest")
+        upsampled = shown_with(F.interpolate(inputs, size=targets.shape[-2:], mode="nearest"), outputs.shape[1])
         return torch.cat([upsampled, outputs, targets])
 
     @classmethod

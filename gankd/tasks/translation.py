@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gankd.metrics import MetricSettings, PairedImages, measure
 
-from .base import NoiseSource, TaskBatch, eval_outputs
+from .base import NoiseSource, TaskBatch, eval_outputs, shown_with
 from .generation import Image2ImageTask
 from .registry import register
 
@@ -67,4 +67,5 @@ class TranslationTask(Image2ImageTask):
     def sample_grid(self, model: nn.Module, dataset: Dataset, device) -> Tensor:
         # Two rows of eight: the inputs and the outputs.
         inputs = torch.stack([dataset[index][0] for index in range(min(8, len(dataset)))])
-        return torch.cat([inputs, eval_outputs(model, inputs, device)])
+        outputs = eval_outputs(model, inputs, device)
+        return torch.cat([shown_with(inputs, outputs.shape[1]), outputs])
