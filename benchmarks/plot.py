@@ -3,7 +3,7 @@
 python -m benchmarks.plot            # every figure, next to its CSV:
     <kernel>_<device>.png              GB/s per shape and provider (kernels.csv)
     train_step_<device>.png            images/s per workload and provider, loss share (train_step.csv)
-    compression.png                    quality and MACs of teacher, scratch, distilled per task (compression.csv)
+    compression.png                    quality and MACs of each compression variant per task (compression.csv)
     ablation.png                       proxy FD of each distillation term set on digits (ablation.csv)
 python -m benchmarks.plot --kernels-csv path/kernels.csv      # only the figures of the CSVs named
 """
@@ -14,7 +14,15 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.results_table import ABLATION_VARIANTS, TASK_TITLES, by_variant, latest, read_rows
+from benchmarks.results_table import (
+    ABLATION_VARIANTS,
+    COMPRESSION_VARIANTS,
+    TASK_TITLES,
+    VARIANT_LABELS,
+    by_variant,
+    latest,
+    read_rows,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -107,21 +115,23 @@ def _bars_with_spread(axis, labels: list[str], values: list[list[float]], colors
 
 
 def plot_compression(csv_path: Path, out_dir: Path) -> list[Path]:
-    """Per task: the first quality metric of teacher, scratch and distilled (mean, std, each seed), with
-    each variant's MACs as a fraction of the teacher's."""
+    """Per task: the first quality metric of each compression variant (mean, std, each seed), with each
+    variant's MACs as a fraction of the teacher's."""
     plt = _pyplot()
     tasks = by_variant(read_rows(csv_path))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
     for axis, (task, variants) in zip(axes[0], sorted(tasks.items()), strict=True):
         title, quality = TASK_TITLES.get(task, (task, []))
         metric = quality[0] if quality else next(name for name in variants["teacher"] if name not in ("params", "macs"))
-        names = [name for name in ("teacher", "scratch", "distilled") if metric in variants.get(name, {})]
+        names = [name for name in COMPRESSION_VARIANTS if metric in variants.get(name, {}) and name != "bicubic"]
         teacher_macs = statistics.mean(variants["teacher"]["macs"].values())
         labels = [
-            f"{name}\n1/{teacher_macs / statistics.mean(variants[name]['macs'].values()):.1f} MACs" for name in names
+            f"{VARIANT_LABELS.get(name, name).replace(', ', chr(10))}\n"
+            f"1/{teacher_macs / statistics.mean(variants[name]['macs'].values()):.1f} MACs"
+            for name in names
         ]
         values = [list(variants[name][metric].values()) for name in names]
-        _bars_with_spread(axis, labels, values, ["tab:gray", "tab:orange", "tab:blue"][: len(names)])
+        _bars_with_spread(axis, labels, values, ["tab:gray", "tab:orange", "tab:blue", "tab:green"][: len(names)])
         if metric in variants.get("bicubic", {}):  # the no-model floor of super-resolution
             axis.axhline(statistics.mean(variants["bicubic"][metric].values()), color="k", ls="--", lw=1)
             axis.text(len(names) - 0.5, statistics.mean(variants["bicubic"][metric].values()), "bicubic",
