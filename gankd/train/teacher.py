@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
@@ -38,5 +39,9 @@ def load_teacher(config: RunConfig) -> Teacher:
     model = build_model(source.model, weights=source.weights, weights_format=source.weights_format)
     load = None
     if source.discriminator_weights:
-        load = lambda module: models.load_weights(module, source.discriminator_weights, source.weights_format)  # noqa: E731
+        load = partial(_load_file, path=source.discriminator_weights, weights_format=source.weights_format)
     return Teacher(model.eval(), load)
+
+
+def _load_file(module: nn.Module, *, path: str, weights_format: str) -> None:
+    models.load_weights(module, path, weights_format)
