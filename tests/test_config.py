@@ -13,7 +13,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 def test_every_shipped_config_loads_and_is_named_after_its_file(path):
     config = load_config(path)
     assert config.name == path.stem
-    data, family, role = path.stem.split("_")
+    data, *_family, role = path.stem.split("_")
     # Recipes for the user's own folders are named after the project whose checkpoints they distil.
     assert config.mode == role and (config.data.name.startswith(data) or config.data.name.endswith("_folder"))
 
