@@ -318,6 +318,14 @@ def _kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (p * gap).sum(-1)
 
 
+def _log_mixture_ref(log_a: Tensor, log_b: Tensor) -> Tensor:
+    # logaddexp(log_a, log_b), -inf where both are: torch.logaddexp(-inf, -inf) has a NaN gradient even where
+    # the incoming one is 0, so such classes (p_t = p_s = 0) go around it.
+    both_zero = torch.isneginf(log_a) & torch.isneginf(log_b)
+    mixed = torch.logaddexp(torch.where(both_zero, 0.0, log_a), torch.where(both_zero, 0.0, log_b))
+    return torch.where(both_zero, float("-inf"), mixed)
+
+
 def softmax_kl_ref(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -356,7 +364,7 @@ def softmax_kl_ref(
     elif direction == "reverse":
         divergence = _kl_rows(log_ps, log_pt)
     else:
-        log_m = torch.logaddexp(log_pt + math.log(beta), log_ps + math.log1p(-beta))
+        log_m = _log_mixture_ref(log_pt + math.log(beta), log_ps + math.log1p(-beta))
         divergence = beta * _kl_rows(log_pt, log_m) + (1.0 - beta) * _kl_rows(log_ps, log_m)
     loss = kd_weight * (temperature**2 if t2_scale else 1.0) * divergence
 

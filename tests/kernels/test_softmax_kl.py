@@ -202,26 +202,39 @@ def test_non_contiguous_inputs(layout, device, small_blocks, record_error):
                 upstream=torch.tensor(0.5, device=device), temperature=2.0)  # fmt: skip
 
 
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+@pytest.mark.parametrize("ce_weight", [0.0, 0.5])
 @pytest.mark.parametrize("direction", DIRECTIONS)
-def test_masked_classes_are_absent_classes(direction, device, small_blocks):
+def test_masked_classes_are_absent_classes(direction, ce_weight, impl, device, small_blocks):
     # -inf at the same place in both rows: the loss equals the loss with those columns removed, the
-    # gradient there is exactly 0. The first 20 columns fill whole 16-wide blocks with -inf.
+    # gradient there is exactly 0, on both paths (torch.logaddexp(-inf, -inf) has a NaN gradient: the
+    # reference's JSD must go around it). The first 20 columns fill whole 16-wide blocks with -inf.
     torch.manual_seed(5)
     student = torch.randn(4, 45, device=device)
     teacher = torch.randn(4, 45, device=device)
     masked = torch.zeros(45, dtype=torch.bool, device=device)
     masked[:20] = True
     masked[[25, 31, 44]] = True
+    labels = torch.tensor([21, 30, 43, 20], device=device)  # unmasked classes
+    kept_index = torch.cumsum(~masked, 0) - 1  # a kept column's index once the masked ones are removed
+    with_labels = dict(labels=labels, ce_weight=ce_weight) if ce_weight else {}
+    kept_labels = dict(labels=kept_index[labels], ce_weight=ce_weight) if ce_weight else {}
     student_masked = student.masked_fill(masked, float("-inf")).requires_grad_(True)
     teacher_masked = teacher.masked_fill(masked, float("-inf")).requires_grad_(True)
-    loss = softmax_kl(student_masked, teacher_masked, 2.0, direction=direction, impl="triton")
+    loss = softmax_kl(student_masked, teacher_masked, 2.0, direction=direction, impl=impl, **with_labels)
     loss.backward()
-    kept = softmax_kl_ref(student[:, ~masked], teacher[:, ~masked], 2.0, direction=direction)
+    kept = softmax_kl_ref(student[:, ~masked], teacher[:, ~masked], 2.0, direction=direction, **kept_labels)
     assert torch.isfinite(loss)
     assert math.isclose(loss.item(), kept.item(), rel_tol=1e-5, abs_tol=1e-7)
     for grad in (student_masked.grad, teacher_masked.grad):
         assert torch.all(grad[:, masked] == 0)
         assert torch.all(torch.isfinite(grad))
+
+
+def test_reference_jsd_gradient_where_both_rows_are_minus_infinity():
+    student = torch.tensor([[0.0, 1.0, float("-inf")]], requires_grad=True)
+    softmax_kl_ref(student, torch.tensor([[1.0, 0.0, float("-inf")]]), direction="jsd").backward()
+    torch.testing.assert_close(student.grad, torch.tensor([[-0.0983, 0.0983, 0.0]]), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
