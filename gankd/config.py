@@ -92,6 +92,9 @@ class DistillConfig:
     teacher: str | TeacherConfig = ""
     teacher_mode: str = "eval"  # eval | train: batch statistics and dropout on, as pix2pix's published outputs
     student_init: str = "random"  # random | teacher: the teacher pruned to the student's widths (torch-pruning)
+    # > 0: the student's width (its model's width_option: ngf, width) is chosen as the widest whose MACs are at
+    # most this fraction of the teacher's, and recorded in model.options when the run starts; 0: as configured.
+    student_macs: float = 0.0
     discriminator_from_teacher: bool = True  # warm-start D from the teacher's discriminator
 
 

@@ -43,6 +43,8 @@ class CifarResNet(nn.Module):
     features).
     """
 
+    width_option = "width"  # the option that sets its width (gankd.models.sizing)
+
     def __init__(
         self,
         depth: int = 32,
@@ -102,6 +104,8 @@ class SmallCNN(nn.Module):
 
     Distillation taps (`feature_layers`): `conv1`, `conv2`, `conv3`, `pool`. MACs scale about as `width²`.
     """
+
+    width_option = "width"  # the option that sets its width (gankd.models.sizing)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32, norm: str = "batch"):
         super().__init__()

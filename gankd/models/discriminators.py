@@ -22,6 +22,8 @@ class DCGANDiscriminator(nn.Module):
     Distillation taps (`feature_layers`): `stem` and every `blocks.<i>`.
     """
 
+    width_option = "ndf"  # the option that sets its width (gankd.models.sizing)
+
     def __init__(
         self,
         image_size: int = 64,
@@ -95,6 +97,8 @@ class PatchGANDiscriminator(nn.Module):
 
     Distillation taps (`feature_layers`): `stem` and every `blocks.<i>`.
     """
+
+    width_option = "ndf"  # the option that sets its width (gankd.models.sizing)
 
     def __init__(
         self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch", spectral_norm: bool = False

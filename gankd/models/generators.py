@@ -28,6 +28,8 @@ class DCGANGenerator(nn.Module):
     Widths scale with `ngf`, so MACs scale about as `ngf²`.
     """
 
+    width_option = "ngf"  # the option that sets its width (gankd.models.sizing)
+
     def __init__(self, image_size: int = 64, nz: int = 100, ngf: int = 64, channels: int = 3, num_classes: int = 0,
                  norm: str = "batch"):  # fmt: skip
         super().__init__()
@@ -118,6 +120,8 @@ class ResnetGenerator(nn.Module):
     Distillation taps (`feature_layers`): `down`, up to four evenly spaced `blocks.<i>` (the last always
     included), and `up` when it is not empty. MACs scale about as `ngf²`.
     """
+
+    width_option = "ngf"  # the option that sets its width (gankd.models.sizing)
 
     def __init__(
         self,

@@ -33,6 +33,8 @@ class UnetGenerator(nn.Module):
     about as `ngf²`.
     """
 
+    width_option = "ngf"  # the option that sets its width (gankd.models.sizing)
+
     def __init__(
         self,
         in_channels: int = 3,

@@ -59,6 +59,11 @@ def build(name: str, *, weights: str | Path | None = None, weights_format: str =
     return model
 
 
+def constructor(name: str):
+    """The class (or factory) registered under `name`; unknown names raise ValueError listing `names()`."""
+    return _MODELS.get(name)
+
+
 def names() -> list[str]:
     """The registered model names, sorted."""
     return _MODELS.names()

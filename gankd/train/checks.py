@@ -27,6 +27,9 @@ def check_run(config: RunConfig) -> None:
     check_choice("config.impl", config.impl, IMPLS)
     check_choice("config.precision", config.precision, tuple(PRECISIONS))
     adversarial = _check_terms(config, task)
+    if config.mode != "distill" and config.distill.student_macs:
+        raise ValueError("config.distill.student_macs sizes a student against its teacher: it needs mode distill "
+                         "(set it to 0, or set the width in model.options)")  # fmt: skip
     _check_name("config.model.name", config.model.name, models.names())
     _check_name("config.data.name", config.data.name, data.names())
     if adversarial:
@@ -76,6 +79,14 @@ def _check_teacher(config: RunConfig) -> None:
         check_choice("config.distill.teacher.weights_format", teacher.weights_format, models.weights_formats())
     check_choice("config.distill.teacher_mode", config.distill.teacher_mode, TEACHER_MODES)
     check_choice("config.distill.student_init", config.distill.student_init, STUDENT_INITS)
+    if config.distill.student_macs:
+        if not 0 < config.distill.student_macs <= 1:
+            raise ValueError(f"config.distill.student_macs must be in (0, 1] (a share of the teacher's MACs; 0 keeps "
+                             f"model.options' width), got {config.distill.student_macs}")  # fmt: skip
+        try:
+            models.width_option(config.model.name)
+        except ValueError as error:
+            raise ValueError(f"config.distill.student_macs: {error}") from None
 
 
 def _check_name(key: str, name: str, valid: list[str]) -> None:

@@ -22,7 +22,7 @@ from .builders import batches, build_dataset, build_model
 from .checkpoint import load_checkpoint, save_checkpoint, trained_weights
 from .distributed import Distributed, setup, teardown
 from .logger import RunLogger
-from .objective import build_objective
+from .objective import build_objective, sized_student
 from .stepper import NonFiniteLoss, Stepper
 from .teacher import load_teacher
 
@@ -110,7 +110,9 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     if resume and not last.exists():
         raise TrainingError(f"--resume: {last} does not exist")
     try:
-        distiller = build_objective(config, dist, load_teacher(config) if config.mode == "distill" else None)
+        teacher = load_teacher(config) if config.mode == "distill" else None
+        config = sized_student(config, teacher)  # recorded so: eval and export rebuild the chosen width
+        distiller = build_objective(config, dist, teacher)
         stepper = Stepper(config, dist, distiller)
         dataset = build_dataset(config, "train")
         eval_data = build_dataset(config, config.eval.split) if dist.is_main else None  # built once per run

@@ -3,6 +3,8 @@ as one gankd.distill.Distiller (the same class a user drives in their own loop).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -49,6 +51,21 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
                           conditional_discriminator=config.gan.conditional, impl=config.impl,
                           teacher_mode=config.distill.teacher_mode)  # fmt: skip
     return distiller.to(dist.device)
+
+
+def sized_student(config: RunConfig, teacher: Teacher | None) -> RunConfig:
+    """`config` with the student's width chosen for distill.student_macs (the widest whose MACs are at most
+    that share of the teacher's) written into model.options; `config` itself when student_macs is 0."""
+    fraction = config.distill.student_macs
+    if not fraction or teacher is None:
+        return config
+    option = models.width_option(config.model.name)
+    try:
+        width = models.width_for_macs(config.model.name, config.model.options, teacher.model, fraction)
+    except ValueError as error:
+        raise ValueError(f"config.distill.student_macs is {fraction}: {error}") from None
+    model = dataclasses.replace(config.model, options={**config.model.options, option: width})
+    return dataclasses.replace(config, model=model)
 
 
 def synchronized(module: nn.Module | None, dist: Distributed) -> nn.Module | None:
