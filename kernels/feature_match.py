@@ -118,10 +118,12 @@ def _cosine_match_kernel(
     s_base = s_ptr + n * s_sn + positions[None, :] * s_sp
     t_base = t_ptr + n * t_sn + positions[None, :] * t_sp
     stat_offsets = n * P + positions
+    # The |s| and |t| planes start N*P and 2*N*P elements in: int64 products (N*P passes 2**31 at large maps).
+    plane = tl.cast(N, tl.int64) * P
     if STATS_IN:
         dot = tl.load(stats_ptr + stat_offsets, mask=in_p, other=0.0)
-        norm_s = tl.load(stats_ptr + N * P + stat_offsets, mask=in_p, other=0.0)
-        norm_t = tl.load(stats_ptr + 2 * N * P + stat_offsets, mask=in_p, other=0.0)
+        norm_s = tl.load(stats_ptr + plane + stat_offsets, mask=in_p, other=0.0)
+        norm_t = tl.load(stats_ptr + 2 * plane + stat_offsets, mask=in_p, other=0.0)
     else:
         # Pass 1 over the channels: dot product and squared norms per position.
         dot = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -138,8 +140,8 @@ def _cosine_match_kernel(
         norm_s = tl.sqrt(sq_s)
         norm_t = tl.sqrt(sq_t)
         tl.store(stats_ptr + stat_offsets, dot, mask=in_p)
-        tl.store(stats_ptr + N * P + stat_offsets, norm_s, mask=in_p)
-        tl.store(stats_ptr + 2 * N * P + stat_offsets, norm_t, mask=in_p)
+        tl.store(stats_ptr + plane + stat_offsets, norm_s, mask=in_p)
+        tl.store(stats_ptr + 2 * plane + stat_offsets, norm_t, mask=in_p)
     # cos = s.t / (max(|s|, eps) * max(|t|, eps)), as torch's cosine_similarity.
     clamped_s = tl.maximum(norm_s, eps)
     clamped_t = tl.maximum(norm_t, eps)
