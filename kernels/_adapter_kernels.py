@@ -16,17 +16,25 @@ from ._dispatch import TRITON_INTERPRET, tl, triton
 
 _KIND_CODE = {"mse": 0, "l1": 1}
 # Widest student the fused kernels hold in one tile; wider adapters run the reference. fp32 products (float32
-# or mixed-dtype inputs) need about twice the shared memory of fp16/bf16 ones: on sm_90 builds up to 115 KB
-# at 128-512 channels and 195 KB at 1024 (more than an A100 has), against at most 82 KB for bf16 at 1024.
+# or mixed-dtype inputs) need more shared memory than fp16/bf16 ones: 99 KiB at 512 channels on
+# sm_90 and sm_80 builds, and more than an A100 has at 1024; at most 97 KiB for bf16 at 1024.
 MAX_STUDENT_CHANNELS = 1024
 MAX_STUDENT_CHANNELS_FP32 = 512
+# IEEE fp32 products (TF32 disabled) run on the CUDA cores, whose dot operands take many more registers: 256.
+MAX_STUDENT_CHANNELS_IEEE = 256
 # Block sizes: BLOCK_CT x BLOCK_CS weight blocks of at most WEIGHT_BLOCK_ELEMENTS and BLOCK_CS x BLOCK_P student
-# tiles of at most TILE_ELEMENTS, each dim >= 16 (tl.dot's minimum). Chosen from sm_90 builds (ptxas resource
-# usage, no GPU at hand): without register spills from 16 to 512 student channels, a few spills at 1024.
+# tiles of at most TILE_ELEMENTS, each dim >= 16 (tl.dot's minimum); IEEE fp32 products take tiles IEEE_SHRINK
+# times smaller and 4 warps up to 128 student channels. Both kernels are built with ptxas's register cap at
+# 255 where its own heuristics stopped at 64 or 128 registers and spilled (the weight kernel; the positions
+# kernel with IEEE products). Chosen from the compile gate's sm_90 and sm_80 builds: no variant spills and
+# none needs more than 99 KiB of shared memory (benchmarks/results/compile_report.csv; re-measure with
+# python -m benchmarks.compile_gate --ops adapted_feature_match).
 WEIGHT_BLOCK_ELEMENTS = 4096
 TILE_ELEMENTS = 8192
 MAX_BLOCK_P = 64
 MAX_BLOCK_CT = 32
+IEEE_SHRINK = 4
+MAX_REGISTERS = 255
 # Weight-kernel programs per CPU run (on CUDA: 2 per SM); each sums the positions of one chunk.
 CPU_WEIGHT_PROGRAMS = 4
 
@@ -226,18 +234,24 @@ def low_precision_products(student_dtype: torch.dtype, weight_dtype: torch.dtype
 
 
 def max_student_channels(student_dtype: torch.dtype, weight_dtype: torch.dtype) -> int:
-    return MAX_STUDENT_CHANNELS if low_precision_products(student_dtype, weight_dtype) else MAX_STUDENT_CHANNELS_FP32
+    if low_precision_products(student_dtype, weight_dtype):
+        return MAX_STUDENT_CHANNELS
+    return MAX_STUDENT_CHANNELS_FP32 if _dot_precision() == "tf32" else MAX_STUDENT_CHANNELS_IEEE
 
 
 def launch_config(student: Tensor, weight: Tensor, bias: Tensor | None, upstream: Tensor | None, kind: str) -> dict:
     """Block sizes, warps and the constexpr options shared by both kernels (student [N, Cs, P])."""
     block_cs = max(16, triton.next_power_of_2(student.shape[1]))
     low_precision = low_precision_products(student.dtype, weight.dtype)
+    precision = _dot_precision()
+    shrink = IEEE_SHRINK if precision == "ieee" and not low_precision else 1
     return dict(
         KIND=_KIND_CODE[kind], HAS_BIAS=bias is not None, HAS_UPSTREAM=upstream is not None,
-        LOW_PRECISION_DOT=low_precision and not TRITON_INTERPRET, PRECISION=_dot_precision(), BLOCK_CS=block_cs,
-        BLOCK_CT=max(16, min(MAX_BLOCK_CT, WEIGHT_BLOCK_ELEMENTS // block_cs)),
-        BLOCK_P=max(16, min(MAX_BLOCK_P, TILE_ELEMENTS // block_cs)), num_warps=4 if block_cs <= 32 else 8,
+        LOW_PRECISION_DOT=low_precision and not TRITON_INTERPRET, PRECISION=precision, BLOCK_CS=block_cs,
+        BLOCK_CT=max(16, min(MAX_BLOCK_CT, WEIGHT_BLOCK_ELEMENTS // shrink // block_cs)),
+        BLOCK_P=max(16, min(MAX_BLOCK_P, TILE_ELEMENTS // shrink // block_cs)),
+        num_warps=4 if block_cs <= (128 if shrink > 1 else 32) else 8,
+        **({"maxnreg": MAX_REGISTERS} if shrink > 1 else {}),
     )  # fmt: skip
 
 
@@ -282,7 +296,8 @@ def weight_pass(student, teacher, weight, bias, upstream, grad_scale, weight_gra
     db = student.new_empty((chunks, n_teacher) if bias_grad else 0, dtype=torch.float32)
     adapted_weight_kernel[(ct_blocks, chunks)](
         *_input_args(student, teacher, weight, bias, upstream), dw, db, n_student, n_teacher, student.shape[2],
-        n_tiles, tiles_per_chunk, grad_scale, WEIGHT_GRAD=weight_grad, BIAS_GRAD=bias_grad, **config,
+        n_tiles, tiles_per_chunk, grad_scale, WEIGHT_GRAD=weight_grad, BIAS_GRAD=bias_grad,
+        **(config | {"maxnreg": MAX_REGISTERS}),
     )  # fmt: skip
     return (dw.sum(0) if weight_grad else dw), (db.sum(0) if bias_grad else db)
 

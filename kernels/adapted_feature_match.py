@@ -171,9 +171,10 @@ def adapted_feature_match(
         reduction: "mean" (over all N·Ct·positions elements of e), "sum", or "none" (e itself, teacher-shaped).
         impl: "auto" (Triton for CUDA tensors when available, else the reference), "triton", "reference".
             The fused kernels hold Cs <= 1024 student channels when student and weight share the dtype
-            float16 or bfloat16, Cs <= 512 otherwise (fp32 products); wider adapters run the reference with
-            "auto" and raise ValueError with "triton". On CUDA, float32 products use TF32 when
-            torch.backends.cudnn.allow_tf32 is True (torch's default, as an eager 1x1 conv), else IEEE fp32.
+            float16 or bfloat16, Cs <= 512 with TF32 fp32 products and Cs <= 256 with IEEE ones; wider
+            adapters run the reference with "auto" and raise ValueError with "triton". On CUDA, float32
+            products use TF32 when torch.backends.cudnn.allow_tf32 is True (torch's default, as an eager 1x1
+            conv), else IEEE fp32.
 
     Returns:
         float32 loss (float64 for float64 inputs), a scalar unless reduction="none". Each gradient has its

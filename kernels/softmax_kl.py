@@ -17,6 +17,10 @@ _DIRECTION_CODE = {"forward": 0, "reverse": 1, "jsd": 2}
 
 # Widest block a row is streamed in; rows wider than this take several blocks per pass.
 MAX_BLOCK_V = 4096
+# A register cap for ptxas: without it, sm_80 builds of the forward-only variants with CE (BLOCK_V 4096,
+# 8 warps) stopped at 64 registers and spilled 8 bytes; with it no variant spills and none needs more than
+# 128 (benchmarks/results/compile_report.csv; python -m benchmarks.compile_gate --ops softmax_kl).
+MAX_REGISTERS = 128
 SCALE_BLOCK = 1024
 
 
@@ -246,7 +250,7 @@ def _softmax_kl_op(
         labels if labels is not None else loss_rows, inv_count, loss_rows, grad_s, grad_t,
         n_cols, 1.0 / temperature, kd_scale, ce_weight, beta, math.log(beta), math.log1p(-beta), ignore_index,
         DIRECTION=_DIRECTION_CODE[direction], HAS_LABELS=labels is not None, HAS_CE=ce_weight != 0.0,
-        STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_V=block, num_warps=num_warps,
+        STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_V=block, num_warps=num_warps, maxnreg=MAX_REGISTERS,
     )  # fmt: skip
     return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 

@@ -306,13 +306,22 @@ def test_float64_runs_the_reference_and_is_refused_by_the_kernel(device):
     assert relative_error(loss, oracle(student, teacher, weight, bias)) < 1e-12
 
 
-@pytest.mark.parametrize(
-    "dtype, widest", [(torch.float32, 512), (torch.bfloat16, 1024), (torch.float16, 1024)], ids=str
+@pytest.mark.parametrize(  # fmt: skip
+    "dtype, tf32, widest",
+    [
+        (torch.float32, True, 512),
+        (torch.float32, False, 256),
+        (torch.bfloat16, True, 1024),
+        (torch.float16, True, 1024),
+    ],
+    ids=str,
 )
-def test_wide_students_run_the_reference(dtype, widest, device, monkeypatch, record_error):
-    # Up to 1024 student channels with fp16/bf16 products, 512 with fp32 ones: the widest runs on the kernel;
-    # one more and impl="triton" explains the limit while impl="auto" (here forced to prefer the kernel, as
-    # for CUDA tensors) silently runs the reference instead of launching.
+def test_wide_students_run_the_reference(dtype, tf32, widest, device, monkeypatch, record_error):
+    # Up to 1024 student channels with fp16/bf16 products, 512 with TF32 fp32 ones, 256 with IEEE fp32 ones
+    # (CUDA-core products, whose operands take more registers): the widest runs on the kernel; one more and
+    # impl="triton" explains the limit while impl="auto" (here forced to prefer the kernel, as for CUDA
+    # tensors) silently runs the reference instead of launching.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     torch.manual_seed(14)
     student, teacher, weight, bias = make_inputs((1, widest, 2), 3, device, dtype)
     compare_all(student, teacher, weight, bias, record_error, f"widest student {str(dtype)[6:]}",
