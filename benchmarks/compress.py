@@ -39,8 +39,12 @@ from gankd.train import run_directory, train
 from gankd.train.demo import measure_run
 from gankd.weights import INCEPTION_V3, LPIPS_BACKBONES, MetricWeightsError, resolve_weights
 
-TASKS = {"digits_gan": "digits_dcgan", "photos_sr": "photos_resnet", "digits_cls": "digits_cnn",
-         "photos_sr_gan": "photos_resnet_gan"}
+TASKS = {
+    "digits_gan": "digits_dcgan",
+    "photos_sr": "photos_resnet",
+    "digits_cls": "digits_cnn",
+    "photos_sr_gan": "photos_resnet_gan",
+}
 # Tasks whose tables get `bicubic` rows (super-resolution: the floor a learned model has to beat).
 BICUBIC_TASKS = ("photos_sr", "photos_sr_gan")
 # Variant → the shipped config it trains. "distilled_init" is the distilled student that starts as the teacher
@@ -48,8 +52,11 @@ BICUBIC_TASKS = ("photos_sr", "photos_sr_gan")
 VARIANTS = {"teacher": "teacher", "scratch": "scratch", "distilled": "distill", "distilled_init": "distill"}
 COLUMNS = ["task", "variant", "seed", "metric", "value", "device", "commit"]
 # Standard metrics added to a task's evaluation when their weights are on this machine (never downloaded).
-STANDARD_METRICS = {"digits_gan": (INCEPTION_V3, ["fid", "kid"]), "photos_sr": (LPIPS_BACKBONES["alex"], ["lpips"]),
-                    "photos_sr_gan": (LPIPS_BACKBONES["alex"], ["lpips"])}
+STANDARD_METRICS = {
+    "digits_gan": (INCEPTION_V3, ["fid", "kid"]),
+    "photos_sr": (LPIPS_BACKBONES["alex"], ["lpips"]),
+    "photos_sr_gan": (LPIPS_BACKBONES["alex"], ["lpips"]),
+}
 # The classifier students learn in a limited-label setting: 10 labelled digits per class (100 images); the
 # teacher was trained on the whole train split. Distillation adds the teacher's soft targets on those images.
 STUDENT_OVERRIDES = {"digits_cls": ["data.limit_per_class=10"]}

@@ -17,6 +17,7 @@ TASK_TITLES = {
     "digits_gan": ("digits generator (DCGAN)", ["fd_digits", "kid_digits"]),
     "photos_sr": ("photo 4x super-resolution (ResNet generator)", ["psnr", "ssim"]),
     "digits_cls": ("digits classifier (small CNN), students with 10 labels per class", ["accuracy", "agreement"]),
+    "photos_sr_gan": ("photo 4x super-resolution with a conditional PatchGAN (ResNet generator)", ["psnr", "ssim"]),
 }
 
 # The digits ablation: the distilled student with the distillation terms added one at a time (cumulative), each
@@ -113,6 +114,10 @@ TARGETS = [
      "scratch", 0.5, "≥"),
     ("photos_sr", "distilled_init", "distilled from the pruned teacher: PSNR recovery ≥ 0.5", "psnr", "recovery",
      "scratch", 0.5, "≥"),
+    ("photos_sr_gan", "distilled", "distilled MACs ≤ 1/8 of the teacher's", "macs", "ratio", "teacher", 1 / 8, "≤"),
+    ("photos_sr_gan", "teacher", "teacher PSNR − bicubic's ≥ +0.5 dB", "psnr", "difference", "bicubic", 0.5, "≥"),
+    ("photos_sr_gan", "distilled", "distilled PSNR recovers ≥ half the teacher's gain over scratch", "psnr",
+     "recovery", "scratch", 0.5, "≥"),
     ("digits_cls", "distilled", "distilled accuracy − scratch's ≥ +0.01 (1 point)", "accuracy", "difference",
      "scratch", 0.01, "≥"),
     ("digits_cls", "distilled_init", "distilled from the pruned teacher: accuracy − teacher's ≥ −0.015",

@@ -219,7 +219,7 @@ def _scale_rows_kernel(
 
 def _launch_config(n_cols: int) -> tuple[int, int]:
     block = min(triton.next_power_of_2(n_cols), MAX_BLOCK_V)
-    num_warps = 4 if block <= 1024 else 8 if block <= 4096 else 16
+    num_warps = 4 if block <= 1024 else 8
     return block, num_warps
 
 
@@ -250,7 +250,8 @@ def _softmax_kl_op(
         labels if labels is not None else loss_rows, inv_count, loss_rows, grad_s, grad_t,
         n_cols, 1.0 / temperature, kd_scale, ce_weight, beta, math.log(beta), math.log1p(-beta), ignore_index,
         DIRECTION=_DIRECTION_CODE[direction], HAS_LABELS=labels is not None, HAS_CE=ce_weight != 0.0,
-        STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_V=block, num_warps=num_warps, maxnreg=MAX_REGISTERS,
+        STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_V=block, num_warps=num_warps,
+        maxnreg=MAX_REGISTERS,
     )  # fmt: skip
     return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 
