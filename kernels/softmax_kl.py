@@ -68,15 +68,15 @@ def _log_mixture(log_p, log_q, log_w_p, log_w_q):
 @triton.jit
 def _softmax_kl_kernel(
     s_ptr,  # [N, V] student logits, last dim contiguous
-    s_row_stride,
+    s_row_units,  # the row stride in units of S_ALIGN elements
     t_ptr,  # [N, V] teacher logits, last dim contiguous
-    t_row_stride,
+    t_row_units,  # the row stride in units of T_ALIGN elements
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
     inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
     loss_ptr,  # [N] fp32 per-row loss, output
     ds_ptr,  # [N, V] student gradient, output, contiguous (written when STUDENT_GRAD)
     dt_ptr,  # [N, V] teacher gradient, output, contiguous (written when TEACHER_GRAD)
-    V,
+    v_units,  # V in units of V_ALIGN elements
     inv_temperature,
     kd_scale,  # kd_weight * T^2 (or kd_weight)
     ce_weight,
@@ -90,10 +90,14 @@ def _softmax_kl_kernel(
     STUDENT_GRAD: tl.constexpr,
     TEACHER_GRAD: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    S_ALIGN: tl.constexpr,  # the largest powers of two up to 16 dividing the row strides and V: passed as
+    T_ALIGN: tl.constexpr,  # counts of these units, strides and V are known multiples of them, so rows
+    V_ALIGN: tl.constexpr,  # whose length is not a multiple of 16 (V = 1000) still get vector accesses
 ):
     row = tl.program_id(0).to(tl.int64)
-    s_row = s_ptr + row * s_row_stride
-    t_row = t_ptr + row * t_row_stride
+    V = v_units * V_ALIGN
+    s_row = s_ptr + row * (s_row_units * S_ALIGN)
+    t_row = t_ptr + row * (t_row_units * T_ALIGN)
     offsets = tl.arange(0, BLOCK_V)
 
     # Row weight: 0 for ignored rows, NaN for a label outside [0, V) (never a silently wrong answer).
@@ -203,9 +207,11 @@ def _scale_rows_kernel(
     grad_ptr,  # [N, V] gradient buffer, contiguous, scaled in place
     grad_output_ptr,  # [N] (stride g_stride) or scalar (stride 0) upstream gradient
     g_stride,
-    V,
+    v_units,  # V in units of V_ALIGN elements (see _softmax_kl_kernel)
     BLOCK: tl.constexpr,
+    V_ALIGN: tl.constexpr,
 ):
+    V = v_units * V_ALIGN
     row = tl.program_id(0).to(tl.int64)
     g = tl.load(grad_output_ptr + row * g_stride).to(tl.float32)
     # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
@@ -215,6 +221,11 @@ def _scale_rows_kernel(
         ptr = grad_ptr + row * V + cols
         values = tl.load(ptr, mask=in_row).to(tl.float32)
         tl.store(ptr, (values * g).to(grad_ptr.dtype.element_ty), mask=in_row)
+
+
+def _alignment(count: int) -> int:
+    """The largest power of two up to 16 that divides `count` (16 for 0)."""
+    return 16 if count % 16 == 0 else count & -count
 
 
 def _launch_config(n_cols: int) -> tuple[int, int]:
@@ -245,13 +256,15 @@ def _softmax_kl_op(
     grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
     grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
     block, num_warps = _launch_config(n_cols)
+    s_align, t_align, v_align = _alignment(student.stride(0)), _alignment(teacher.stride(0)), _alignment(n_cols)
     _softmax_kl_kernel[(n_rows,)](
-        student, student.stride(0), teacher, teacher.stride(0),
+        student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align,
         labels if labels is not None else loss_rows, inv_count, loss_rows, grad_s, grad_t,
-        n_cols, 1.0 / temperature, kd_scale, ce_weight, beta, math.log(beta), math.log1p(-beta), ignore_index,
+        n_cols // v_align, 1.0 / temperature, kd_scale, ce_weight, beta, math.log(beta), math.log1p(-beta),
+        ignore_index,
         DIRECTION=_DIRECTION_CODE[direction], HAS_LABELS=labels is not None, HAS_CE=ce_weight != 0.0,
-        STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_V=block, num_warps=num_warps,
-        maxnreg=MAX_REGISTERS,
+        STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_V=block, S_ALIGN=s_align, T_ALIGN=t_align,
+        V_ALIGN=v_align, num_warps=num_warps, maxnreg=MAX_REGISTERS,
     )  # fmt: skip
     return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 
@@ -272,7 +285,9 @@ def _scale_rows_(grad: Tensor, grad_output: Tensor) -> None:
     n_rows, n_cols = grad.shape
     g_stride = 0 if grad_output.dim() == 0 else grad_output.stride(0)
     block = min(triton.next_power_of_2(n_cols), SCALE_BLOCK)
-    _scale_rows_kernel[(n_rows, triton.cdiv(n_cols, block))](grad, grad_output, g_stride, n_cols, BLOCK=block)
+    v_align = _alignment(n_cols)
+    _scale_rows_kernel[(n_rows, triton.cdiv(n_cols, block))](grad, grad_output, g_stride, n_cols // v_align,
+                                                              BLOCK=block, V_ALIGN=v_align)  # fmt: skip
 
 
 @_scale_rows_.register_fake

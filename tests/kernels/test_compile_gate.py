@@ -61,3 +61,6 @@ def test_every_kernel_variant_compiles_for_sm90_and_sm80_without_spills(tmp_path
         rows = list(csv.DictReader(handle))
     assert {(row["op"], row["target"]) for row in rows} == {(op, f"sm_{t}") for op in OPS for t in (90, 80)}
     assert all(row["registers"] and int(row["spill_bytes"]) == 0 for row in rows)
+    # softmax_kl streams its rows with 16-byte accesses at every V, 1000 included (row starts not 16-aligned).
+    widest = {int(row["vector_bits"].split("-")[-1]) for row in rows if row["op"] == "softmax_kl"}
+    assert widest == {128}
