@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench plot
+.PHONY: demo test bench plot device-check ingest
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,11 @@ bench: $(VENV)/.installed
 
 plot: $(VENV)/.installed
 	$(PY) -m benchmarks.plot
+
+# The one-shot GPU run (on the GPU machine): make device-check OUT=folder [WHEELS=folder of wheels].
+device-check:
+	benchmarks/device_check.sh $(OUT) $(WHEELS)
+
+# Its local half: the rows into benchmarks/results/, figures and README tables: make ingest OUT=folder.
+ingest: $(VENV)/.installed
+	$(PY) -m benchmarks.ingest_device_results $(OUT)

@@ -179,8 +179,8 @@ def train_step_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _image(name: str) -> list[str]:
-    return [f"![{name}](benchmarks/results/{name})", ""] if (RESULTS / name).is_file() else []
+def _image(name: str, results: Path = RESULTS) -> list[str]:
+    return [f"![{name}](benchmarks/results/{name})", ""] if (results / name).is_file() else []
 
 
 def kernel_table(rows: list[dict]) -> list[str]:
@@ -194,29 +194,39 @@ def kernel_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def section() -> str:
-    compression = read_rows(RESULTS / "compression.csv")
-    ablation = read_rows(RESULTS / "ablation.csv")
-    train_step = read_rows(RESULTS / "train_step.csv")
-    kernels = read_rows(RESULTS / "kernels.csv")
+def section(results: Path = RESULTS) -> str:
+    """The README's results section from the CSVs (and figures) under `results`."""
+    compression = read_rows(results / "compression.csv")
+    ablation = read_rows(results / "ablation.csv")
+    train_step = read_rows(results / "train_step.csv")
+    kernels = read_rows(results / "kernels.csv")
     lines = [START, "", "### Compression (`python -m benchmarks.compress`)", ""]
     lines += compression_tables(compression) if compression else ["No compression rows yet.", ""]
     lines += targets_table(compression) + [""] if compression else []
-    lines += _image("compression.png")
+    lines += _image("compression.png", results)
     lines += ["### Digits ablation (`python -m benchmarks.compress --ablation`)", ""]
     lines += ablation_table(ablation) + [""] if ablation else ["No ablation rows yet.", ""]
-    lines += _image("ablation.png")
+    lines += _image("ablation.png", results)
     lines += ["### Distillation training step (`python -m benchmarks.bench_train_step`)", ""]
     lines += train_step_table(train_step) + [""] if train_step else ["No training-step rows yet.", ""]
-    lines += [image for path in sorted(RESULTS.glob("train_step_*.png")) for image in _image(path.name)]
+    lines += [image for path in sorted(results.glob("train_step_*.png")) for image in _image(path.name, results)]
     lines += ["### Kernels (`make bench`)", ""]
     lines += kernel_table(kernels) if kernels else ["No kernel rows yet."]
     gpu = any("cpu" not in row["device"] for row in kernels + train_step)
     lines += ["", "GPU rows: " + ("see the tables." if gpu else "none measured yet (no GPU was available)."), ""]
-    lines += [image for path in sorted(RESULTS.glob("*.png")) if not path.name.startswith(("compression",
-              "ablation", "train_step")) for image in _image(path.name)]  # fmt: skip
+    lines += [image for path in sorted(results.glob("*.png")) if not path.name.startswith(("compression",
+              "ablation", "train_step")) for image in _image(path.name, results)]  # fmt: skip
     lines += ["Every figure is drawn from the same CSVs by `python -m benchmarks.plot`.", END]
     return "\n".join(lines)
+
+
+def write_section(text: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace the results section of `readme` (between the results markers) with `text`."""
+    content = readme.read_text()
+    if START not in content or END not in content:
+        raise SystemExit(f"{readme} has no {START} ... {END} markers")
+    before, rest = content.split(START, 1)
+    readme.write_text(before + text + rest.split(END, 1)[1])
 
 
 def main() -> None:
@@ -227,12 +237,7 @@ def main() -> None:
     if not args.write:
         print(text)
         return
-    readme = (ROOT / "README.md").read_text()
-    if START not in readme or END not in readme:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
-    before, rest = readme.split(START, 1)
-    after = rest.split(END, 1)[1]
-    (ROOT / "README.md").write_text(before + text + after)
+    write_section(text)
     print("README.md results section updated")
 
 

@@ -1,0 +1,68 @@
+"""The GPU run's two halves: benchmarks/device_check.sh refuses to run without CUDA, and
+benchmarks/ingest_device_results.py takes a device run's CSVs into the results, figures and README."""
+
+import csv
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import ingest_device_results
+from benchmarks.results_table import END, START
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = Path(__file__).parent / "data" / "device_sample"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a CUDA device")
+def test_device_check_says_there_is_no_gpu_and_exits_2(tmp_path):
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh"), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2
+    assert "no CUDA device" in result.stdout
+    assert "no CUDA device" in (tmp_path / "out" / "device_check.log").read_text()
+
+
+def _results_and_readme(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("kernels.csv", "train_step.csv"):
+        shutil.copy(ROOT / "benchmarks" / "results" / name, results / name)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{START}\nold\n{END}\n\ntail\n")
+    return results, readme
+
+
+def test_ingest_appends_gpu_rows_draws_figures_and_rewrites_the_readme(tmp_path):
+    results, readme = _results_and_readme(tmp_path)
+    before = {name: (results / name).read_text() for name in ("kernels.csv", "train_step.csv")}
+    drawn = ingest_device_results.ingest(SAMPLE, results, readme)
+    for name in ("kernels.csv", "train_step.csv"):
+        text = (results / name).read_text()
+        assert text.startswith(before[name]) and text.count("test fixture GPU") == 2
+    assert any(path.name.startswith("softmax_kl_test_fixture_gpu") for path in drawn)
+    assert all(path.is_file() for path in drawn)
+    section = readme.read_text()
+    assert section.startswith("# title") and section.endswith("tail\n") and "old" not in section
+    assert "GPU rows: see the tables." in section and "test fixture GPU" in section
+
+
+def test_ingest_refuses_cpu_rows_and_other_columns_before_writing(tmp_path):
+    results, readme = _results_and_readme(tmp_path)
+    unchanged = (results / "kernels.csv").read_text()
+    cpu = tmp_path / "cpu"
+    cpu.mkdir()
+    shutil.copy(ROOT / "benchmarks" / "results" / "kernels.csv", cpu / "kernels.csv")
+    with pytest.raises(SystemExit, match="rows were measured on a CPU"):
+        ingest_device_results.ingest(cpu, results, readme)
+    other = tmp_path / "other"
+    other.mkdir()
+    with (other / "train_step.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["workload", "ms"], ["digits_gan", "1.0"]])
+    with pytest.raises(SystemExit, match=r"train_step.csv: columns \['workload', 'ms'\] are not"):
+        ingest_device_results.ingest(other, results, readme)
+    with pytest.raises(SystemExit, match="holds none of kernels.csv, train_step.csv"):
+        ingest_device_results.ingest(tmp_path / "empty", results, readme)
+    assert (results / "kernels.csv").read_text() == unchanged and "old" in readme.read_text()
