@@ -138,7 +138,9 @@ def adapted_positions_kernel(
             if TEACHER_GRAD:
                 tl.store(dt_ptr + t_offsets, (-dy).to(dt_ptr.dtype.element_ty), mask=tile)
             if STUDENT_GRAD:
-                ds_acc += tl.dot(tl.trans(w.to(tl.float32)), dy, input_precision=PRECISION)
+                # ds = W^T dy: with fp16/bf16 operands dy is rounded to their dtype, as a half-precision
+                # conv backward rounds its incoming gradient; the products accumulate in fp32.
+                ds_acc += _dot(tl.trans(w), dy.to(w.dtype) if LOW_PRECISION_DOT else dy, LOW_PRECISION_DOT, PRECISION)
     if WRITE_PARTIAL:
         tl.store(partial_ptr + tl.program_id(0), tl.sum(loss_acc, axis=0))
     if STUDENT_GRAD:
@@ -194,7 +196,9 @@ def adapted_weight_kernel(
     bias = tl.zeros([BLOCK_CT], dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(b_ptr + ct, mask=in_ct, other=0.0).to(tl.float32)
-    dw_acc = tl.zeros([BLOCK_CT, BLOCK_CS], dtype=tl.float32)
+    # dW accumulates transposed, dW^T = s dy^T [BLOCK_CS, BLOCK_CT]: its row count is the student's channel
+    # block (64 and more from 64 channels), which Hopper's wgmma needs; BLOCK_CT rows would stay on mma.sync.
+    dwt_acc = tl.zeros([BLOCK_CS, BLOCK_CT], dtype=tl.float32)
     db_acc = tl.zeros([BLOCK_CT], dtype=tl.float32)
     p_blocks = tl.cdiv(P, BLOCK_P)
     for step in range(0, tiles_per_chunk):
@@ -214,11 +218,11 @@ def adapted_weight_kernel(
             dy *= tl.load(g_ptr + g_offsets, mask=tile, other=0.0).to(tl.float32)
         dy = tl.where(tile, dy, 0.0)
         if WEIGHT_GRAD:
-            dw_acc += tl.dot(dy, tl.trans(s.to(tl.float32)), input_precision=PRECISION)
+            dwt_acc += _dot(s, tl.trans(dy.to(s.dtype) if LOW_PRECISION_DOT else dy), LOW_PRECISION_DOT, PRECISION)
         if BIAS_GRAD:
             db_acc += tl.sum(dy, axis=1)
     if WEIGHT_GRAD:
-        tl.store(dw_ptr + chunk * Ct * Cs + ct[:, None] * Cs + cs[None, :], dw_acc, mask=w_block)
+        tl.store(dw_ptr + chunk * Ct * Cs + ct[None, :] * Cs + cs[:, None], dwt_acc, mask=tl.trans(w_block))
     if BIAS_GRAD:
         tl.store(db_ptr + chunk * Ct + ct, db_acc, mask=in_ct)
 
