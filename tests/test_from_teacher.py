@@ -95,7 +95,9 @@ def test_student_holds_the_teachers_highest_group_l1_channels(name, teacher_opti
     first = student.get_submodule(chain[0])
     expected_first = _top(_group_l1(teacher, chain[0], chain[1]), first.weight.shape[_out_dim(first)])
 
-    report = init_from_teacher(student, teacher, teacher.example_inputs(2))
+    inputs = teacher.example_inputs(2)
+    input_means = _input_means(teacher, inputs)
+    report = init_from_teacher(student, teacher, inputs)
 
     assert report["kept"][chain[0]] == expected_first
     assert report["groups_pruned"] == len(chain) - 1 and report["groups_unchanged"] == 1
@@ -113,17 +115,73 @@ def test_student_holds_the_teachers_highest_group_l1_channels(name, teacher_opti
         expected[f"{path}.weight"] = weight
         if layer.bias is not None:
             expected[f"{path}.bias"] = layer.bias[kept_out]
+            if index > 0:  # the removed inputs' mean contribution moves into the bias
+                removed = sorted(set(range(layer.weight.shape[_in_dim(layer)])) - set(report["kept"][chain[index - 1]]))
+                expected[f"{path}.bias"] = expected[f"{path}.bias"] + _mean_contribution(
+                    layer, kept_out, removed, input_means[path]
+                )
         norm_path = _norm_after(teacher, path)
         if norm_path and isinstance(teacher.get_submodule(norm_path), nn.BatchNorm2d):
             for key in ("weight", "bias", "running_mean", "running_var"):
                 expected[f"{norm_path}.{key}"] = getattr(teacher.get_submodule(norm_path), key)[kept_out]
     student_state = student.state_dict()
     for key, value in expected.items():
-        assert torch.equal(student_state[key], value), key
+        if key.endswith(".bias"):
+            torch.testing.assert_close(student_state[key], value, rtol=1e-5, atol=1e-6, msg=key)
+        else:
+            assert torch.equal(student_state[key], value), key
     untouched = set(student_state) - set(expected)
     assert all(k.endswith("num_batches_tracked") or k.startswith("label_embedding") for k in untouched), untouched
     if "label_embedding.weight" in student_state:
         assert torch.equal(student_state["label_embedding.weight"], teacher.label_embedding.weight)
+
+
+def _input_means(teacher: nn.Module, inputs: tuple) -> dict[str, torch.Tensor]:
+    """{conv/linear path: mean of its input per channel} of an eval-mode copy of `teacher` on `inputs`."""
+    model = copy.deepcopy(teacher).eval()
+    means = {}
+    hooks = [
+        module.register_forward_pre_hook(
+            lambda module, args, path=path: means.__setitem__(
+                path, args[0].float().mean(dim=[0, *range(2, args[0].dim())]) if args[0].dim() > 2 else args[0].mean(0)
+            )
+        )
+        for path, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        model(*inputs)
+    for hook in hooks:
+        hook.remove()
+    return means
+
+
+def _mean_contribution(layer: nn.Module, kept_out: list[int], removed: list[int], means: torch.Tensor) -> torch.Tensor:
+    """What the removed input channels add on average to each kept output: sum over removed c of the weights
+    from c (summed over the kernel; a transposed conv's output pixel sees 1/stride² of them) times c's mean."""
+    if isinstance(layer, nn.ConvTranspose2d):
+        weights = layer.weight[removed][:, kept_out].sum(dim=(2, 3)).T / (layer.stride[0] * layer.stride[1])
+    else:
+        weights = layer.weight[kept_out][:, removed]
+        weights = weights.sum(dim=(2, 3)) if weights.dim() == 4 else weights
+    return (weights * means[removed]).sum(1)
+
+
+def test_removed_inputs_move_their_mean_into_the_bias():
+    # A 1x1 consumer is linear in its inputs: with the removed channels' mean contribution in its bias, the
+    # student's consumer outputs keep the teacher's mean over the examples, though those channels are gone.
+    teacher, student = (
+        nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)),
+        nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 1)),
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():
+        teacher[0].bias.add_(1.0)  # every channel active: large mean inputs for the consumer
+    inputs = (torch.randn(4, 3, 10, 10),)
+    init_from_teacher(student, teacher, inputs)
+    with torch.no_grad():
+        torch.testing.assert_close(student(*inputs).mean(dim=(0, 2, 3)), teacher(*inputs).mean(dim=(0, 2, 3)),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 # ---- (2) at the teacher's width the student is the teacher ----
