@@ -44,8 +44,8 @@ def init_from_teacher(
     """Load into `student` the `teacher` pruned to the student's widths (torch-pruning, group L1 magnitude).
 
     The teacher is left untouched: a deep copy (CPU, eval mode) is traced with `example_inputs` (default
-    `gankd.models.example_inputs(teacher)`; keep them small, e.g. 64×64 for torchvision models), then every
-    group rooted at a Conv2d, ConvTranspose2d or Linear whose output channels outnumber those of the
+    `gankd.models.example_inputs(teacher, batch_size=4)`; keep them small, e.g. 64×64 for torchvision
+    models), then every group rooted at a Conv2d, ConvTranspose2d or Linear whose output channels outnumber those of the
     student's layer at the same module path loses its lowest-importance channels (see the module docstring)
     down to the student's count; groups already at the student's count stay whole. The pruned state dict
     must then match the student's key for key and shape for shape, and is loaded with `strict=True`.
