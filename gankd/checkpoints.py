@@ -41,7 +41,11 @@ def load_checkpoint(location: str | Path, map_location: str | torch.device = "cp
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
+        # torch's own message advises weights_only=False, which would run whatever code the file holds: never.
+        raise CheckpointError(
+            f"cannot read checkpoint {path} as tensors and plain data: the file is corrupt (a write cut short?) or "
+            f"not a gankd checkpoint ({type(error).__name__}); gankd never loads a file that could run code"
+        ) from None
     if not is_checkpoint(state):
         raise CheckpointError(f"{path} is not a gankd checkpoint (needs keys {REQUIRED_KEYS})")
     return state

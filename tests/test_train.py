@@ -93,6 +93,17 @@ def test_existing_run_missing_resume_and_changed_config(tmp_path):
         train(longer, resume=True)
 
 
+def test_a_fresh_run_starts_a_fresh_log_over_an_aborted_runs(tmp_path):
+    stale = tmp_path / "digits_cnn_teacher" / "log.jsonl"  # an aborted run's log, no checkpoint
+    stale.parent.mkdir()
+    stale.write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 9.0}\n')
+    train(small_config("digits_cnn_teacher", tmp_path))
+    steps = [json.loads(line)["step"] for line in stale.read_text().splitlines()]
+    assert steps == sorted(set(steps)) and all(
+        json.loads(line)["loss"] != 9.0 for line in stale.read_text().splitlines()
+    )
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     config = small_config("digits_cnn_teacher", tmp_path, "steps=6", "checkpoint_every=1", "optim.lr=1e30")
     with pytest.raises(TrainingError, match=r"training stopped, the last good checkpoint is .*last\.pt"):
@@ -103,8 +114,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_corrupt_and_foreign_checkpoints(tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .* corrupt .* or not a gankd checkpoint"):
         load_checkpoint(tmp_path / "broken.pt")
+    # Random bytes, and a pickled object weights_only refuses: never torch's advice to load unsafely.
+    (tmp_path / "random.pt").write_bytes(bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).tolist()))
+    torch.save({"model": {}, "config": object()}, tmp_path / "pickled.pt")
+    for name in ("random.pt", "pickled.pt"):
+        with pytest.raises(CheckpointError) as raised:
+            load_checkpoint(tmp_path / name)
+        assert "weights_only=False" not in str(raised.value) and "never loads a file that could run code" in str(
+            raised.value
+        )
     torch.save({"weights": torch.ones(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a gankd checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")

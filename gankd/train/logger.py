@@ -20,7 +20,8 @@ class RunLogger:
                 # A resumed run logs again the steps after its checkpoint: drop the earlier copies of those.
                 kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= start]
                 path.write_text("".join(line + "\n" for line in kept))
-            self.file = path.open("a")
+            # A fresh run starts a fresh log, also over one an aborted run left behind.
+            self.file = path.open("a" if start > 0 else "w")
         self.bar = tqdm(total=total, initial=start, disable=not enabled, desc=run_dir.name, dynamic_ncols=True)
         self.writer = None
         if enabled and tensorboard:
