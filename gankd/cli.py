@@ -45,9 +45,13 @@ def _option(text: str) -> tuple[str, Any]:
     return key, read_yaml(value)
 
 
-def _built_model(name: str, options: list[tuple[str, Any]], weights: str | None, weights_format: str = "gankd"):
+def _built_model(name: str, options: list[tuple[str, Any]], weights: str | None, weights_format: str = "gankd", *,
+                 random_weights: bool = False, command: str, flag: str = "--weights"):  # fmt: skip
     from gankd.models import WeightsFormatError, build
 
+    if weights is None and not random_weights:
+        raise SystemExit(f"gankd {command}: error: {name} without {flag} would be randomly initialised: give its "
+                         f"trained weights with {flag} FILE (or pass --random-weights to mean it)")  # fmt: skip
     try:
         return build(name, weights=weights, weights_format=weights_format, **dict(options)).eval()
     except WeightsFormatError as error:
@@ -102,7 +106,8 @@ def _evaluate(arguments: argparse.Namespace) -> None:
         data_name = arguments.data or config.data.name
         data_options = dict(arguments.data_set) or (dict(config.data.options) if data_name == config.data.name else {})
     elif arguments.model and arguments.data:
-        model = _built_model(arguments.model, arguments.set, arguments.weights, arguments.weights_format)
+        model = _built_model(arguments.model, arguments.set, arguments.weights, arguments.weights_format,
+                             random_weights=arguments.random_weights, command="eval")  # fmt: skip
         data_name, data_options = arguments.data, dict(arguments.data_set)
     else:
         raise SystemExit("gankd eval: give --checkpoint, or --model and --data, or --generated and --reference")
@@ -111,7 +116,8 @@ def _evaluate(arguments: argparse.Namespace) -> None:
     task = tasks.build(task_name) if task_name else tasks.infer(model, dataset[0])
     if arguments.teacher_model:
         teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights,
-                               arguments.teacher_weights_format)  # fmt: skip
+                               arguments.teacher_weights_format, random_weights=arguments.random_weights,
+                               command="eval", flag="--teacher-weights")  # fmt: skip
     names = names or task.default_metrics(dataset, teacher=teacher is not None or _has_teacher(config))
     wants_teacher = metrics.needs_teacher(names) or task.compares_with_teacher
     if teacher is None and _has_teacher(config) and wants_teacher:  # only then load the teacher
@@ -142,7 +148,8 @@ def _export(arguments: argparse.Namespace) -> None:
         except CheckpointError as error:
             raise SystemExit(f"gankd export: {error}") from None
     elif arguments.model:
-        model = _built_model(arguments.model, arguments.set, arguments.weights, arguments.weights_format)
+        model = _built_model(arguments.model, arguments.set, arguments.weights, arguments.weights_format,
+                             random_weights=arguments.random_weights, command="export")  # fmt: skip
     else:
         raise SystemExit("gankd export: give --checkpoint (a run) or --model (a zoo name, with --weights)")
     _write_json(export_onnx(model, example_inputs(model, 2), arguments.out), None)
@@ -232,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--weights", help="weights file of the model (torch.save of model.state_dict(), or another "
                           "project's file with --weights-format)")  # fmt: skip
     evaluate.add_argument("--weights-format", default="gankd", help=WEIGHTS_FORMAT_HELP)
+    evaluate.add_argument("--random-weights", action="store_true",
+                          help="evaluate --model (and --teacher-model) randomly initialised")  # fmt: skip
     evaluate.add_argument("--teacher-model", help="zoo name of a teacher, for classifier agreement")
     evaluate.add_argument("--teacher-set", type=_option, action="append", default=[], metavar="KEY=VALUE")
     evaluate.add_argument("--teacher-weights")
@@ -253,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     export.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE")
     export.add_argument("--weights", help="weights file of the model")
     export.add_argument("--weights-format", default="gankd", help=WEIGHTS_FORMAT_HELP)
+    export.add_argument(
+        "--random-weights", action="store_true", help="export --model without --weights, as initialised"
+    )
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.set_defaults(run=_export)
 

@@ -80,3 +80,24 @@ def test_gankd_eval_says_what_it_needs():
         main(["eval", "--generated", "somewhere"])
     with pytest.raises(SystemExit, match="--model and --data"):
         main(["eval", "--model", "small_cnn"])
+
+
+def test_eval_and_export_refuse_silent_random_weights(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    model = ["--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1"]
+    with pytest.raises(SystemExit, match="gankd eval: error: small_cnn without --weights would be randomly initi"):
+        main(["eval", *model, "--data", "digits"])
+    with pytest.raises(SystemExit, match="gankd export: error: small_cnn without --weights .* --random-weights"):
+        main(["export", *model, "--out", str(tmp_path / "m.onnx")])
+    teacher = ["--teacher-model", "small_cnn", "--teacher-set", "width=4", "--teacher-set", "in_channels=1"]
+    torch_weights = tmp_path / "cnn.pt"
+    import torch
+
+    torch.save(models.build("small_cnn", width=4, in_channels=1).state_dict(), torch_weights)
+    with pytest.raises(SystemExit, match="small_cnn without --teacher-weights would be randomly initialised"):
+        main(["eval", *model, "--weights", str(torch_weights), *teacher, "--data", "digits"])
+    main(["eval", *model, "--random-weights", "--data", "digits", "--metrics", "accuracy"])  # meant: it runs
+    assert 0 <= json.loads(capsys.readouterr().out)["metrics"]["accuracy"] <= 1
