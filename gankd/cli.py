@@ -92,8 +92,13 @@ def _evaluate(arguments: argparse.Namespace) -> None:
             metrics.stack_images(data.build("image_folder", "test", root=folder, flip=False))
             for folder in (arguments.generated, arguments.reference)
         )
-        result = metrics.evaluate_images(generated, reference, names or ["fid", "kid"],
-                                         inception_weights=arguments.inception_weights)  # fmt: skip
+        if arguments.resize:
+            generated, reference = (_resized(images, arguments.resize) for images in (generated, reference))
+        try:
+            result = metrics.evaluate_images(generated, reference, names or ["fid", "kid"],
+                                             inception_weights=arguments.inception_weights)  # fmt: skip
+        except ValueError as error:
+            raise SystemExit(f"gankd eval: error: {error}") from None
         return _write_json(result, arguments.out)
     teacher, config = None, None
     if arguments.checkpoint:
@@ -130,6 +135,19 @@ def _evaluate(arguments: argparse.Namespace) -> None:
         result["cost"] = cost(model, *example_inputs(model))
         result["latency"] = metrics.measure_latency(model, lambda batch: example_inputs(model, batch))
     _write_json(result, arguments.out)
+
+
+def _resized(images, size: int):
+    """`images` resized to size x size (bilinear, antialiased), with a note on stderr when that changes them."""
+    import sys
+
+    import torch.nn.functional as F
+
+    if tuple(images.shape[2:]) == (size, size):
+        return images
+    print(f"gankd eval: resizing {len(images)} images from {tuple(images.shape[2:])} to {(size, size)} (--resize)",
+          file=sys.stderr)  # fmt: skip
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
 
 
 def _has_teacher(config) -> bool:
@@ -233,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--checkpoint", help="a gankd run directory or checkpoint (its model, data and teacher)")
     evaluate.add_argument("--generated", help="folder of generated images")
     evaluate.add_argument("--reference", help="folder of reference images")
+    evaluate.add_argument("--resize", type=int, metavar="SIZE",
+                          help="resize generated and reference images to SIZE x SIZE (sizes must agree)")  # fmt: skip
     evaluate.add_argument("--model", help="zoo name of the model to evaluate (see `gankd models`)")
     evaluate.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                           help="a model option, e.g. --set ngf=16 (repeatable)")  # fmt: skip

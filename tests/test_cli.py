@@ -52,6 +52,19 @@ def test_gankd_eval_on_image_folders_writes_a_metrics_json(tmp_path, monkeypatch
     assert result["metrics"]["fd_digits"] > 0 and result["details"]["fd_digits"]["samples_generated"] == 40
     assert result["details"]["kid_digits"]["comparable_with_published"] is False
 
+    # 64 px generated images against the 32 px references: an error, unless --resize makes them agree.
+    (tmp_path / "large").mkdir()
+    for index in range(40):
+        Image.open(tmp_path / "generated" / f"{index}.png").resize((64, 64)).save(tmp_path / "large" / f"{index}.png")
+    import pytest
+
+    compare = ["eval", "--generated", str(tmp_path / "large"), "--reference", str(tmp_path / "reference"),
+               "--metrics", "fd_digits", "--out", str(out)]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"generated images are \[3, 64, 64\] and reference images \[3, 32, 32\]"):
+        main(compare)
+    main([*compare, "--resize", "32"])
+    assert json.loads(out.read_text())["metrics"]["fd_digits"] > 0
+
 
 def test_gankd_eval_classifier_with_speed_and_export(tmp_path, capsys):
     import json

@@ -35,6 +35,15 @@ class ImageSets:
     generated: Tensor
     reference: Tensor
 
+    def __post_init__(self):
+        # Distributions of images of two sizes are not comparable: feature extractors resize both silently.
+        if self.generated.shape[1:] != self.reference.shape[1:]:
+            raise ValueError(
+                f"generated images are {list(self.generated.shape[1:])} and reference images "
+                f"{list(self.reference.shape[1:])} (channels, height, width): compare images of one size, e.g. "
+                "resize both to one size first (gankd eval --resize SIZE)"
+            )
+
     def describe(self) -> dict:
         return {"samples_generated": int(self.generated.shape[0]), "samples_reference": int(self.reference.shape[0])}
 
