@@ -232,7 +232,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `gankd` console script."""
+    from gankd import __version__
+
     parser = argparse.ArgumentParser(prog="gankd", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gankd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     models = commands.add_parser("models", help="list the model zoo with params and MACs at default sizes")
     models.set_defaults(run=_models)

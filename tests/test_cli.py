@@ -114,3 +114,13 @@ def test_eval_and_export_refuse_silent_random_weights(tmp_path, capsys):
         main(["eval", *model, "--weights", str(torch_weights), *teacher, "--data", "digits"])
     main(["eval", *model, "--random-weights", "--data", "digits", "--metrics", "accuracy"])  # meant: it runs
     assert 0 <= json.loads(capsys.readouterr().out)["metrics"]["accuracy"] <= 1
+
+
+def test_version(capsys):
+    import pytest
+
+    import gankd
+
+    with pytest.raises(SystemExit) as raised:
+        main(["--version"])
+    assert raised.value.code == 0 and capsys.readouterr().out.strip() == f"gankd {gankd.__version__}"
