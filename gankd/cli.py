@@ -175,20 +175,15 @@ def _export(arguments: argparse.Namespace) -> None:
 
 def _train(arguments: argparse.Namespace) -> None:
     from gankd.config import ConfigError, load_config
-    from gankd.metrics import MetricWeightsError
-    from gankd.train import CheckpointError, TrainingError, train
+    from gankd.train import train
 
-    try:
-        config = load_config(_config_path(arguments.config), arguments.set)
-        if arguments.command == "distill" and config.mode != "distill":
-            raise ConfigError(
-                f"gankd distill needs a config with mode: distill, {arguments.config} has {config.mode!r}"
-            )
-        if arguments.command == "train" and config.mode == "distill":
-            raise ConfigError(f"{arguments.config} is a distillation config: run it with gankd distill")
-        result = train(config, resume=arguments.resume)
-    except (ConfigError, CheckpointError, TrainingError, MetricWeightsError) as error:
-        raise SystemExit(f"gankd {arguments.command}: {error}") from None
+    config = load_config(_config_path(arguments.config), arguments.set)
+    if arguments.command == "distill" and config.mode != "distill":
+        raise ConfigError(f"distilling needs a config with mode: distill, {arguments.config} has {config.mode!r}: "
+                          "run it with gankd train")  # fmt: skip
+    if arguments.command == "train" and config.mode == "distill":
+        raise ConfigError(f"{arguments.config} is a distillation config: run it with gankd distill")
+    result = train(config, resume=arguments.resume)  # errors: one line each, from main()
     if result:
         print(_summary(result["metrics"]))
 
@@ -236,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="gankd", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gankd {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show its full traceback")
     commands = parser.add_subparsers(dest="command", required=True)
     models = commands.add_parser("models", help="list the model zoo with params and MACs at default sizes")
     models.set_defaults(run=_models)
@@ -300,7 +296,50 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo.set_defaults(run=_demo)
 
     arguments = parser.parse_args(argv)
-    arguments.run(arguments)
+    try:
+        arguments.run(arguments)
+    except SystemExit as error:
+        if not isinstance(error.code, str):
+            raise
+        _fail(arguments.command, error.code, error)
+    except _user_errors() as error:
+        if arguments.debug:
+            raise
+        _fail(arguments.command, str(error) or type(error).__name__, error)
+
+
+class CommandError(SystemExit):
+    """A user error of a gankd command: printed as one line `gankd <command>: error: <message>`, exit status 2."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's input can cause (a bad config, file, folder, option or weights file); anything else is a
+    bug of gankd's and keeps its traceback."""
+    import yaml
+
+    from gankd.checkpoints import CheckpointError
+    from gankd.train.loop import TrainingError
+
+    return ValueError, TypeError, OSError, ImportError, yaml.YAMLError, CheckpointError, TrainingError
+
+
+def _fail(command: str, message: str, cause: BaseException) -> None:
+    """Print `message` as `gankd <command>: error: ...` on stderr (whatever prefix it had) and exit with 2."""
+    import re
+    import sys
+
+    text = " ".join(message.split())  # one line
+    text = re.sub(rf"^gankd( {re.escape(command)})?:\s*(error:\s*)?", "", text)
+    line = f"gankd {command}: error: {text}"
+    print(line, file=sys.stderr)
+    raise CommandError(line) from cause
 
 
 if __name__ == "__main__":

@@ -250,9 +250,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = read_yaml(path.read_text()) or {}
+            loaded = read_yaml(path.read_text())
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+        if loaded is None:
+            raise ConfigError(f"{path} is empty: a config names at least its task, model and data (see configs/)")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config keys, got {type(loaded).__name__}")
         _migrate(loaded, str(path))

@@ -124,3 +124,34 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as raised:
         main(["--version"])
     assert raised.value.code == 0 and capsys.readouterr().out.strip() == f"gankd {gankd.__version__}"
+
+
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_text("name: x\nmode: [unclosed\n")
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "a_file").write_text("not a folder")
+    cases = {
+        ("train", str(tmp_path / "bad.yaml")): "bad.yaml is not valid YAML at line 3",
+        ("train", str(tmp_path / "empty.yaml")): "empty.yaml is empty",
+        ("train", "digits_cnn_teacher", "--set", "device=cuda" if not _has_cuda() else "device=mps"): "config.device",
+        ("train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path / 'a_file'}"): "Not a directory",
+        ("eval", "--generated", str(tmp_path / "missing"), "--reference", str(tmp_path)): "is not a folder",
+    }
+    for arguments, expected in cases.items():
+        result = subprocess.run([sys.executable, "-m", "gankd.cli", *arguments], capture_output=True, text=True,
+                                timeout=300)  # fmt: skip
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (arguments, result.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith(f"gankd {arguments[0]}: error: ") and expected in lines[0]
+    debug = subprocess.run([sys.executable, "-m", "gankd.cli", "--debug", "train", str(tmp_path / "empty.yaml")],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
