@@ -249,3 +249,15 @@ def test_a_nan_discriminator_loss_stops_the_step_before_any_update(tmp_path, mon
     after = [*distiller.student.parameters(), *distiller.discriminator.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # the student's step was not applied
     assert all(parameter.grad is None for parameter in after)
+
+
+def test_progress_in_a_log_file_is_a_line_per_logged_step(tmp_path):
+    # Output to a pipe (a job's log file) gets plain lines, not thousands of redrawn progress bars.
+    command = [sys.executable, "-m", "gankd.cli", "train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path}",
+               "--set", "steps=4", "--set", "log_every=2", "--set", "checkpoint_every=2", *sum(
+                   (["--set", item] for item in SMALL["digits_cnn"]), [])]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "\r" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("digits_cnn_teacher: step ")]
+    assert [line.split()[2] for line in lines] == ["2/4", "4/4"]

@@ -1,6 +1,7 @@
 """Run logging: a JSONL log (one line per logged step), a tqdm progress bar, TensorBoard when asked."""
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,12 @@ class RunLogger:
                 path.write_text("".join(line + "\n" for line in kept))
             # A fresh run starts a fresh log, also over one an aborted run left behind.
             self.file = path.open("a" if start > 0 else "w")
-        self.bar = tqdm(total=total, initial=start, disable=not enabled, desc=run_dir.name, dynamic_ncols=True)
+        # A terminal gets a progress bar; a file or pipe (a job's log) a plain line per logged step instead of
+        # thousands of redrawn bars.
+        self.lines = enabled and not sys.stderr.isatty()
+        self.name, self.total = run_dir.name, total
+        self.bar = tqdm(total=total, initial=start, disable=not enabled or self.lines, desc=run_dir.name,
+                        dynamic_ncols=True)  # fmt: skip
         self.writer = None
         if enabled and tensorboard:
             try:
@@ -42,6 +48,10 @@ class RunLogger:
         record = {"step": step, "seconds": round(time.time() - self.started, 3)} | scalars
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+        if self.lines:
+            values = " ".join(f"{name}={value:.4g}" for name, value in scalars.items() if name != "lr")
+            print(f"{self.name}: step {step}/{self.total} ({record['seconds']:.0f} s) {values}", file=sys.stderr,
+                  flush=True)  # fmt: skip
         if self.writer is not None:
             for name, value in scalars.items():
                 self.writer.add_scalar(name, value, step)
