@@ -218,8 +218,8 @@ def _summary(values: dict) -> str:
     return ", ".join(f"{name} {value:.4g}" for name, value in values.items())
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="a YAML run config, or a shipped config's name, e.g. digits_cnn_teacher")
+def _add_run_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("config", help=f"a YAML run config, or a shipped config's name, e.g. {example}")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value, e.g. --set steps=200 (repeatable)")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
@@ -233,12 +233,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--version", action="version", version=f"gankd {__version__}")
     parser.add_argument("--debug", action="store_true", help="on an error, show its full traceback")
     commands = parser.add_subparsers(dest="command", required=True)
-    models = commands.add_parser("models", help="list the model zoo with params and MACs at default sizes")
+    models = commands.add_parser(
+        "models", help="list the model zoo with params and MACs at default sizes",
+        description="Prints every registered model at its teacher and student setting: options, input, params and "
+        "MACs (counted on the meta device: nothing is computed).",
+    )  # fmt: skip
     models.set_defaults(run=_models)
     for name, text in (("train", "train a teacher or a scratch student from a YAML config"),
                        ("distill", "distil a student from a trained teacher, from a YAML config")):  # fmt: skip
         command = commands.add_parser(name, help=text, description=text)
-        _add_run_arguments(command)
+        _add_run_arguments(command, "digits_cnn_distill" if name == "distill" else "digits_cnn_teacher")
         command.set_defaults(run=_train)
 
     evaluate = commands.add_parser(
@@ -275,7 +279,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--out", help="JSON file to write (default: print)")
     evaluate.set_defaults(run=_eval)
 
-    export = commands.add_parser("export", help="export a model to ONNX and check it with onnxruntime")
+    export = commands.add_parser(
+        "export", help="export a model to ONNX and check it with onnxruntime",
+        description="Exports a run's trained model (--checkpoint) or a zoo model with its weights file (--model, "
+        "--weights) with torch.export to ONNX, compares onnxruntime's outputs with PyTorch's and prints the "
+        "difference and CPU latency as JSON. Large models also get an OUT.data file beside OUT.",
+    )  # fmt: skip
     export.add_argument("--checkpoint", help="a gankd run directory or checkpoint")
     export.add_argument("--model", help="zoo name (see `gankd models`), with --weights")
     export.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE")

@@ -155,3 +155,17 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_every_command_has_help_with_a_description(capsys):
+    import pytest
+
+    for command in ("models", "train", "distill", "eval", "export", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        description = text.split("\n\n")[1]
+        assert not description.startswith(("positional", "options")), command
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    assert "e.g. digits_cnn_distill" in " ".join(capsys.readouterr().out.split())
