@@ -175,9 +175,11 @@ def _export(arguments: argparse.Namespace) -> None:
 
 def _train(arguments: argparse.Namespace) -> None:
     from gankd.config import ConfigError, load_config
-    from gankd.train import train
+    from gankd.train import resumed_config, train
 
-    config = load_config(_config_path(arguments.config), arguments.set)
+    path = _config_path(arguments.config)
+    # --resume continues the run with its recorded config (the overrides it started with included).
+    config = resumed_config(path, arguments.set) if arguments.resume else load_config(path, arguments.set)
     if arguments.command == "distill" and config.mode != "distill":
         raise ConfigError(f"distilling needs a config with mode: distill, {arguments.config} has {config.mode!r}: "
                           "run it with gankd train")  # fmt: skip

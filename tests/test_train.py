@@ -84,13 +84,31 @@ def test_existing_run_missing_resume_and_changed_config(tmp_path):
     with pytest.raises(TrainingError, match="already holds a run: pass --resume"):
         train(config)
     changed = small_config("digits_cnn_teacher", tmp_path, "steps=3", "optim.lr=0.5")
-    with pytest.raises(TrainingError, match="differs from the checkpoint's in optim"):
+    with pytest.raises(TrainingError, match=r"cannot resume with optim.lr: 0.002 -> 0.5: a resumed run keeps"):
         train(changed, resume=True)
     with pytest.raises(TrainingError, match="does not exist"):
         train(small_config("digits_cnn_scratch", tmp_path), resume=True)
     longer = small_config("digits_cnn_teacher", tmp_path, "steps=3")  # the shipped schedule is cosine
     with pytest.raises(TrainingError, match="only constant schedules can be extended"):
         train(longer, resume=True)
+
+
+def test_cli_resume_continues_with_the_runs_recorded_config(tmp_path, capsys):
+    # The README's two lines: a run started with overrides, then `--resume` with the plain config file.
+    from gankd.cli import main
+
+    small = [item for override in SMALL["digits_cnn"] for item in ("--set", override)]
+    start = ["--set", f"output_dir={tmp_path}", "--set", "checkpoint_every=1", "--set", "optim.schedule=constant",
+             *small]  # fmt: skip
+    main(["train", "digits_cnn_teacher", *start, "--set", "steps=2", "--set", "optim.lr=1e-3"])
+    main(["train", str(CONFIGS / "digits_cnn_teacher.yaml"), "--set", f"output_dir={tmp_path}", "--set", "steps=3",
+          "--resume"])  # fmt: skip
+    state = load_checkpoint(tmp_path / "digits_cnn_teacher")
+    assert state["step"] == 3 and state["config"]["optim"]["lr"] == 1e-3
+    with pytest.raises(SystemExit, match=r"optim.lr: 0.001 -> 0.002: .* drop those --set overrides"):
+        main(["train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path}", "--set", "optim.lr=2e-3", "--resume"])
+    with pytest.raises(SystemExit, match="holds no run .* start it without --resume"):
+        main(["train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path / 'new'}", "--resume"])
 
 
 def test_a_fresh_run_starts_a_fresh_log_over_an_aborted_runs(tmp_path):

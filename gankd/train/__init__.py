@@ -1,7 +1,7 @@
 """Training: teacher, scratch-student and distillation runs from a RunConfig (gankd train / gankd distill)."""
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .loop import TrainingError, evaluate, load_trained_model, run_directory, train
+from .loop import TrainingError, evaluate, load_trained_model, resumed_config, run_directory, train
 from .teacher import Teacher, load_teacher
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "load_checkpoint",
     "load_teacher",
     "load_trained_model",
+    "resumed_config",
     "run_directory",
     "train",
 ]

@@ -15,7 +15,15 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
-from gankd.config import ConfigError, RunConfig, config_from_saved, save_config, to_dict, with_absolute_paths
+from gankd.config import (
+    ConfigError,
+    RunConfig,
+    config_from_saved,
+    load_config,
+    save_config,
+    to_dict,
+    with_absolute_paths,
+)
 from gankd.metrics import MetricSettings
 
 from .builders import batches, build_dataset, build_model
@@ -38,6 +46,17 @@ def run_directory(config: RunConfig) -> Path:
     return Path(config.output_dir) / config.name
 
 
+def resumed_config(path, overrides: list[str] = ()) -> RunConfig:
+    """The config to resume a run with: the run's own recorded config (config.yaml in its directory, which the
+    config file at `path` and the `overrides` locate) with the `overrides` applied on top, so the overrides it
+    was started with stay part of it. What may change on resume is RESUMABLE_CHANGES; train() refuses the rest."""
+    located = load_config(path, list(overrides))
+    recorded = run_directory(with_absolute_paths(located)) / "config.yaml"
+    if not recorded.is_file():
+        raise TrainingError(f"--resume: {recorded.parent} holds no run (no config.yaml): start it without --resume")
+    return load_config(recorded, list(overrides))
+
+
 def saved_config(state: dict, location) -> RunConfig:
     """The config a checkpoint recorded (its `imports` imported, earlier formats migrated)."""
     return config_from_saved(state["config"], f"the checkpoint at {location}")
@@ -58,13 +77,25 @@ def _check_resumable(state: dict, config: RunConfig, location: Path) -> None:
                             "'terms'); it can be evaluated, exported and distilled from, not resumed")  # fmt: skip
     saved = to_dict(saved_config(state, location))
     current = to_dict(config)
-    changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and saved.get(key) != current[key])
+    changed = [difference for key in current if key not in RESUMABLE_CHANGES
+               for difference in _differences(key, saved.get(key), current[key])]  # fmt: skip
     if changed:
-        raise TrainingError(f"cannot resume: the config differs from the checkpoint's in {', '.join(changed)}")
+        raise TrainingError(
+            f"cannot resume with {'; '.join(changed)}: a resumed run keeps its recorded config except "
+            f"{', '.join(sorted(RESUMABLE_CHANGES))}; drop those --set overrides, or start a new run (another name)"
+        )
     decaying = config.optim.schedule != "constant" or config.gan.optim.schedule != "constant"
     if saved["steps"] != config.steps and decaying:
         raise TrainingError(f"cannot resume with steps={config.steps} (was {saved['steps']}): the learning-rate "
                             "schedule decays to the last step; only constant schedules can be extended")  # fmt: skip
+
+
+def _differences(path: str, old, new) -> list[str]:
+    """'path: old -> new' for each leaf where two config values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in sorted(old.keys() | new.keys())
+                for line in _differences(f"{path}.{key}", old.get(key), new.get(key))]  # fmt: skip
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
 def evaluate(stepper: Stepper, config: RunConfig, dataset: Dataset | None = None) -> dict:
