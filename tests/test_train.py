@@ -123,11 +123,30 @@ def test_a_fresh_run_starts_a_fresh_log_over_an_aborted_runs(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    # lr 1e30: step 1's checkpoint holds weights near 1e30 though its loss was finite; step 2 diverges. No
+    # checkpoint was verified by finite steps after it, so none is presented as good.
     config = small_config("digits_cnn_teacher", tmp_path, "steps=6", "checkpoint_every=1", "optim.lr=1e30")
-    with pytest.raises(TrainingError, match=r"training stopped, the last good checkpoint is .*last\.pt"):
+    with pytest.raises(TrainingError, match=r"no checkpoint is known good: .* kept as .*last-unverified\.pt"):
         train(config)
-    kept = load_checkpoint(tmp_path / "digits_cnn_teacher")
-    assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
+    checkpoints = tmp_path / "digits_cnn_teacher" / "checkpoints"
+    assert not (checkpoints / "last.pt").exists() and (checkpoints / "last-unverified.pt").exists()
+
+
+def test_a_diverged_run_rolls_back_to_the_verified_checkpoint(tmp_path, monkeypatch):
+    from gankd.train import stepper as stepper_module
+
+    real_step = stepper_module.Stepper.step
+
+    def diverging(self, batch, step):
+        if step == 3:  # the 4th step: checkpoints of steps 1, 2, 3 were written, step 3's is unverified
+            raise stepper_module.NonFiniteLoss("loss is nan")
+        return real_step(self, batch, step)
+
+    monkeypatch.setattr(stepper_module.Stepper, "step", diverging)
+    config = small_config("digits_cnn_teacher", tmp_path, "steps=6", "checkpoint_every=1")
+    with pytest.raises(TrainingError, match=r"the last good checkpoint, step 2, is .*last\.pt \(the one of step 3"):
+        train(config)
+    assert load_checkpoint(tmp_path / "digits_cnn_teacher")["step"] == 2
 
 
 def test_corrupt_and_foreign_checkpoints(tmp_path):

@@ -7,6 +7,7 @@ weights as one never stopped.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +35,9 @@ from .objective import build_objective, sized_student
 from .stepper import NonFiniteLoss, Stepper
 from .teacher import load_teacher
 
+# Beside checkpoints/last.pt: the checkpoint before it, verified by the finite steps that followed it, and
+# after a diverged loss the only checkpoint there was, unverified.
+VERIFIED, UNVERIFIED = "verified.pt", "last-unverified.pt"
 # Keys of the config that may change when a run is resumed (more steps, other logging or evaluation).
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "sample_every", "eval", "tensorboard"}
 
@@ -88,6 +92,32 @@ def _check_resumable(state: dict, config: RunConfig, location: Path) -> None:
     if saved["steps"] != config.steps and decaying:
         raise TrainingError(f"cannot resume with steps={config.steps} (was {saved['steps']}): the learning-rate "
                             "schedule decays to the last step; only constant schedules can be extended")  # fmt: skip
+
+
+def _save_verifying(state: dict, last: Path) -> None:
+    """Write `state` as `last`; the checkpoint it replaces, followed since by steps with finite losses, is kept
+    as verified.pt until this one is verified in turn (a loss that diverges soon after a checkpoint can leave
+    that checkpoint's weights already blown up though its own loss was finite)."""
+    if last.exists():
+        os.replace(last, last.with_name(VERIFIED))
+    save_checkpoint(state, last)
+
+
+def _roll_back(last: Path, checkpoint_every: int) -> str:
+    """After a non-finite loss: make the verified checkpoint the run's last.pt again; what was kept, said."""
+    verified = last.with_name(VERIFIED)
+    if verified.exists():
+        discarded = torch.load(last, map_location="cpu", weights_only=True)["step"] if last.exists() else None
+        os.replace(verified, last)
+        step = torch.load(last, map_location="cpu", weights_only=True)["step"]
+        dropped = f" (the one of step {discarded}, unverified, was discarded)" if discarded is not None else ""
+        return f"the last good checkpoint, step {step}, is {last}{dropped}"
+    if last.exists():
+        unverified = last.with_name(UNVERIFIED)
+        os.replace(last, unverified)
+        return (f"no checkpoint is known good: the only one, written less than {checkpoint_every} steps before "
+                f"the loss diverged, is kept as {unverified} (its weights may already be diverging)")  # fmt: skip
+    return "no checkpoint was written yet"
 
 
 def _differences(path: str, old, new) -> list[str]:
@@ -171,16 +201,17 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                 scalars = stepper.step(next(data), step)
                 in_step = False
             except NonFiniteLoss as error:
-                kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-                raise TrainingError(f"step {step + 1}: {error}; training stopped, {kept}. Lower optim.lr, use "
-                                    "precision fp32, or set optim.grad_clip") from None  # fmt: skip
+                kept = _roll_back(last, config.checkpoint_every) if dist.is_main else "see the main process"
+                raise TrainingError(f"step {step + 1}: {error}; training stopped, {kept}. In a new run (another "
+                                    "name), lower optim.lr, use precision fp32, or set optim.grad_clip"
+                                    ) from None  # fmt: skip
             done = step + 1
             logger.progress(scalars)
             if done % config.log_every == 0 or done == end:
                 logger.log(done, {name: dist.all_mean(value) for name, value in scalars.items()})
             if done % config.checkpoint_every == 0 or done == end:
                 if dist.is_main:
-                    save_checkpoint({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+                    _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
                 dist.barrier()
             saved_through = done if done % config.checkpoint_every == 0 or done == end else saved_through
             if dist.is_main and config.sample_every and done % config.sample_every == 0:
@@ -190,7 +221,7 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     except KeyboardInterrupt:
         # Keep every completed step, unless the interrupt landed inside a step (its updates are partial).
         if dist.is_main and done > saved_through and not in_step:
-            save_checkpoint({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+            _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
             saved_through = done
         where = f"{last} holds step {saved_through}" if last.exists() else "no checkpoint was written yet"
         raise TrainingError(f"interrupted after step {done}; {where}: continue with --resume") from None
