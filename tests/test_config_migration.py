@@ -66,14 +66,14 @@ task: image2image
 mode: teacher
 model:
   name: resnet_g
-  options: {ngf: 32, n_blocks: 6, n_downsampling: 1, upscale: 4, norm: none, residual: true}
+  options: {ngf: 32, n_blocks: 6, n_downsampling: 0, upscale: 4, norm: none, residual: true}
 data:
   name: photos_sr
-  options: {scale: 4}
+  options: {scale: 4, gray: true, rotate: true}
   batch_size: 16
-optim: {lr: 0.0005, betas: [0.9, 0.999], schedule: cosine}
+optim: {lr: 0.001, betas: [0.9, 0.999], schedule: cosine}
 gan: {weight: 0.0}
-steps: 2000
+steps: 5000
 checkpoint_every: 500
 eval: {metrics: [psnr, ssim]}
 """,
