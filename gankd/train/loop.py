@@ -107,9 +107,9 @@ def _roll_back(last: Path, checkpoint_every: int) -> str:
     """After a non-finite loss: make the verified checkpoint the run's last.pt again; what was kept, said."""
     verified = last.with_name(VERIFIED)
     if verified.exists():
-        discarded = torch.load(last, map_location="cpu", weights_only=True)["step"] if last.exists() else None
+        discarded = load_checkpoint(last)["step"] if last.exists() else None
         os.replace(verified, last)
-        step = torch.load(last, map_location="cpu", weights_only=True)["step"]
+        step = load_checkpoint(last)["step"]
         dropped = f" (the one of step {discarded}, unverified, was discarded)" if discarded is not None else ""
         return f"the last good checkpoint, step {step}, is {last}{dropped}"
     if last.exists():
