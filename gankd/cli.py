@@ -317,6 +317,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if arguments.debug:
             raise
         _fail(arguments.command, str(error) or type(error).__name__, error)
+    except KeyboardInterrupt:  # before or after training (inside it, the loop stops at a step boundary)
+        if arguments.debug:
+            raise
+        import sys
+
+        print(f"gankd {arguments.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 class CommandError(SystemExit):

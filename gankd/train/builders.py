@@ -11,6 +11,7 @@ from gankd import data, models
 from gankd.config import ModelConfig, OptimConfig, RunConfig
 
 from .distributed import Distributed
+from .interrupts import ignore_in_worker
 
 SCHEDULES = ("constant", "cosine", "linear")  # what build_schedule implements
 
@@ -120,6 +121,7 @@ def batches(dataset: Dataset, config: RunConfig, dist: Distributed, start_step: 
     # The loader's own generator keeps it from drawing worker seeds from the global RNG (resume exactness).
     loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, drop_last=True,
                         num_workers=config.data.num_workers,
+                        worker_init_fn=ignore_in_worker if config.data.num_workers else None,
                         generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
     epoch, start_batch = divmod(start_step * accumulate, sampler.batches_per_epoch)
     step = []

@@ -55,6 +55,14 @@ class Distributed:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite.item())
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on some process (each process gets the same answer)."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
     def all_mean(self, value: float) -> float:
         if not self.enabled:
             return value

@@ -8,6 +8,7 @@ weights as one never stopped.
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from gankd.metrics import MetricSettings
 from .builders import batches, build_dataset, build_model
 from .checkpoint import load_checkpoint, save_checkpoint, trained_weights
 from .distributed import Distributed, setup, teardown
+from .interrupts import DeferredInterrupts
 from .logger import RunLogger
 from .objective import build_objective, sized_student
 from .stepper import NonFiniteLoss, Stepper
@@ -194,37 +196,48 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     started = time.perf_counter()
     saved_through = done = start
     in_step = False
+    if dist.is_main:
+        what = f"resuming at step {start}" if start else "training"
+        print(f"{config.name}: {what} in {run_dir}", file=sys.stderr, flush=True)
     try:
-        for step in range(start, end):
-            try:
-                in_step = True
-                scalars = stepper.step(next(data), step)
-                in_step = False
-            except NonFiniteLoss as error:
-                kept = _roll_back(last, config.checkpoint_every) if dist.is_main else "see the main process"
-                raise TrainingError(f"step {step + 1}: {error}; training stopped, {kept}. In a new run (another "
-                                    "name), lower optim.lr, use precision fp32, or set optim.grad_clip"
-                                    ) from None  # fmt: skip
-            done = step + 1
-            logger.progress(scalars)
-            if done % config.log_every == 0 or done == end:
-                logger.log(done, {name: dist.all_mean(value) for name, value in scalars.items()})
-            if done % config.checkpoint_every == 0 or done == end:
-                if dist.is_main:
-                    _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
-                dist.barrier()
-            saved_through = done if done % config.checkpoint_every == 0 or done == end else saved_through
-            if dist.is_main and config.sample_every and done % config.sample_every == 0:
-                save_samples(stepper, eval_data, run_dir / "samples" / f"step_{done:06d}.png")
-            if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
-                logger.log(done, {f"eval/{k}": v for k, v in evaluate(stepper, config, eval_data)["metrics"].items()})
+        with DeferredInterrupts().installed() as interrupts:
+            for step in range(start, end):
+                batch = next(data)  # an interrupt while loading leaves the model as the last step left it
+                try:
+                    in_step = True
+                    scalars = stepper.step(batch, step)
+                    in_step = False
+                except NonFiniteLoss as error:
+                    kept = _roll_back(last, config.checkpoint_every) if dist.is_main else "see the main process"
+                    raise TrainingError(f"step {step + 1}: {error}; training stopped, {kept}. In a new run (another "
+                                        "name), lower optim.lr, use precision fp32, or set optim.grad_clip"
+                                        ) from None  # fmt: skip
+                done = step + 1
+                logger.progress(scalars)
+                if done % config.log_every == 0 or done == end:
+                    logger.log(done, {name: dist.all_mean(value) for name, value in scalars.items()})
+                if done % config.checkpoint_every == 0 or done == end:
+                    saved_through = _save_step(stepper, config, dist, last, done)
+                if dist.any(interrupts.requested is not None):  # every process stops after the same step
+                    if done > saved_through:
+                        saved_through = _save_step(stepper, config, dist, last, done)
+                    raise TrainingError(f"interrupted ({interrupts.requested or 'by another process'}) after step "
+                                        f"{done}; {last} holds step {done}: continue with --resume")  # fmt: skip
+                if dist.is_main and config.sample_every and done % config.sample_every == 0:
+                    save_samples(stepper, eval_data, run_dir / "samples" / f"step_{done:06d}.png")
+                if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
+                    metrics = evaluate(stepper, config, eval_data)["metrics"]
+                    logger.log(done, {f"eval/{name}": value for name, value in metrics.items()})
     except KeyboardInterrupt:
-        # Keep every completed step, unless the interrupt landed inside a step (its updates are partial).
+        # A second Ctrl-C: keep every completed step, unless it landed inside a step (its updates are partial).
         if dist.is_main and done > saved_through and not in_step:
             _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
             saved_through = done
-        where = f"{last} holds step {saved_through}" if last.exists() else "no checkpoint was written yet"
-        raise TrainingError(f"interrupted after step {done}; {where}: continue with --resume") from None
+        if not last.exists():
+            raise TrainingError(f"interrupted after step {done}, before any checkpoint was written: nothing was "
+                                "kept; start the run again (without --resume)") from None  # fmt: skip
+        raise TrainingError(f"interrupted after step {done}; {last} holds step {saved_through}: continue with "
+                            "--resume") from None  # fmt: skip
     except torch.OutOfMemoryError as error:
         kept = f"the last checkpoint is kept at {last}" if last.exists() else "no checkpoint was written yet"
         raise TrainingError(f"out of memory ({error}); {kept}. Lower data.batch_size, use precision bf16, or a "
@@ -237,4 +250,13 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     result["train_seconds"] = time.perf_counter() - started
     save_samples(stepper, eval_data, run_dir / "samples" / "final.png")
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"{config.name}: finished; metrics, checkpoint and samples are in {run_dir}", file=sys.stderr, flush=True)
     return result
+
+
+def _save_step(stepper: Stepper, config: RunConfig, dist: Distributed, last: Path, done: int) -> int:
+    """Checkpoint the run after step `done` (rank 0 writes, every process waits for it); returns `done`."""
+    if dist.is_main:
+        _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+    dist.barrier()
+    return done
