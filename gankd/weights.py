@@ -5,8 +5,10 @@ training loss in gankd.losses (this module sits below both).
 
 Each file is looked up, in order, at an explicit path (argument or config key), at the path in an
 environment variable, and in torch hub's checkpoint cache under the name the upstream package would
-download it to. The file's SHA-256 must start with the prefix upstream publishes in that name. Nothing
-is ever downloaded: a missing or wrong file raises `MetricWeightsError` saying what to put where.
+download it to. Its size and full SHA-256 (pinned here; upstream's file names carry only their first 8 hex
+digits) must be the published file's before anything loads it: torch-fidelity loads the Inception file with
+`weights_only=False`, so only the exact published file may reach it. Nothing is ever downloaded: a missing or
+wrong file raises `MetricWeightsError` saying what to put where.
 """
 
 import hashlib
@@ -23,23 +25,34 @@ class MetricWeightsError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """A published weights file: its canonical name, SHA-256 prefix, environment variable and purpose."""
+    """A published weights file: its canonical name, full SHA-256, environment variable, purpose and size in
+    bytes (None: not pinned)."""
 
     filename: str
-    sha256_prefix: str
+    sha256: str
     env_var: str
     used_for: str
+    size: int | None = None
+
+    @property
+    def sha256_prefix(self) -> str:
+        """The 8 hex digits upstream puts in the file name."""
+        return self.sha256[:8]
 
 
 INCEPTION_V3 = WeightsFile(
     filename="weights-inception-2015-12-05-6726825d.pth",
-    sha256_prefix="6726825d",
+    sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     env_var="GANKD_INCEPTION_WEIGHTS",
     used_for="standard FID/KID (torch-fidelity's inception-v3-compat)",
+    size=95_628_359,
 )
 LPIPS_BACKBONES = {
-    "alex": WeightsFile("alexnet-owt-7be5be79.pth", "7be5be79", "GANKD_LPIPS_BACKBONE", "LPIPS (AlexNet backbone)"),
-    "vgg": WeightsFile("vgg16-397923af.pth", "397923af", "GANKD_LPIPS_BACKBONE", "LPIPS (VGG16 backbone)"),
+    "alex": WeightsFile("alexnet-owt-7be5be79.pth",
+                        "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+                        "GANKD_LPIPS_BACKBONE", "LPIPS (AlexNet backbone)", size=244_408_911),  # fmt: skip
+    "vgg": WeightsFile("vgg16-397923af.pth", "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+                       "GANKD_LPIPS_BACKBONE", "LPIPS (VGG16 backbone)", size=553_433_881),  # fmt: skip
 }
 
 _verified: dict[tuple[str, int, int], str] = {}
@@ -78,10 +91,16 @@ def resolve_weights(weights: WeightsFile, explicit_path: str | os.PathLike | Non
             f"or set {weights.env_var}=/path/to/{weights.filename}, or pass its path explicitly "
             f"(the torch hub cache is {hub_checkpoint_path(weights).parent})."
         )
-    digest = sha256_of(path)
-    if not digest.startswith(weights.sha256_prefix):
+    size = path.stat().st_size
+    if weights.size is not None and size != weights.size:
         raise MetricWeightsError(
-            f"{path} (from {source}) is not {weights.filename}: its SHA-256 starts {digest[:8]}, the published "
-            f"file's starts {weights.sha256_prefix}. Standard {weights.used_for} needs exactly that file."
+            f"{path} (from {source}) is not {weights.filename}: it has {size:,} bytes, the published file "
+            f"{weights.size:,}. Standard {weights.used_for} needs exactly that file."
+        )
+    digest = sha256_of(path)
+    if digest != weights.sha256:
+        raise MetricWeightsError(
+            f"{path} (from {source}) is not {weights.filename}: its SHA-256 is {digest}, the published file's "
+            f"is {weights.sha256}. Standard {weights.used_for} needs exactly that file."
         )
     return path

@@ -383,8 +383,8 @@ def test_lpips_term_plumbing_with_a_random_backbone(monkeypatch, tmp_path, dcgan
         Distiller(teacher, student, **options)
     backbone = tmp_path / "random-alexnet.pth"
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), backbone)
-    prefix = weights.sha256_of(backbone)[:8]
-    monkeypatch.setitem(weights.LPIPS_BACKBONES, "alex", weights.WeightsFile(backbone.name, prefix, "X", "test"))
+    digest = weights.sha256_of(backbone)
+    monkeypatch.setitem(weights.LPIPS_BACKBONES, "alex", weights.WeightsFile(backbone.name, digest, "X", "test"))
     distiller = Distiller(teacher, student, task="generator", terms={"lpips": {"weights_path": backbone}})
     noise = torch.randn(2, 8)
     terms = distiller((noise, None))

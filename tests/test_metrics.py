@@ -1,5 +1,6 @@
 """gankd.metrics: weights resolution, standard-metric plumbing, paired and classifier metrics, speed, export."""
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from unittest import mock
@@ -17,8 +18,8 @@ from gankd.metrics.image_quality import psnr, ssim
 from gankd.metrics.speed import measure_latency
 
 
-def file_prefix(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_missing_weights_name_the_file_and_where_to_put_it(monkeypatch, tmp_path):
@@ -36,13 +37,20 @@ def test_resolution_order_and_hash_check(monkeypatch, tmp_path):
     cached = tmp_path / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not the inception weights")
-    # A file at the right place with the wrong contents is rejected by its hash.
-    with pytest.raises(weights.MetricWeightsError, match="its SHA-256 starts"):
+    # A file at the right place with the wrong contents is rejected by its size, then by its hash.
+    with pytest.raises(weights.MetricWeightsError, match="it has 25 bytes, the published file 95,628,359"):
         weights.resolve_weights(weights.INCEPTION_V3)
-    # The same rules with the prefix of a file we made: hub cache, then the variable, then an explicit path.
+    unsized = dataclasses.replace(weights.INCEPTION_V3, size=None)
+    with pytest.raises(weights.MetricWeightsError, match="its SHA-256 is [0-9a-f]{64}, the published file's is 6726"):
+        weights.resolve_weights(unsized)
+    # The whole SHA-256 counts, not the 8 hex digits in the file name.
+    same_prefix = weights.WeightsFile(cached.name, file_hash(cached)[:8] + "0" * 56, "GANKD_TEST_WEIGHTS", "a test")
+    with pytest.raises(weights.MetricWeightsError, match="its SHA-256 is"):
+        weights.resolve_weights(same_prefix)
+    # The same rules with the hash of a file we made: hub cache, then the variable, then an explicit path.
     other = tmp_path / "elsewhere.pth"
     other.write_bytes(b"not the inception weights")
-    spec = weights.WeightsFile(cached.name, file_prefix(cached), "GANKD_TEST_WEIGHTS", "a test")
+    spec = weights.WeightsFile(cached.name, file_hash(cached), "GANKD_TEST_WEIGHTS", "a test", size=25)
     assert weights.resolve_weights(spec) == cached
     monkeypatch.setenv("GANKD_TEST_WEIGHTS", str(other))
     assert weights.resolve_weights(spec) == other
@@ -70,7 +78,7 @@ def test_standard_fid_kid_plumbing_with_random_inception_weights(monkeypatch, tm
     images = torch.rand(4, 1, 16, 16) * 2 - 1
     with pytest.raises(weights.MetricWeightsError, match="6726825d"):
         fidelity.standard_fid_kid(images, images, weights_path=fake_weights)
-    spec = weights.WeightsFile(weights.INCEPTION_V3.filename, file_prefix(fake_weights), "X", "plumbing test")
+    spec = weights.WeightsFile(weights.INCEPTION_V3.filename, file_hash(fake_weights), "X", "plumbing test")
     monkeypatch.setattr(fidelity, "INCEPTION_V3", spec)
     with pytest.warns(UserWarning, match="rank-deficient"):
         result = fidelity.standard_fid_kid(images, torch.rand(4, 3, 16, 16) * 2 - 1, weights_path=fake_weights)
@@ -94,7 +102,7 @@ def test_lpips_plumbing_with_random_backbone(monkeypatch, tmp_path):
     images = torch.rand(3, 1, 16, 16) * 2 - 1  # gray and below AlexNet's 32 px: repeated and upsampled
     with pytest.raises(weights.MetricWeightsError, match="7be5be79"):
         perceptual.lpips_distance(images, images, weights_path=backbone)
-    spec = weights.WeightsFile("alexnet-owt-7be5be79.pth", file_prefix(backbone), "X", "plumbing test")
+    spec = weights.WeightsFile("alexnet-owt-7be5be79.pth", file_hash(backbone), "X", "plumbing test")
     monkeypatch.setitem(weights.LPIPS_BACKBONES, "alex", spec)
     same = perceptual.lpips_distance(images, images.clone(), weights_path=backbone)
     different = perceptual.lpips_distance(images, torch.rand(3, 1, 16, 16) * 2 - 1, weights_path=backbone)
