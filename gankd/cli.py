@@ -126,9 +126,8 @@ def _evaluate(arguments: argparse.Namespace) -> None:
     names = names or task.default_metrics(dataset, teacher=teacher is not None or _has_teacher(config))
     wants_teacher = metrics.needs_teacher(names) or task.compares_with_teacher
     if teacher is None and _has_teacher(config) and wants_teacher:  # only then load the teacher
-        from gankd.train import load_teacher
-
-        teacher = load_teacher(config).model
+        # A task that compares with the teacher (no ground truth) needs it for every metric.
+        teacher = _run_teacher(config, [name for name in names if metrics.needs_teacher([name])] or names)
     settings = metrics.MetricSettings(inception_weights=arguments.inception_weights)
     result = task.evaluate(model, dataset, names, teacher=teacher, settings=settings)
     if arguments.speed:
@@ -148,6 +147,18 @@ def _resized(images, size: int):
     print(f"gankd eval: resizing {len(images)} images from {tuple(images.shape[2:])} to {(size, size)} (--resize)",
           file=sys.stderr)  # fmt: skip
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+
+
+def _run_teacher(config, names: list[str]):
+    """The teacher a distillation run recorded, or an error saying which metrics need it and how to do without."""
+    from gankd.train import CheckpointError, load_teacher
+
+    try:
+        return load_teacher(config).model
+    except (CheckpointError, OSError, ValueError) as error:
+        raise SystemExit(f"gankd eval: error: the run's teacher cannot be loaded ({error}); the metrics "
+                         f"{','.join(names)} compare with it: choose others with --metrics, or give a teacher with "
+                         "--teacher-model and --teacher-weights") from None  # fmt: skip
 
 
 def _has_teacher(config) -> bool:

@@ -169,3 +169,24 @@ def test_every_command_has_help_with_a_description(capsys):
     with pytest.raises(SystemExit):
         main(["distill", "--help"])
     assert "e.g. digits_cnn_distill" in " ".join(capsys.readouterr().out.split())
+
+
+def test_eval_of_a_distilled_run_needs_its_teacher_only_for_metrics_that_use_it(tmp_path, capsys):
+    import json
+    import shutil
+
+    import pytest
+
+    small = ["--set", f"output_dir={tmp_path}", "--set", "steps=2", "--set", "checkpoint_every=2",
+             "--set", "data.batch_size=16"]  # fmt: skip
+    main(["train", "digits_cnn_teacher", *small, "--set", "model.options.width=8"])
+    main(["distill", "digits_cnn_distill", *small, "--set", "model.options.width=4",
+          "--set", f"distill.teacher={tmp_path / 'digits_cnn_teacher'}"])  # fmt: skip
+    shutil.move(tmp_path / "digits_cnn_teacher", tmp_path / "moved")
+    capsys.readouterr()
+    run = str(tmp_path / "digits_cnn_distill")
+    main(["eval", "--checkpoint", run, "--metrics", "accuracy"])
+    assert set(json.loads(capsys.readouterr().out)["metrics"]) == {"accuracy"}
+    with pytest.raises(SystemExit, match=r"the run's teacher cannot be loaded .*digits_cnn_teacher.* the metrics "
+                                         r"agreement compare with it: choose others with --metrics"):
+        main(["eval", "--checkpoint", run])
