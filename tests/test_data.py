@@ -235,14 +235,27 @@ def test_missing_and_empty_folders(tmp_path):
 
 
 def test_unreadable_and_mismatched_images(tmp_path):
+    # Every file is checked when the data set is built, from its header: sizes, unreadable and truncated files.
     save(random_image(8, 8), tmp_path / "flat" / "a.png")
     save(random_image(8, 12), tmp_path / "flat" / "b.png")
+    with pytest.raises(ValueError, match=r"b.png comes out \(8, 12\) but .*a.png \(8, 8\) \(height, width\): pass"):
+        data.build("image_folder", "test", root=tmp_path / "flat")
+    assert data.build("image_folder", "test", root=tmp_path / "flat", load_size=8, crop_size=8).image_shape == (3, 8, 8)
+    (tmp_path / "flat" / "b.png").unlink()
     (tmp_path / "flat" / "c.png").write_bytes(b"this is not a png")
-    dataset = data.build("image_folder", "test", root=tmp_path / "flat")
-    with pytest.raises(ValueError, match=r"b.png comes out \(3, 8, 12\) but the first image \(3, 8, 8\)"):
-        dataset[1]
     with pytest.raises(ValueError, match="cannot read image .*c.png"):
-        dataset[2]
+        data.build("image_folder", "test", root=tmp_path / "flat")
+    save(random_image(32, 32), tmp_path / "flat" / "c.png")
+    (tmp_path / "flat" / "c.png").write_bytes((tmp_path / "flat" / "c.png").read_bytes()[:-40])  # truncated
+    with pytest.raises(ValueError, match="cannot read image .*c.png"):
+        data.build("image_folder", "test", root=tmp_path / "flat")
+    # A file that changes after the data set was built is still caught when it is read.
+    save(random_image(8, 8), tmp_path / "flat" / "c.png")
+    dataset = data.build("image_folder", "test", root=tmp_path / "flat")
+    assert dataset.verify_seconds > 0
+    save(random_image(8, 12), tmp_path / "flat" / "c.png")
+    with pytest.raises(ValueError, match=r"c.png comes out \(3, 8, 12\) but the data set's images \(3, 8, 8\)"):
+        dataset[1]
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match="cannot read image .*a.jpg"):
@@ -324,3 +337,12 @@ def test_importing_gankd_needs_neither_extra():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "photos_sr" in result.stdout
+
+
+def test_sizes_read_from_headers_are_the_sizes_images_come_out_at(tmp_path):
+    for height, width, load_size, crop_size in [(7, 13, 5, None), (13, 7, 5, None), (30, 17, 11, 9), (9, 9, 4, 4),
+                                                (10, 31, None, 6), (12, 5, 3, None)]:  # fmt: skip
+        folder = tmp_path / f"{height}x{width}_{load_size}_{crop_size}"
+        save(random_image(height, width), folder / "a.png")
+        dataset = data.build("image_folder", "train", root=folder, load_size=load_size, crop_size=crop_size)
+        assert dataset.image_shape == tuple(dataset[0][0].shape), (height, width, load_size, crop_size)

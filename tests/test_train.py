@@ -298,3 +298,63 @@ def test_progress_in_a_log_file_is_a_line_per_logged_step(tmp_path):
     assert "\r" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("digits_cnn_teacher: step ")]
     assert [line.split()[2] for line in lines] == ["2/4", "4/4"]
+
+
+def test_a_data_file_that_fails_mid_run_stops_it_with_the_completed_steps_saved(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from PIL import Image
+
+    import gankd.data.folders
+
+    for index in range(20):
+        folder = tmp_path / "images" / f"class{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32), index * 10, np.uint8)).save(folder / f"{index}.png")
+    reads = []
+
+    def read_image(path, channels):  # the 9th read fails: a file that broke after the data set was checked
+        reads.append(path)
+        if len(reads) >= 9:
+            raise ValueError(f"cannot read image {path}: broken data stream")
+        return original(path, channels)
+
+    original = gankd.data.folders.read_image
+    monkeypatch.setattr(gankd.data.folders, "read_image", read_image)
+    config = small_config("digits_cnn_teacher", tmp_path, "steps=10", "checkpoint_every=100", "data.batch_size=4",
+                          "data.name=image_folder", f"data.options={{root: {tmp_path / 'images'}, channels: 1}}")
+    run = tmp_path / "digits_cnn_teacher"
+    with pytest.raises(TrainingError) as error:
+        train(config)
+    assert str(error.value) == (f"step 3: its batch cannot be loaded: cannot read image {reads[-1]}: broken data "
+                                f"stream; {run / 'checkpoints' / 'last.pt'} holds step 2: continue with --resume, "
+                                "once the file is fixed or removed")  # fmt: skip
+    assert load_checkpoint(run)["step"] == 2
+    assert f"digits_cnn_teacher: data: checked the 20 items of {tmp_path / 'images'} in" in capsys.readouterr().err
+    # From a DataLoader worker the error arrives wrapped in the worker's traceback: its last line is the message.
+    from gankd.train.loop import _last_line
+
+    wrapped = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                         "last):\n  File \"folders.py\", line 9, in _load\nValueError: cannot read image x.png: bad\n")
+    assert _last_line(wrapped) == "cannot read image x.png: bad" and _last_line(ValueError("a: b")) == "a: b"
+
+
+def test_a_checkpoint_write_that_fails_names_the_file_and_keeps_the_earlier_one(tmp_path, monkeypatch):
+    import gankd.train.checkpoint
+
+    saves = []
+
+    def save(state, path):  # the second write fails as a full disk makes torch.save fail
+        saves.append(path)
+        if len(saves) == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 1024 vs 512")
+        original(state, path)
+
+    original = gankd.train.checkpoint.torch.save
+    monkeypatch.setattr(gankd.train.checkpoint.torch, "save", save)
+    with pytest.raises(CheckpointError) as error:
+        train(small_config("digits_cnn_teacher", tmp_path))
+    checkpoints = tmp_path / "digits_cnn_teacher" / "checkpoints"
+    assert str(error.value).startswith(f"cannot write the checkpoint {checkpoints / 'next.pt'} ([enforce fail")
+    assert "any earlier checkpoint there is unchanged" in str(error.value)
+    assert load_checkpoint(checkpoints / "last.pt")["step"] == 2
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["last.pt"]  # no temporary file left behind

@@ -6,12 +6,13 @@ otherwise. Images are PNG, JPEG or WebP; they come out as float32 [channels, H, 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from torch import Tensor
 
 from gankd.data.base import SPLITS, SeededDataset
-from gankd.data.images import IMAGE_SUFFIXES, ImagePipeline, check_folder, image_files, read_image
+from gankd.data.images import IMAGE_SUFFIXES, ImagePipeline, check_folder, image_files, image_size, read_image
 from gankd.options import check_choice
 
 
@@ -24,10 +25,11 @@ def split_folder(root: str | Path, split: str) -> Path:
 
 
 class _FolderDataset(SeededDataset):
-    """Shared by the folder data sets: the pipeline, and the rule that every item comes out one size.
+    """Shared by the folder data sets: the pipeline, the check of every file when the data set is built, and
+    the rule that every item comes out one size.
 
-    Subclasses list their files, then call `_record_image_shape()`; `_load(index)` returns the item's images
-    and the file that names them in errors."""
+    Subclasses list their files, then call `_verify()`; `_header_size(index)` gives an item's size from its
+    files' headers and `_load(index)` its images, each with the file that names the item in errors."""
 
     def __init__(self, root, split, channels, load_size, crop_size, flip, seed):
         super().__init__(split, seed)
@@ -35,19 +37,43 @@ class _FolderDataset(SeededDataset):
         self.channels = check_choice("channels", channels, (1, 3))
         self.pipeline = ImagePipeline(split, load_size, crop_size, flip)
         self.image_shape: tuple[int, ...] = ()
+        self.verify_seconds = 0.0
+
+    def _header_size(self, index: int) -> tuple[tuple[int, int], Path]:
+        raise NotImplementedError
 
     def _load(self, index: int) -> tuple[list[Tensor], Path]:
         raise NotImplementedError
 
-    def _record_image_shape(self) -> None:
-        # Items are batched together, so every item must come out the size of the first (read here, at once).
-        self.image_shape = tuple(self._load(0)[0][0].shape)
+    def _verify(self) -> None:
+        """Every file opens and its header decodes, and every item comes out one size (items are batched
+        together): checked now, from the headers (no pixels decoded), so that a bad file stops a run before
+        it starts rather than steps into it. How long it took is `verify_seconds`."""
+        started = time.perf_counter()
+        first: tuple[tuple[int, int], Path] | None = None
+        for index in range(len(self)):
+            (height, width), path = self._header_size(index)
+            size = self.pipeline.output_size(height, width, path)
+            if first is None:
+                first = size, path
+            elif size != first[0]:
+                raise ValueError(
+                    f"image {path} comes out {size} but {first[1]} {first[0]} (height, width): pass load_size "
+                    "and/or crop_size so that all images come out the same size"
+                )
+        self.image_shape = (self.channels, *first[0])
+        self.verify_seconds = time.perf_counter() - started
+
+    @property
+    def check_summary(self) -> str:
+        """What `_verify` checked and how long it took, for the run's log."""
+        return f"checked the {len(self)} items of {self.folder} in {self.verify_seconds:.2f} s"
 
     def _checked(self, index: int) -> list[Tensor]:
         images, path = self._load(index)
-        if tuple(images[0].shape) != self.image_shape:
+        if tuple(images[0].shape) != self.image_shape:  # a file changed since the data set was built
             raise ValueError(
-                f"image {path} comes out {tuple(images[0].shape)} but the first image {self.image_shape}; "
+                f"image {path} comes out {tuple(images[0].shape)} but the data set's images {self.image_shape}; "
                 "pass load_size and/or crop_size so that all images come out the same size"
             )
         return images
@@ -92,10 +118,14 @@ class ImageFolderDataset(_FolderDataset):
             self.samples += [(path, label) for path in files]
         if not self.samples:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
-        self._record_image_shape()
+        self._verify()
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _header_size(self, index: int) -> tuple[tuple[int, int], Path]:
+        path = self.samples[index][0]
+        return image_size(path), path
 
     def _load(self, index: int) -> tuple[list[Tensor], Path]:
         path = self.samples[index][0]
@@ -139,7 +169,7 @@ class PairedFolderDataset(_FolderDataset):
                 )
         else:
             self.pairs = _pair_by_name(check_folder(folder_a, "folder A"), check_folder(folder_b, "folder B"))
-        self._record_image_shape()
+        self._verify()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -148,6 +178,16 @@ class PairedFolderDataset(_FolderDataset):
         image_a, image_b = self._checked(index)
         return (image_a, image_b) if self.direction == "AtoB" else (image_b, image_a)
 
+    def _header_size(self, index: int) -> tuple[tuple[int, int], Path]:
+        path_a, path_b = self.pairs[index]
+        height, width = image_size(path_a)
+        if self.side_by_side:
+            _check_even(width, path_a)
+            return (height, width // 2), path_a
+        if image_size(path_b) != (height, width):
+            raise ValueError(_mismatched_pair(path_a, (height, width), path_b, image_size(path_b)))
+        return (height, width), path_a
+
     def _load(self, index: int) -> tuple[list[Tensor], Path]:
         path_a, path_b = self.pairs[index]
         if self.side_by_side:
@@ -155,10 +195,7 @@ class PairedFolderDataset(_FolderDataset):
         else:
             image_a, image_b = read_image(path_a, self.channels), read_image(path_b, self.channels)
             if image_a.shape != image_b.shape:
-                raise ValueError(
-                    f"mismatched pair: {path_a} is {tuple(image_a.shape[1:])} but {path_b} is "
-                    f"{tuple(image_b.shape[1:])} (height, width); A and B must have the same size"
-                )
+                raise ValueError(_mismatched_pair(path_a, tuple(image_a.shape[1:]), path_b, tuple(image_b.shape[1:])))
         return self.pipeline([image_a, image_b], self.item_rng(index), [path_a, path_b]), path_a
 
 
@@ -183,8 +220,16 @@ def _pair_by_name(folder_a: Path, folder_b: Path) -> list[tuple[Path, Path]]:
     return [(files[folder_a][stem], files[folder_b][stem]) for stem in sorted(files[folder_a])]
 
 
-def _split_side_by_side(image: Tensor, path: Path) -> tuple[Tensor, Tensor]:
-    width = image.shape[-1]
+def _mismatched_pair(path_a: Path, size_a: tuple, path_b: Path, size_b: tuple) -> str:
+    return f"mismatched pair: {path_a} is {size_a} but {path_b} is {size_b} (height, width); A and B must have the same size"
+
+
+def _check_even(width: int, path: Path) -> None:
     if width % 2:
         raise ValueError(f"side-by-side AB image {path} has an odd width {width}: it cannot be halved into A and B")
+
+
+def _split_side_by_side(image: Tensor, path: Path) -> tuple[Tensor, Tensor]:
+    width = image.shape[-1]
+    _check_even(width, path)
     return image[..., : width // 2], image[..., width // 2 :]

@@ -54,6 +54,18 @@ def read_image(path: Path, channels: int) -> Tensor:
     return torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], channels).permute(2, 0, 1)
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file's header, after Pillow's integrity check (PNG chunk checksums, the
+    structure of other formats) without decoding the pixels; ValueError naming the file if either fails."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            image.verify()
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+    return height, width
+
+
 def to_unit_range(image: Tensor) -> Tensor:
     """uint8 [C, H, W] → float32 in [-1, 1]."""
     return image.float() / 127.5 - 1
@@ -73,15 +85,24 @@ class ImagePipeline:
         self.crop_size = check_optional_int("crop_size", crop_size, minimum=1)
         self.flip = check_bool("flip", flip)
 
+    def output_size(self, height: int, width: int, name: Path) -> tuple[int, int]:
+        """The (height, width) an image of that size comes out at; ValueError naming it if it is too small."""
+        if self.load_size is not None:
+            short, long = sorted((height, width))
+            resized = (self.load_size, int(self.load_size * long / short))  # as torchvision's resize computes it
+            height, width = resized if height <= width else resized[::-1]
+        if self.crop_size is None:
+            return height, width
+        if height < self.crop_size or width < self.crop_size:
+            raise ValueError(f"image {name} is {height}x{width} (after resizing), smaller than crop_size={self.crop_size}")
+        return self.crop_size, self.crop_size
+
     def __call__(self, images: Sequence[Tensor], rng: np.random.Generator, names: Sequence[Path]) -> list[Tensor]:
         if self.load_size is not None:
             images = [transforms.resize(image, [self.load_size], antialias=True) for image in images]
         if self.crop_size is not None:
             height, width = images[0].shape[-2:]
-            if height < self.crop_size or width < self.crop_size:
-                raise ValueError(
-                    f"image {names[0]} is {height}x{width} (after resizing), smaller than crop_size={self.crop_size}"
-                )
+            self.output_size(height, width, names[0])  # only checks: the image is at least the crop
             if self.train:
                 top = int(rng.integers(height - self.crop_size + 1))
                 left = int(rng.integers(width - self.crop_size + 1))

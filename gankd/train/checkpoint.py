@@ -1,5 +1,6 @@
 """Writing checkpoints: state dicts and plain data only, written atomically (reading is gankd.checkpoints)."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,7 +13,14 @@ __all__ = ["CheckpointError", "find_checkpoint", "load_checkpoint", "save_checkp
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write `state` to a temporary file beside `path`, then rename it over `path` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk or a closed file as RuntimeError
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise CheckpointError(f"cannot write the checkpoint {path} ({' '.join(str(error).split())}); any earlier "
+                              "checkpoint there is unchanged: free disk space or make the folder writable, then "
+                              "continue with --resume") from error  # fmt: skip

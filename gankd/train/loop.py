@@ -100,9 +100,11 @@ def _save_verifying(state: dict, last: Path) -> None:
     """Write `state` as `last`; the checkpoint it replaces, followed since by steps with finite losses, is kept
     as verified.pt until this one is verified in turn (a loss that diverges soon after a checkpoint can leave
     that checkpoint's weights already blown up though its own loss was finite)."""
+    written = last.with_name("next.pt")
+    save_checkpoint(state, written)  # a failed write leaves the checkpoints as they were
     if last.exists():
         os.replace(last, last.with_name(VERIFIED))
-    save_checkpoint(state, last)
+    os.replace(written, last)
 
 
 def _roll_back(last: Path, checkpoint_every: int) -> str:
@@ -181,6 +183,10 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
         eval_data = build_dataset(config, config.eval.split) if dist.is_main else None  # built once per run
     except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
         raise ConfigError(f"cannot build the run from its config: {error}") from error
+    for built in (dataset, eval_data) if dist.is_main else ():
+        summary = getattr(getattr(built, "dataset", built), "check_summary", None)  # (a LabelledSubset's data set)
+        if summary:
+            print(f"{config.name}: data: {summary}", file=sys.stderr, flush=True)
     start = 0
     if resume:
         state = load_checkpoint(last)  # on the CPU: RNG states must stay there, modules copy to their devices
@@ -202,7 +208,12 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     try:
         with DeferredInterrupts().installed() as interrupts:
             for step in range(start, end):
-                batch = next(data)  # an interrupt while loading leaves the model as the last step left it
+                try:
+                    batch = next(data)  # an interrupt while loading leaves the model as the last step left it
+                except (ValueError, OSError) as error:  # a file that went bad after the data set was checked
+                    kept = _keep_completed(stepper, config, dist, last, done, saved_through)
+                    raise TrainingError(f"step {step + 1}: its batch cannot be loaded: {_last_line(error)}; "
+                                        f"{kept}, once the file is fixed or removed") from None  # fmt: skip
                 try:
                     in_step = True
                     scalars = stepper.step(batch, step)
@@ -230,14 +241,8 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                     logger.log(done, {f"eval/{name}": value for name, value in metrics.items()})
     except KeyboardInterrupt:
         # A second Ctrl-C: keep every completed step, unless it landed inside a step (its updates are partial).
-        if dist.is_main and done > saved_through and not in_step:
-            _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
-            saved_through = done
-        if not last.exists():
-            raise TrainingError(f"interrupted after step {done}, before any checkpoint was written: nothing was "
-                                "kept; start the run again (without --resume)") from None  # fmt: skip
-        raise TrainingError(f"interrupted after step {done}; {last} holds step {saved_through}: continue with "
-                            "--resume") from None  # fmt: skip
+        kept = _keep_completed(stepper, config, dist, last, done, saved_through, partial_step=in_step)
+        raise TrainingError(f"interrupted after step {done}; {kept}") from None
     except torch.OutOfMemoryError as error:
         kept = f"the last checkpoint is kept at {last}" if last.exists() else "no checkpoint was written yet"
         raise TrainingError(f"out of memory ({error}); {kept}. Lower data.batch_size, use precision bf16, or a "
@@ -252,6 +257,25 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"{config.name}: finished; metrics, checkpoint and samples are in {run_dir}", file=sys.stderr, flush=True)
     return result
+
+
+def _keep_completed(stepper: Stepper, config: RunConfig, dist: Distributed, last: Path, done: int, saved_through: int,
+                    *, partial_step: bool = False) -> str:  # fmt: skip
+    """After a stop outside the step loop's control: save the completed steps not saved yet (this process's
+    state, when it is rank 0 and no step was left half-applied), and say what was kept and how to go on."""
+    if dist.is_main and done > saved_through and not partial_step:
+        _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+        saved_through = done
+    if not last.exists():
+        return "nothing was kept (no checkpoint was written): start the run again, without --resume"
+    return f"{last} holds step {saved_through}: continue with --resume"
+
+
+def _last_line(error: BaseException) -> str:
+    """The message of `error`, or of the error a DataLoader worker raised (the last line of its traceback)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else type(error).__name__
+    return last.split(": ", 1)[1] if len(lines) > 1 and ": " in last else last
 
 
 def _save_step(stepper: Stepper, config: RunConfig, dist: Distributed, last: Path, done: int) -> int:
