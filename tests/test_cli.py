@@ -190,3 +190,9 @@ def test_eval_of_a_distilled_run_needs_its_teacher_only_for_metrics_that_use_it(
     with pytest.raises(SystemExit, match=r"the run's teacher cannot be loaded .*digits_cnn_teacher.* the metrics "
                                          r"agreement compare with it: choose others with --metrics"):
         main(["eval", "--checkpoint", run])
+    # A run's checkpoint passed as a weights file of another width: the message says to pass it as --checkpoint.
+    moved = str(tmp_path / "moved" / "checkpoints" / "last.pt")
+    with pytest.raises(SystemExit, match=r"\d+ of its \d+ tensors have other shapes .*: the file is a gankd run's "
+                                         r"checkpoint, of small_cnn with options \{.*'width': 8\}: pass it as --checkpoint"):
+        main(["eval", "--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1", "--weights", moved,
+              "--data", "digits"])  # fmt: skip

@@ -358,3 +358,15 @@ def test_a_checkpoint_write_that_fails_names_the_file_and_keeps_the_earlier_one(
     assert "any earlier checkpoint there is unchanged" in str(error.value)
     assert load_checkpoint(checkpoints / "last.pt")["step"] == 2
     assert sorted(path.name for path in checkpoints.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+def test_a_model_that_does_not_fit_the_data_or_teacher_is_named_at_step_1(tmp_path):
+    with pytest.raises(TrainingError, match=r"step 1: Given groups=1, .* The run's parts may not fit each other: the "
+                                            r"model small_cnn \{'in_channels': 3, .*data digits \(items \[1, 32, 32\], "
+                                            r"labels\); check the model's options \(in_channels"):
+        train(small_config("digits_cnn_teacher", tmp_path, "model.options.in_channels=3"))
+    train(small_config("digits_dcgan_teacher", tmp_path, *TEACHER_SMALL["digits_dcgan"]))
+    distill = small_config("digits_cnn_distill", tmp_path, f"distill.teacher={tmp_path / 'digits_dcgan_teacher'}")
+    with pytest.raises(TrainingError, match=r"the teacher DCGANGenerator .* the teacher is a generator \(it takes "
+                                            r"noise\) but the task is classifier: use a classifier teacher"):
+        train(distill)

@@ -57,6 +57,10 @@ class WeightsFormat:
         """Module paths of `model` whose bias the file lacks (the official layer has none): set to zero."""
         return set()
 
+    def mismatch_hint(self, path: Path) -> str:
+        """What to check when the file's tensors have other shapes than the model's."""
+        return "check the model's width options (ngf, ndf, width, ...) against the file's"
+
     def convert(self, state: Mapping[str, Tensor], model: nn.Module, source: str) -> dict[str, Tensor]:
         """`state` with `model`'s key names; WeightsFormatError naming missing and unexpected keys."""
         rename, bias_free = self.rename(model), self.bias_free(model)
@@ -114,12 +118,16 @@ def load_weights(model: nn.Module, path: str | Path, weights_format: str = "gank
         raise WeightsFormatError(f"weights file {path} does not exist (gankd never downloads: give a local file)")
     source = f"weights file {path}"
     state = fmt.convert(fmt.read(path), model, source)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:  # sizes that differ: the message names each key and both shapes
-        details = str(error).split("\n\t", 1)[-1].replace("\n\t", "; ")
-        raise WeightsFormatError(f"{source} ({weights_format!r}) does not fit {type(model).__name__}: "
-                                 f"{details}. Check the model's width options (ngf, ndf, ...)") from None  # fmt: skip
+    expected = model.state_dict()
+    differing = [f"{key} is {list(value.shape)} in the file and {list(expected[key].shape)} in the model"
+                 for key, value in state.items() if value.shape != expected[key].shape]  # fmt: skip
+    if differing:
+        raise WeightsFormatError(
+            f"{source} ({weights_format!r}) does not fit {type(model).__name__}: {len(differing)} of its "
+            f"{len(state)} tensors have other shapes ({'; '.join(differing[:2])}{'; ...' * (len(differing) > 2)}): "
+            f"{fmt.mismatch_hint(path)}"
+        )
+    model.load_state_dict(state)
     return model
 
 
@@ -134,6 +142,14 @@ class GankdFormat(WeightsFormat):
             raise WeightsFormatError(str(error)) from None
         state = _torch_load(path)
         return _strip_module_prefix(trained_weights(state) if is_checkpoint(state) else state)
+
+    def mismatch_hint(self, path: Path) -> str:
+        state = _torch_load(find_checkpoint(path))
+        if not is_checkpoint(state):
+            return super().mismatch_hint(path)
+        model = state["config"].get("model", {})
+        return (f"the file is a gankd run's checkpoint, of {model.get('name')} with options {model.get('options')}: "
+                "pass it as --checkpoint (gankd eval, export) to rebuild its model as it was trained")
 
 
 @register_weights_format("torchvision")

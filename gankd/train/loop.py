@@ -223,6 +223,10 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                     raise TrainingError(f"step {step + 1}: {error}; training stopped, {kept}. In a new run (another "
                                         "name), lower optim.lr, use precision fp32, or set optim.grad_clip"
                                         ) from None  # fmt: skip
+                except (RuntimeError, ValueError, TypeError) as error:
+                    if step != start or isinstance(error, torch.OutOfMemoryError):
+                        raise
+                    raise TrainingError(_misfit(config, stepper, batch, error, step + 1)) from error  # parts that do not fit
                 done = step + 1
                 logger.progress(scalars)
                 if done % config.log_every == 0 or done == end:
@@ -257,6 +261,23 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"{config.name}: finished; metrics, checkpoint and samples are in {run_dir}", file=sys.stderr, flush=True)
     return result
+
+
+def _misfit(config: RunConfig, stepper: Stepper, batch: list, error: BaseException, step: int) -> str:
+    """The first step failed: most likely the model, the teacher and the data do not fit each other. Says what
+    each is, so the user can see which option to change (--debug shows the traceback)."""
+    items = ", ".join(f"[{', '.join(map(str, part.shape[1:]))}]" if isinstance(part, torch.Tensor) and part.dim() > 1
+                      else "labels" for part in batch[0])  # fmt: skip
+    teacher = stepper.distiller.teacher
+    parts = f"the model {config.model.name} {dict(config.model.options)}"
+    if teacher is not None:
+        parts += f", the teacher {type(teacher).__name__}"
+    hint = ""
+    if teacher is not None and hasattr(teacher, "nz") and config.task != "generator":
+        hint = f"; the teacher is a generator (it takes noise) but the task is {config.task}: use a {config.task} teacher"
+    return (f"step {step}: {_last_line(error)}. The run's parts may not fit each other: {parts} "
+            f"and the data {config.data.name} (items {items}); check the model's options (in_channels, "
+            f"num_classes, image size) against the data{hint}")
 
 
 def _keep_completed(stepper: Stepper, config: RunConfig, dist: Distributed, last: Path, done: int, saved_through: int,
