@@ -1,4 +1,4 @@
-"""The `gankd` command: train, distill, eval, export, models, demo (each with --help)."""
+"""The `gankd` command: train, distill, eval, generate, export, models, demo (each with --help)."""
 
 from __future__ import annotations
 
@@ -165,6 +165,15 @@ def _has_teacher(config) -> bool:
     return config is not None and config.mode == "distill"
 
 
+def _generate(arguments: argparse.Namespace) -> None:
+    from gankd.train import generate
+
+    result = generate(arguments.checkpoint, arguments.out, count=arguments.count, inputs=arguments.inputs,
+                      input_options=dict(arguments.inputs_set), reference=arguments.reference,
+                      batch_size=arguments.batch_size, seed=arguments.seed, device=arguments.device)  # fmt: skip
+    print(f"wrote {result['written']} images to {result['folder']}")
+
+
 def _export(arguments: argparse.Namespace) -> None:
     from gankd.metrics import export_onnx
     from gankd.models import example_inputs
@@ -292,11 +301,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--out", help="JSON file to write (default: print)")
     evaluate.set_defaults(run=_eval)
 
+    generate = commands.add_parser(
+        "generate", help="write a run's generated or translated images, or its reference images, to a folder",
+        description="Writes PNG files into a new folder: --count samples of a generator run (in class sub-folders "
+        "0/, 1/, ... when it is conditional), an image-to-image run's outputs for every image under --inputs (same "
+        "relative paths), or with --reference the run's evaluation images (targets of an image-to-image run). The "
+        "folders are what `gankd eval --generated ... --reference ...` compares.",
+    )  # fmt: skip
+    generate.add_argument("--checkpoint", required=True, help="a gankd run directory or checkpoint")
+    generate.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    generate.add_argument("--count", type=int, help="how many samples a generator draws (with --reference: at most "
+                          "this many of the run's images; default all)")  # fmt: skip
+    generate.add_argument("--inputs", help="folder of input images for an image-to-image run")
+    generate.add_argument("--inputs-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                          help="an image_folder option of --inputs, e.g. --inputs-set load_size=256 (repeatable)")  # fmt: skip
+    generate.add_argument("--reference", action="store_true", help="write the run's evaluation images instead")
+    generate.add_argument("--batch-size", type=int, default=64)
+    generate.add_argument("--seed", type=int, default=0, help="seed of a generator's noise (default 0)")
+    generate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    generate.set_defaults(run=_generate)
+
     export = commands.add_parser(
         "export", help="export a model to ONNX and check it with onnxruntime",
         description="Exports a run's trained model (--checkpoint) or a zoo model with its weights file (--model, "
         "--weights) with torch.export to ONNX, compares onnxruntime's outputs with PyTorch's and prints the "
-        "difference and CPU latency as JSON. Large models also get an OUT.data file beside OUT.",
+        "difference and CPU latency as JSON. Weights over protobuf's 2 GiB limit go to an OUT.data file beside OUT.",
     )  # fmt: skip
     export.add_argument("--checkpoint", help="a gankd run directory or checkpoint")
     export.add_argument("--model", help="zoo name (see `gankd models`), with --weights")

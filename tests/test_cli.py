@@ -160,7 +160,7 @@ def _has_cuda() -> bool:
 def test_every_command_has_help_with_a_description(capsys):
     import pytest
 
-    for command in ("models", "train", "distill", "eval", "export", "demo"):
+    for command in ("models", "train", "distill", "eval", "generate", "export", "demo"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out

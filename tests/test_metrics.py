@@ -13,6 +13,7 @@ import torchvision
 from gankd import weights
 from gankd.metrics import fidelity, perceptual
 from gankd.metrics.classification import teacher_agreement, top1_accuracy
+from gankd.metrics import export
 from gankd.metrics.export import export_onnx
 from gankd.metrics.image_quality import psnr, ssim
 from gankd.metrics.speed import measure_latency
@@ -143,9 +144,15 @@ def test_latency_reports_each_batch_size():
     assert model.training  # mode restored
 
 
-def test_onnx_export_matches_pytorch(tmp_path):
+def test_onnx_export_matches_pytorch(tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.ConvTranspose2d(8, 3, 4, 2, 1), torch.nn.Tanh())  # fmt: skip
     result = export_onnx(model, (torch.randn(1, 3, 8, 8),), tmp_path / "student.onnx", repeats=3)
     assert Path(result["path"]).is_file() and result["max_abs_diff"] < 1e-5 and result["onnx_cpu_latency_ms"] > 0
+    # A model that fits protobuf's limit is one self-contained file; larger weights go to OUT.data beside it.
+    assert result["files"] == [result["path"]] and sorted(p.name for p in tmp_path.iterdir()) == ["student.onnx"]
+    monkeypatch.setattr(export, "PROTOBUF_LIMIT_BYTES", 100)
+    result = export_onnx(model, (torch.randn(1, 3, 8, 8),), tmp_path / "large.onnx", repeats=3)
+    assert result["files"] == [str(tmp_path / "large.onnx"), str(tmp_path / "large.onnx.data")]
+    assert (tmp_path / "large.onnx.data").is_file() and result["max_abs_diff"] < 1e-5

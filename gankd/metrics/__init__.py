@@ -15,6 +15,7 @@ from .evaluate import (
     evaluate_generator,
     evaluate_images,
     evaluate_paired,
+    generator_batches,
     sample_generator,
     stack_images,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "export_onnx",
     "lpips_distance",
     "measure",
+    "generator_batches",
     "measure_latency",
     "names",
     "needs_teacher",

@@ -32,28 +32,36 @@ def evaluate_images(
 
 @torch.no_grad()
 def sample_generator(generator: nn.Module, count: int, *, batch_size: int = 64, seed: int = 0, device="cpu") -> Tensor:
-    """`count` images from a noise-to-image generator (with `nz`, and `num_classes` when conditional).
+    """`count` images from a noise-to-image generator (with `nz`, and `num_classes` when conditional), as
+    `generator_batches` draws them, concatenated on the CPU."""
+    batches = generator_batches(generator, count, batch_size=batch_size, seed=seed, device=device)
+    return torch.cat([images for images, _ in batches])
+
+
+def generator_batches(generator: nn.Module, count: int, *, batch_size: int = 64, seed: int = 0, device="cpu"):
+    """Batches `(images, labels)` of `count` images in all from a noise-to-image generator in eval mode (its mode
+    restored after); labels None for an unconditional one.
 
     Noise comes from a generator seeded with `seed`; a conditional generator gets labels cycling through
-    its classes, so every class is equally represented. Images return on the CPU.
+    its classes, so every class is equally represented. Images return on the CPU as float32.
     """
     noise_dims = getattr(generator, "nz", None)
     if noise_dims is None:
-        raise ValueError(f"{type(generator).__name__} has no `nz`: sample_generator needs a noise-to-image generator")
+        raise ValueError(f"{type(generator).__name__} has no `nz`: sampling needs a noise-to-image generator")
     num_classes = getattr(generator, "num_classes", 0)
     rng = torch.Generator().manual_seed(seed)
     was_training = generator.training
     generator.eval()
-    images = []
     try:
         for start in range(0, count, batch_size):
             size = min(batch_size, count - start)
             noise = torch.randn(size, noise_dims, generator=rng).to(device)
-            labels = (torch.arange(start, start + size) % num_classes).to(device) if num_classes else None
-            images.append((generator(noise, labels) if labels is not None else generator(noise)).float().cpu())
+            labels = (torch.arange(start, start + size) % num_classes) if num_classes else None
+            with torch.no_grad():
+                images = generator(noise, labels.to(device)) if labels is not None else generator(noise)
+            yield images.float().cpu(), labels
     finally:
         generator.train(was_training)
-    return torch.cat(images)
 
 
 def evaluate_generator(

@@ -1,6 +1,7 @@
 """Training: teacher, scratch-student and distillation runs from a RunConfig (gankd train / gankd distill)."""
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .generate import generate
 from .loop import TrainingError, evaluate, load_trained_model, resumed_config, run_directory, train
 from .teacher import Teacher, load_teacher
 
@@ -9,6 +10,7 @@ __all__ = [
     "Teacher",
     "TrainingError",
     "evaluate",
+    "generate",
     "load_checkpoint",
     "load_teacher",
     "load_trained_model",
