@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except _user_errors() as error:
         if arguments.debug:
             raise
-        _fail(arguments.command, str(error) or type(error).__name__, error)
+        _fail(arguments.command, _message(error), error)
     except KeyboardInterrupt:  # before or after training (inside it, the loop stops at a step boundary)
         if arguments.debug:
             raise
@@ -386,6 +386,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gankd.train.loop import TrainingError
 
     return ValueError, TypeError, OSError, ImportError, yaml.YAMLError, CheckpointError, TrainingError
+
+
+def _message(error: BaseException) -> str:
+    """The error's message; an operating-system error as 'PATH: what went wrong' (not '[Errno 17] ...')."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        target = f" -> {error.filename2}" if error.filename2 is not None else ""
+        return f"{error.filename}{target}: {error.strerror}"
+    return str(error) or type(error).__name__
 
 
 def _fail(command: str, message: str, cause: BaseException) -> None:

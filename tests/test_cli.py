@@ -139,6 +139,10 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
         ("train", "digits_cnn_teacher", "--set", "device=cuda" if not _has_cuda() else "device=mps"): "config.device",
         ("train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path / 'a_file'}"): "Not a directory",
         ("eval", "--generated", str(tmp_path / "missing"), "--reference", str(tmp_path)): "is not a folder",
+        ("train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path}", "--set", "name=a_file"):
+            f"the run directory {tmp_path / 'a_file'} (output_dir/name) is a file: choose another name",
+        ("export", "--model", "small_cnn", "--random-weights", "--out", str(tmp_path / "a_file" / "m.onnx")):
+            f"{tmp_path / 'a_file'} is a file, not a folder",
     }
     for arguments, expected in cases.items():
         result = subprocess.run([sys.executable, "-m", "gankd.cli", *arguments], capture_output=True, text=True,
@@ -149,6 +153,14 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
     debug = subprocess.run([sys.executable, "-m", "gankd.cli", "--debug", "train", str(tmp_path / "empty.yaml")],
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_operating_system_errors_read_as_path_and_reason():
+    from gankd.cli import _message
+
+    assert _message(PermissionError(13, "Permission denied", "/runs/x")) == "/runs/x: Permission denied"
+    assert _message(FileExistsError(17, "File exists", "/a", None, "/b")) == "/a -> /b: File exists"
+    assert _message(FileNotFoundError("config file x.yaml does not exist")) == "config file x.yaml does not exist"
 
 
 def _has_cuda() -> bool:

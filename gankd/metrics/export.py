@@ -24,6 +24,9 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, *, re
     except ImportError as error:
         raise ImportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'gankd[export]'") from error
     path = Path(path)
+    blocking = [folder for folder in path.parents if folder.exists() and not folder.is_dir()]
+    if blocking:
+        raise NotADirectoryError(f"the ONNX file {path} cannot be written: {blocking[0]} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).eval().cpu()  # the caller's model keeps its device and mode
     example_inputs = tuple(x.cpu() for x in example_inputs)

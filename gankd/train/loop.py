@@ -170,6 +170,8 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     config = with_absolute_paths(config)  # recorded so: the run evaluates and resumes from any directory
     run_dir = run_directory(config)
     last = run_dir / "checkpoints" / "last.pt"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"the run directory {run_dir} (output_dir/name) is a file: choose another name or output_dir")
     if last.exists() and not resume:
         raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another name")
     if resume and not last.exists():
