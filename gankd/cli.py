@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           "this many of the run's images; default all)")  # fmt: skip
     generate.add_argument("--inputs", help="folder of input images for an image-to-image run")
     generate.add_argument("--inputs-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                          help="an image_folder option of --inputs, e.g. --inputs-set load_size=256 (repeatable)")  # fmt: skip
+                          help="an image_folder option of --inputs, e.g. load_size=256 (repeatable)")  # fmt: skip
     generate.add_argument("--reference", action="store_true", help="write the run's evaluation images instead")
     generate.add_argument("--batch-size", type=int, default=64)
     generate.add_argument("--seed", type=int, default=0, help="seed of a generator's noise (default 0)")

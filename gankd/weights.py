@@ -48,11 +48,20 @@ INCEPTION_V3 = WeightsFile(
     size=95_628_359,
 )
 LPIPS_BACKBONES = {
-    "alex": WeightsFile("alexnet-owt-7be5be79.pth",
-                        "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
-                        "GANKD_LPIPS_BACKBONE", "LPIPS (AlexNet backbone)", size=244_408_911),  # fmt: skip
-    "vgg": WeightsFile("vgg16-397923af.pth", "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
-                       "GANKD_LPIPS_BACKBONE", "LPIPS (VGG16 backbone)", size=553_433_881),  # fmt: skip
+    "alex": WeightsFile(
+        "alexnet-owt-7be5be79.pth",
+        "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+        "GANKD_LPIPS_BACKBONE",
+        "LPIPS (AlexNet backbone)",
+        size=244_408_911,
+    ),
+    "vgg": WeightsFile(
+        "vgg16-397923af.pth",
+        "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        "GANKD_LPIPS_BACKBONE",
+        "LPIPS (VGG16 backbone)",
+        size=553_433_881,
+    ),
 }
 
 _verified: dict[tuple[str, int, int], str] = {}

@@ -139,10 +139,22 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
         ("train", "digits_cnn_teacher", "--set", "device=cuda" if not _has_cuda() else "device=mps"): "config.device",
         ("train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path / 'a_file'}"): "Not a directory",
         ("eval", "--generated", str(tmp_path / "missing"), "--reference", str(tmp_path)): "is not a folder",
-        ("train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path}", "--set", "name=a_file"):
-            f"the run directory {tmp_path / 'a_file'} (output_dir/name) is a file: choose another name",
-        ("export", "--model", "small_cnn", "--random-weights", "--out", str(tmp_path / "a_file" / "m.onnx")):
-            f"{tmp_path / 'a_file'} is a file, not a folder",
+        (
+            "train",
+            "digits_cnn_teacher",
+            "--set",
+            f"output_dir={tmp_path}",
+            "--set",
+            "name=a_file",
+        ): f"the run directory {tmp_path / 'a_file'} (output_dir/name) is a file: choose another name",
+        (
+            "export",
+            "--model",
+            "small_cnn",
+            "--random-weights",
+            "--out",
+            str(tmp_path / "a_file" / "m.onnx"),
+        ): f"{tmp_path / 'a_file'} is a file, not a folder",
     }
     for arguments, expected in cases.items():
         result = subprocess.run([sys.executable, "-m", "gankd.cli", *arguments], capture_output=True, text=True,
@@ -199,12 +211,19 @@ def test_eval_of_a_distilled_run_needs_its_teacher_only_for_metrics_that_use_it(
     run = str(tmp_path / "digits_cnn_distill")
     main(["eval", "--checkpoint", run, "--metrics", "accuracy"])
     assert set(json.loads(capsys.readouterr().out)["metrics"]) == {"accuracy"}
-    with pytest.raises(SystemExit, match=r"the run's teacher cannot be loaded .*digits_cnn_teacher.* the metrics "
-                                         r"agreement compare with it: choose others with --metrics"):
+    with pytest.raises(
+        SystemExit,
+        match=r"the run's teacher cannot be loaded .*digits_cnn_teacher.* the metrics "
+        r"agreement compare with it: choose others with --metrics",
+    ):
         main(["eval", "--checkpoint", run])
     # A run's checkpoint passed as a weights file of another width: the message says to pass it as --checkpoint.
     moved = str(tmp_path / "moved" / "checkpoints" / "last.pt")
-    with pytest.raises(SystemExit, match=r"\d+ of its \d+ tensors have other shapes .*: the file is a gankd run's "
-                                         r"checkpoint, of small_cnn with options \{.*'width': 8\}: pass it as --checkpoint"):
+    with pytest.raises(
+        SystemExit,
+        match=r"\d+ of its \d+ tensors have other shapes .*: the file is a gankd run's "
+        r"checkpoint, of small_cnn with options \{.*'width': 8\}: pass it as "
+        "--checkpoint",
+    ):
         main(["eval", "--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1", "--weights", moved,
               "--data", "digits"])  # fmt: skip

@@ -47,8 +47,9 @@ def test_a_conditional_generator_writes_its_samples_per_class(dcgan_run, tmp_pat
     assert np.abs(first / 127.5 - 1 - expected[0, 0].numpy()).max() <= 0.5 / 127.5 + 1e-6
     main(["generate", "--checkpoint", str(dcgan_run), "--count", "25", "--out", str(tmp_path / "b")])
     main(["generate", "--checkpoint", str(dcgan_run), "--count", "25", "--seed", "1", "--out", str(tmp_path / "c")])
-    same = [a.read_bytes() == b.read_bytes() for a, b in zip(_files(tmp_path / "a"), _files(tmp_path / "b"))]
-    other = [a.read_bytes() == b.read_bytes() for a, b in zip(_files(tmp_path / "a"), _files(tmp_path / "c"))]
+    first = _files(tmp_path / "a")
+    same = [a.read_bytes() == b.read_bytes() for a, b in zip(first, _files(tmp_path / "b"), strict=True)]
+    other = [a.read_bytes() == b.read_bytes() for a, b in zip(first, _files(tmp_path / "c"), strict=True)]
     assert all(same) and not any(other)
     with pytest.raises(SystemExit, match=r"gankd generate: error: out: .*/a already exists and is not an empty folder"):
         main(["generate", "--checkpoint", str(dcgan_run), "--count", "5", "--out", str(tmp_path / "a")])

@@ -11,9 +11,8 @@ import torch
 import torchvision
 
 from gankd import weights
-from gankd.metrics import fidelity, perceptual
+from gankd.metrics import export, fidelity, perceptual
 from gankd.metrics.classification import teacher_agreement, top1_accuracy
-from gankd.metrics import export
 from gankd.metrics.export import export_onnx
 from gankd.metrics.image_quality import psnr, ssim
 from gankd.metrics.speed import measure_latency

@@ -196,7 +196,9 @@ def test_torchvision_weights_load_from_a_local_file(tmp_path):
     with torch.no_grad():
         assert torch.equal(same(images), source(images))
     with pytest.raises(
-        ValueError, match=r"does not fit ResNet: 2 of its \d+ tensors have other shapes \(fc.weight is \[10, 512\] in the file and \[1000, 512\] in the model"
+        ValueError,
+        match=r"does not fit ResNet: 2 of its \d+ tensors have other shapes \(fc.weight is \[10, 512\] in the file "
+        r"and \[1000, 512\] in the model",
     ):
         build("torchvision", arch="resnet18", weights_path=path)
     with pytest.raises(ValueError, match="missing.pt does not exist"):

@@ -320,8 +320,15 @@ def test_a_data_file_that_fails_mid_run_stops_it_with_the_completed_steps_saved(
 
     original = gankd.data.folders.read_image
     monkeypatch.setattr(gankd.data.folders, "read_image", read_image)
-    config = small_config("digits_cnn_teacher", tmp_path, "steps=10", "checkpoint_every=100", "data.batch_size=4",
-                          "data.name=image_folder", f"data.options={{root: {tmp_path / 'images'}, channels: 1}}")
+    config = small_config(
+        "digits_cnn_teacher",
+        tmp_path,
+        "steps=10",
+        "checkpoint_every=100",
+        "data.batch_size=4",
+        "data.name=image_folder",
+        f"data.options={{root: {tmp_path / 'images'}, channels: 1}}",
+    )
     run = tmp_path / "digits_cnn_teacher"
     with pytest.raises(TrainingError) as error:
         train(config)
@@ -333,8 +340,10 @@ def test_a_data_file_that_fails_mid_run_stops_it_with_the_completed_steps_saved(
     # From a DataLoader worker the error arrives wrapped in the worker's traceback: its last line is the message.
     from gankd.train.loop import _last_line
 
-    wrapped = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
-                         "last):\n  File \"folders.py\", line 9, in _load\nValueError: cannot read image x.png: bad\n")
+    wrapped = ValueError(
+        "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+        'last):\n  File "folders.py", line 9, in _load\nValueError: cannot read image x.png: bad\n'
+    )
     assert _last_line(wrapped) == "cannot read image x.png: bad" and _last_line(ValueError("a: b")) == "a: b"
 
 
@@ -361,12 +370,18 @@ def test_a_checkpoint_write_that_fails_names_the_file_and_keeps_the_earlier_one(
 
 
 def test_a_model_that_does_not_fit_the_data_or_teacher_is_named_at_step_1(tmp_path):
-    with pytest.raises(TrainingError, match=r"step 1: Given groups=1, .* The run's parts may not fit each other: the "
-                                            r"model small_cnn \{'in_channels': 3, .*data digits \(items \[1, 32, 32\], "
-                                            r"labels\); check the model's options \(in_channels"):
+    with pytest.raises(
+        TrainingError,
+        match=r"step 1: Given groups=1, .* The run's parts may not fit each other: the "
+        r"model small_cnn \{'in_channels': 3, .*data digits \(items \[1, 32, 32\], "
+        r"labels\); check the model's options \(in_channels",
+    ):
         train(small_config("digits_cnn_teacher", tmp_path, "model.options.in_channels=3"))
     train(small_config("digits_dcgan_teacher", tmp_path, *TEACHER_SMALL["digits_dcgan"]))
     distill = small_config("digits_cnn_distill", tmp_path, f"distill.teacher={tmp_path / 'digits_dcgan_teacher'}")
-    with pytest.raises(TrainingError, match=r"the teacher DCGANGenerator .* the teacher is a generator \(it takes "
-                                            r"noise\) but the task is classifier: use a classifier teacher"):
+    with pytest.raises(
+        TrainingError,
+        match=r"the teacher DCGANGenerator .* the teacher is a generator \(it takes "
+        r"noise\) but the task is classifier: use a classifier teacher",
+    ):
         train(distill)

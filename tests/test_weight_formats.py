@@ -160,7 +160,7 @@ def test_wrong_files_and_formats_are_named(tmp_path):
         load_weights(build("small_cnn"), path, "gankd")
     with pytest.raises(WeightsFormatError, match="'cyclegan' format holds resnet_g, unet_g or patchgan_d .*SmallCNN"):
         load_weights(build("small_cnn"), path, "cyclegan")
-    with pytest.raises(WeightsFormatError, match=r"tensors have other shapes \(.* in the file and .* in the model.*\): check the model's width options \(ngf"):
+    with pytest.raises(WeightsFormatError, match=r"other shapes \(.* in the file and .*\): check the model's width"):
         build("resnet_g", ngf=16, n_blocks=6, weights=path, weights_format="cyclegan")
     with pytest.raises(WeightsFormatError, match="build the model with n_downsampling=2"):
         build("resnet_g", ngf=8, n_blocks=6, n_downsampling=1, weights=path, weights_format="cyclegan")

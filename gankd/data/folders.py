@@ -221,7 +221,10 @@ def _pair_by_name(folder_a: Path, folder_b: Path) -> list[tuple[Path, Path]]:
 
 
 def _mismatched_pair(path_a: Path, size_a: tuple, path_b: Path, size_b: tuple) -> str:
-    return f"mismatched pair: {path_a} is {size_a} but {path_b} is {size_b} (height, width); A and B must have the same size"
+    return (
+        f"mismatched pair: {path_a} is {size_a} but {path_b} is {size_b} (height, width); A and B must have "
+        "the same size"
+    )
 
 
 def _check_even(width: int, path: Path) -> None:

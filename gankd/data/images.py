@@ -94,7 +94,9 @@ class ImagePipeline:
         if self.crop_size is None:
             return height, width
         if height < self.crop_size or width < self.crop_size:
-            raise ValueError(f"image {name} is {height}x{width} (after resizing), smaller than crop_size={self.crop_size}")
+            raise ValueError(
+                f"image {name} is {height}x{width} (after resizing), smaller than crop_size={self.crop_size}"
+            )
         return self.crop_size, self.crop_size
 
     def __call__(self, images: Sequence[Tensor], rng: np.random.Generator, names: Sequence[Path]) -> list[Tensor]:

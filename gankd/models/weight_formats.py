@@ -148,8 +148,10 @@ class GankdFormat(WeightsFormat):
         if not is_checkpoint(state):
             return super().mismatch_hint(path)
         model = state["config"].get("model", {})
-        return (f"the file is a gankd run's checkpoint, of {model.get('name')} with options {model.get('options')}: "
-                "pass it as --checkpoint (gankd eval, export) to rebuild its model as it was trained")
+        return (
+            f"the file is a gankd run's checkpoint, of {model.get('name')} with options {model.get('options')}: "
+            "pass it as --checkpoint (gankd eval, export) to rebuild its model as it was trained"
+        )
 
 
 @register_weights_format("torchvision")

@@ -171,7 +171,9 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     run_dir = run_directory(config)
     last = run_dir / "checkpoints" / "last.pt"
     if run_dir.exists() and not run_dir.is_dir():
-        raise TrainingError(f"the run directory {run_dir} (output_dir/name) is a file: choose another name or output_dir")
+        raise TrainingError(
+            f"the run directory {run_dir} (output_dir/name) is a file: choose another name or output_dir"
+        )
     if last.exists() and not resume:
         raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another name")
     if resume and not last.exists():
@@ -228,7 +230,8 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                 except (RuntimeError, ValueError, TypeError) as error:
                     if step != start or isinstance(error, torch.OutOfMemoryError):
                         raise
-                    raise TrainingError(_misfit(config, stepper, batch, error, step + 1)) from error  # parts that do not fit
+                    # Most likely the model, the teacher and the data do not fit each other.
+                    raise TrainingError(_misfit(config, stepper, batch, error, step + 1)) from error
                 done = step + 1
                 logger.progress(scalars)
                 if done % config.log_every == 0 or done == end:
@@ -276,10 +279,13 @@ def _misfit(config: RunConfig, stepper: Stepper, batch: list, error: BaseExcepti
         parts += f", the teacher {type(teacher).__name__}"
     hint = ""
     if teacher is not None and hasattr(teacher, "nz") and config.task != "generator":
-        hint = f"; the teacher is a generator (it takes noise) but the task is {config.task}: use a {config.task} teacher"
-    return (f"step {step}: {_last_line(error)}. The run's parts may not fit each other: {parts} "
-            f"and the data {config.data.name} (items {items}); check the model's options (in_channels, "
-            f"num_classes, image size) against the data{hint}")
+        task = config.task
+        hint = f"; the teacher is a generator (it takes noise) but the task is {task}: use a {task} teacher"
+    return (
+        f"step {step}: {_last_line(error)}. The run's parts may not fit each other: {parts} "
+        f"and the data {config.data.name} (items {items}); check the model's options (in_channels, "
+        f"num_classes, image size) against the data{hint}"
+    )
 
 
 def _keep_completed(stepper: Stepper, config: RunConfig, dist: Distributed, last: Path, done: int, saved_through: int,
