@@ -64,6 +64,16 @@ def reduce_partials(partials: Tensor, count: int, reduction: str) -> Tensor:
 
 
 @triton.jit
+def sample_positions(P, BLOCK_P: tl.constexpr):
+    # A program of a (sample, position block) grid flattened on axis 0: its sample n, its positions (int64)
+    # and which of them lie inside the map.
+    blocks_per_sample = tl.cdiv(P, BLOCK_P)
+    n = (tl.program_id(0) // blocks_per_sample).to(tl.int64)
+    positions = (tl.program_id(0) % blocks_per_sample).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return n, positions, positions < P
+
+
+@triton.jit
 def _scale_kernel(
     grad_ptr,  # [M] dense gradient buffer (any dim order), scaled in place
     grad_output_ptr,  # [] upstream gradient of a scalar loss

@@ -116,7 +116,7 @@ def _backward(ctx, grad_loss, *_unused_grads):
     grad_s, grad_t, grad_w, grad_b = (grad if wanted else None for grad, wanted in zip(grads, ctx.wanted, strict=True))
     grad_w = None if grad_w is None else grad_w.to(ctx.weight_dtype)
     grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype)
-    return (grad_s, grad_t, grad_w, grad_b) + (None,) * 6
+    return (grad_s, grad_t, grad_w, grad_b) + (None,) * (len(ctx.needs_input_grad) - 4)  # the other inputs
 
 
 _adapted_op.register_autograd(_backward, setup_context=_setup_context)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ._checks import check_number
 from ._dispatch import tl, triton, use_triton
-from ._features import as_channels_positions, check_pair
+from ._features import as_channels_positions, check_pair, sample_positions
 
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 BLOCK_C = 16
@@ -59,10 +59,7 @@ def _channel_power_mean_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    blocks_per_sample = tl.cdiv(P, BLOCK_P)  # (sample, position block) flattened on grid axis 0
-    n = (tl.program_id(0) // blocks_per_sample).to(tl.int64)
-    positions = (tl.program_id(0) % blocks_per_sample).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_p = positions < P
+    n, positions, in_p = sample_positions(P, BLOCK_P)  # (sample, position block) flattened on axis 0
     base = x_ptr + n * x_sn + positions[None, :] * x_sp
     total = tl.zeros([BLOCK_P], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
@@ -88,10 +85,7 @@ def _channel_power_mean_grad_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    blocks_per_sample = tl.cdiv(P, BLOCK_P)  # (sample, position block) flattened on grid axis 0
-    n = (tl.program_id(0) // blocks_per_sample).to(tl.int64)
-    positions = (tl.program_id(0) % blocks_per_sample).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_p = positions < P
+    n, positions, in_p = sample_positions(P, BLOCK_P)  # (sample, position block) flattened on axis 0
     dq = tl.load(dq_ptr + n * P + positions, mask=in_p, other=0.0) * inv_channels
     offsets = n * x_sn + positions[None, :] * x_sp
     for c0 in range(0, C, BLOCK_C):

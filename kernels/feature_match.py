@@ -19,6 +19,7 @@ from ._features import (
     dense_layout,
     like_layout,
     reduce_partials,
+    sample_positions,
     scale_by_scalar_,
 )
 
@@ -110,10 +111,7 @@ def _cosine_match_kernel(
     BLOCK_P: tl.constexpr,
 ):
     # One program per (sample, block of positions), flattened on grid axis 0 (axis 1 stops at 65535).
-    blocks_per_sample = tl.cdiv(P, BLOCK_P)
-    n = (tl.program_id(0) // blocks_per_sample).to(tl.int64)
-    positions = (tl.program_id(0) % blocks_per_sample).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    in_p = positions < P
+    n, positions, in_p = sample_positions(P, BLOCK_P)
     channels = tl.arange(0, BLOCK_C)
     s_base = s_ptr + n * s_sn + positions[None, :] * s_sp
     t_base = t_ptr + n * t_sn + positions[None, :] * t_sp

@@ -1,8 +1,10 @@
-"""Temperature-scaled softmax-KL distillation loss: Triton kernels, custom op, reference and dispatcher.
+"""Temperature-scaled softmax-KL distillation loss: launchers, custom op, reference and dispatcher.
 
-One launch per call computes each row's loss and writes the student gradient (and the teacher's, when it
-requires grad) for upstream gradient 1. Backward only rescales that buffer in place when the upstream
-gradient differs from 1, and reads the upstream value on the device to decide, so there is no host sync.
+The forward computes each row's loss and writes the student gradient (and the teacher's, when it requires
+grad) for upstream gradient 1: one launch with a program per row, or, when the rows are too few to fill the
+GPU, the split-row kernels (several programs per row; see _softmax_kl_kernels.py). Backward only rescales
+that buffer in place when the upstream gradient differs from 1, and reads the upstream value on the device
+to decide, so there is no host sync.
 """
 
 import math
@@ -10,8 +12,16 @@ import math
 import torch
 from torch import Tensor
 
-from ._dispatch import tl, triton, use_triton
+from ._dispatch import triton, use_triton
 from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
+from ._softmax_kl_kernels import (
+    STATS,
+    _scale_rows_kernel,
+    _softmax_kl_kernel,
+    _split_loss_grad_kernel,
+    _split_mixture_kernel,
+    _split_stats_kernel,
+)
 
 _DIRECTION_CODE = {"forward": 0, "reverse": 1, "jsd": 2}
 
@@ -22,205 +32,12 @@ MAX_BLOCK_V = 4096
 # 128 (benchmarks/results/compile_report.csv; python -m benchmarks.compile_gate --ops softmax_kl).
 MAX_REGISTERS = 128
 SCALE_BLOCK = 1024
-
-
-@triton.jit
-def _online_lse_step(m, z, x, scale):
-    # One block of an online log-sum-exp of x * scale, kept relative to the running max m of the raw x:
-    # z = sum exp((x - m) * scale). Subtracting before scaling keeps 1e4-sized logits exact.
-    # A block of only -inf (masked classes, padding) leaves z at 0 instead of producing NaN.
-    m_new = tl.maximum(m, tl.max(x, axis=0))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp((m - m_safe) * scale)
-    e = tl.exp((x - m_safe) * scale)
-    return m_new, z * alpha + tl.sum(e, axis=0), alpha, e, m_safe
-
-
-@triton.jit
-def _max_shift(m_old, m_new):
-    # How far a running max moved; 0 while nothing finite has been seen (its sums are still 0).
-    return tl.where(m_old == float("-inf"), 0.0, m_new - m_old)
-
-
-@triton.jit
-def _xlogy_diff(p, log_p, log_q):
-    # p * (log_p - log_q), defined as 0 where p == 0 (a class with no mass: masked, or underflowed).
-    return tl.where(p == 0.0, 0.0, p * (log_p - log_q))
-
-
-@triton.jit
-def _log_softmax_block(row_ptr, cols, in_row, m, log_z, scale):
-    # log softmax(x * scale) for one block of a row whose max m and log-sum log_z are known.
-    x = tl.load(row_ptr + cols, mask=in_row, other=float("-inf")).to(tl.float32)
-    return (x - m) * scale - log_z
-
-
-@triton.jit
-def _log_mixture(log_p, log_q, log_w_p, log_w_q):
-    # log(w_p * p + w_q * q) from log-probabilities, stable when both are tiny or -inf.
-    u = log_p + log_w_p
-    v = log_q + log_w_q
-    top = tl.maximum(u, v)
-    top_safe = tl.where(top == float("-inf"), 0.0, top)
-    return top_safe + tl.log(tl.exp(u - top_safe) + tl.exp(v - top_safe))
-
-
-@triton.jit
-def _softmax_kl_kernel(
-    s_ptr,  # [N, V] student logits, last dim contiguous
-    s_row_units,  # the row stride in units of S_ALIGN elements
-    t_ptr,  # [N, V] teacher logits, last dim contiguous
-    t_row_units,  # the row stride in units of T_ALIGN elements
-    labels_ptr,  # [N] integer labels (read when HAS_LABELS)
-    inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
-    loss_ptr,  # [N] fp32 per-row loss, output
-    ds_ptr,  # [N, V] student gradient, output, contiguous (written when STUDENT_GRAD)
-    dt_ptr,  # [N, V] teacher gradient, output, contiguous (written when TEACHER_GRAD)
-    v_units,  # V in units of V_ALIGN elements
-    inv_temperature,
-    kd_scale,  # kd_weight * T^2 (or kd_weight)
-    ce_weight,
-    beta,
-    log_beta,
-    log_one_minus_beta,
-    ignore_index,
-    DIRECTION: tl.constexpr,  # 0 forward KL(t||s), 1 reverse KL(s||t), 2 JSD
-    HAS_LABELS: tl.constexpr,
-    HAS_CE: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr,
-    TEACHER_GRAD: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-    S_ALIGN: tl.constexpr,  # the largest powers of two up to 16 dividing the row strides and V: passed as
-    T_ALIGN: tl.constexpr,  # counts of these units, strides and V are known multiples of them, so rows
-    V_ALIGN: tl.constexpr,  # whose length is not a multiple of 16 (V = 1000) still get vector accesses
-):
-    row = tl.program_id(0).to(tl.int64)
-    V = v_units * V_ALIGN
-    s_row = s_ptr + row * (s_row_units * S_ALIGN)
-    t_row = t_ptr + row * (t_row_units * T_ALIGN)
-    offsets = tl.arange(0, BLOCK_V)
-
-    # Row weight: 0 for ignored rows, NaN for a label outside [0, V) (never a silently wrong answer).
-    row_weight = tl.load(inv_count_ptr)
-    label = -1
-    if HAS_LABELS:
-        label = tl.load(labels_ptr + row).to(tl.int64)
-        counted = label != ignore_index
-        label_ok = (label >= 0) & (label < V)
-        row_weight = tl.where(counted, row_weight, 0.0)
-        row_weight = tl.where(counted & ~label_ok, float("nan"), row_weight)
-
-    # Pass 1: online log-sum-exps of s/T and t/T (and of s at T = 1 for cross-entropy, sharing the max m_s),
-    # plus the numerator of the forward or reverse KL, so the divergence is known before the gradient pass.
-    # Everything is kept relative to the running maxima m_s, m_t of the raw logits:
-    #   forward: kl_num = sum_j e_t,j * ((t_j - m_t) - (s_j - m_s)),  KL = kl_num / (T z_t) + log z_s - log z_t
-    # and when a maximum moves, the old terms are rescaled and shifted by the move.
-    m_s = float("-inf")
-    z_s = 0.0
-    m_t = float("-inf")
-    z_t = 0.0
-    z_1 = 0.0
-    kl_num = 0.0
-    for start in range(0, V, BLOCK_V):
-        cols = start + offsets
-        in_row = cols < V
-        s_raw = tl.load(s_row + cols, mask=in_row, other=float("-inf")).to(tl.float32)
-        t_raw = tl.load(t_row + cols, mask=in_row, other=float("-inf")).to(tl.float32)
-        z_s_old = z_s
-        z_t_old = z_t
-        m_s_old = m_s
-        m_t_old = m_t
-        m_s, z_s, alpha_s, e_s, m_s_safe = _online_lse_step(m_s, z_s, s_raw, inv_temperature)
-        m_t, z_t, alpha_t, e_t, m_t_safe = _online_lse_step(m_t, z_t, t_raw, inv_temperature)
-        gap = (t_raw - m_t_safe) - (s_raw - m_s_safe)
-        shift = _max_shift(m_s_old, m_s) - _max_shift(m_t_old, m_t)
-        if DIRECTION == 0:
-            kl_num = (kl_num + shift * z_t_old) * alpha_t + tl.sum(tl.where(e_t == 0.0, 0.0, e_t * gap), axis=0)
-        if DIRECTION == 1:
-            kl_num = (kl_num - shift * z_s_old) * alpha_s - tl.sum(tl.where(e_s == 0.0, 0.0, e_s * gap), axis=0)
-        if HAS_CE:
-            _, z_1, _, _, _ = _online_lse_step(m_s_old, z_1, s_raw, 1.0)
-    log_z_s = tl.log(z_s)
-    log_z_t = tl.log(z_t)
-
-    kl_t_mix = 0.0
-    kl_s_mix = 0.0
-    if DIRECTION == 0:
-        divergence = kl_num * inv_temperature / z_t + log_z_s - log_z_t
-    elif DIRECTION == 1:
-        divergence = kl_num * inv_temperature / z_s + log_z_t - log_z_s
-    else:
-        # Pass 2 (JSD only): KL of each distribution to the mixture M = beta * p_t + (1 - beta) * p_s.
-        for start in range(0, V, BLOCK_V):
-            cols = start + offsets
-            in_row = cols < V
-            log_ps = _log_softmax_block(s_row, cols, in_row, m_s, log_z_s, inv_temperature)
-            log_pt = _log_softmax_block(t_row, cols, in_row, m_t, log_z_t, inv_temperature)
-            log_m = _log_mixture(log_pt, log_ps, log_beta, log_one_minus_beta)
-            kl_t_mix += tl.sum(_xlogy_diff(tl.exp(log_pt), log_pt, log_m), axis=0)
-            kl_s_mix += tl.sum(_xlogy_diff(tl.exp(log_ps), log_ps, log_m), axis=0)
-        divergence = beta * kl_t_mix + (1.0 - beta) * kl_s_mix
-
-    loss = kd_scale * divergence
-    log_z_1 = tl.log(z_1)
-    if HAS_CE:
-        label_col = tl.minimum(tl.maximum(label, 0), V - 1)
-        s_label = tl.load(s_row + label_col).to(tl.float32)
-        loss += ce_weight * (log_z_1 - (s_label - m_s))
-    tl.store(loss_ptr + row, tl.where(row_weight == 0.0, 0.0, loss + 0.0 * row_weight))
-
-    # Last pass: gradients of the weighted row loss, d/ds = d/da / T, written in the inputs' dtypes.
-    grad_scale = kd_scale * inv_temperature * row_weight
-    n_grad_cols = V if STUDENT_GRAD or TEACHER_GRAD else 0
-    for start in range(0, n_grad_cols, BLOCK_V):
-        cols = start + offsets
-        in_row = cols < V
-        s_raw = tl.load(s_row + cols, mask=in_row, other=float("-inf")).to(tl.float32)
-        log_ps = (s_raw - m_s) * inv_temperature - log_z_s
-        log_pt = _log_softmax_block(t_row, cols, in_row, m_t, log_z_t, inv_temperature)
-        p_s = tl.exp(log_ps)
-        p_t = tl.exp(log_pt)
-        if DIRECTION == 0:
-            grad_a = p_s - p_t
-            grad_b = _xlogy_diff(p_t, log_pt, log_ps) - p_t * divergence
-        elif DIRECTION == 1:
-            grad_a = _xlogy_diff(p_s, log_ps, log_pt) - p_s * divergence
-            grad_b = p_t - p_s
-        else:
-            log_m = _log_mixture(log_pt, log_ps, log_beta, log_one_minus_beta)
-            grad_a = (1.0 - beta) * (_xlogy_diff(p_s, log_ps, log_m) - p_s * kl_s_mix)
-            grad_b = beta * (_xlogy_diff(p_t, log_pt, log_m) - p_t * kl_t_mix)
-        grad_s = grad_a * grad_scale
-        if HAS_CE:
-            p_1 = tl.exp((s_raw - m_s) - log_z_1)
-            grad_s += ce_weight * row_weight * (p_1 - tl.where(cols == label, 1.0, 0.0))
-        if STUDENT_GRAD:
-            grad_s = tl.where(row_weight == 0.0, 0.0, grad_s)
-            tl.store(ds_ptr + row * V + cols, grad_s.to(ds_ptr.dtype.element_ty), mask=in_row)
-        if TEACHER_GRAD:
-            grad_t = tl.where(row_weight == 0.0, 0.0, grad_b * grad_scale)
-            tl.store(dt_ptr + row * V + cols, grad_t.to(dt_ptr.dtype.element_ty), mask=in_row)
-
-
-@triton.jit
-def _scale_rows_kernel(
-    grad_ptr,  # [N, V] gradient buffer, contiguous, scaled in place
-    grad_output_ptr,  # [N] (stride g_stride) or scalar (stride 0) upstream gradient
-    g_stride,
-    v_units,  # V in units of V_ALIGN elements (see _softmax_kl_kernel)
-    BLOCK: tl.constexpr,
-    V_ALIGN: tl.constexpr,
-):
-    V = v_units * V_ALIGN
-    row = tl.program_id(0).to(tl.int64)
-    g = tl.load(grad_output_ptr + row * g_stride).to(tl.float32)
-    # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
-    if g != 1.0:
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        in_row = cols < V
-        ptr = grad_ptr + row * V + cols
-        values = tl.load(ptr, mask=in_row).to(tl.float32)
-        tl.store(ptr, (values * g).to(grad_ptr.dtype.element_ty), mask=in_row)
+# Split rows (_row_splits): enough programs for PROGRAMS_PER_SM on every SM, slices of MIN_SPLIT_BLOCKS blocks
+# or more (each program also re-reads its row's partials: at most MAX_SPLITS of them).
+PROGRAMS_PER_SM = 2
+MIN_SPLIT_BLOCKS = 2
+MAX_SPLITS = 64  # a power of two: the kernels merge a row's partials in one block of this size
+DEFAULT_SM_COUNT = 132  # an H100 SXM's, where no CUDA device says (the interpreter, the compile gate)
 
 
 def _alignment(count: int) -> int:
@@ -232,6 +49,27 @@ def _launch_config(n_cols: int) -> tuple[int, int]:
     block = min(triton.next_power_of_2(n_cols), MAX_BLOCK_V)
     num_warps = 4 if block <= 1024 else 8
     return block, num_warps
+
+
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of `device` (a typical data-centre GPU's count where there is no CUDA device,
+    as under the interpreter)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return DEFAULT_SM_COUNT
+
+
+def _row_splits(n_rows: int, n_cols: int, block: int, sm_count: int) -> tuple[int, int]:
+    """(programs per row, blocks per program: each program's slice of the row). Rows are split only when
+    there are too few to give every SM PROGRAMS_PER_SM programs, into slices of at least MIN_SPLIT_BLOCKS
+    blocks, MAX_SPLITS at most."""
+    blocks = triton.cdiv(n_cols, block)
+    wanted = triton.cdiv(PROGRAMS_PER_SM * sm_count, n_rows)
+    splits = min(wanted, blocks // MIN_SPLIT_BLOCKS, MAX_SPLITS)
+    if n_rows >= PROGRAMS_PER_SM * sm_count or splits < 2:
+        return 1, blocks
+    chunk_blocks = triton.cdiv(blocks, splits)
+    return triton.cdiv(blocks, chunk_blocks), chunk_blocks
 
 
 @torch.library.custom_op("gankd::softmax_kl", mutates_args=())
@@ -257,14 +95,32 @@ def _softmax_kl_op(
     grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
     block, num_warps = _launch_config(n_cols)
     s_align, t_align, v_align = _alignment(student.stride(0)), _alignment(teacher.stride(0)), _alignment(n_cols)
-    _softmax_kl_kernel[(n_rows,)](
-        student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align,
-        labels if labels is not None else loss_rows, inv_count, loss_rows, grad_s, grad_t,
-        n_cols // v_align, 1.0 / temperature, kd_scale, ce_weight, beta, math.log(beta), math.log1p(-beta),
-        ignore_index,
-        DIRECTION=_DIRECTION_CODE[direction], HAS_LABELS=labels is not None, HAS_CE=ce_weight != 0.0,
-        STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_V=block, S_ALIGN=s_align, T_ALIGN=t_align,
-        V_ALIGN=v_align, num_warps=num_warps, maxnreg=MAX_REGISTERS,
+    rows = (student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align)
+    layout = dict(BLOCK_V=block, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align, num_warps=num_warps,
+                  maxnreg=MAX_REGISTERS)  # fmt: skip
+    code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
+    row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad)
+    labels = labels if labels is not None else loss_rows
+    inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
+    splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
+    if splits == 1:
+        _softmax_kl_kernel[(n_rows,)](
+            *rows, labels, inv_count, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
+            log_beta, log_one_minus_beta, ignore_index, **row_options, **layout,
+        )  # fmt: skip
+        return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
+    stats = torch.empty((n_rows, splits, STATS), dtype=torch.float32, device=student.device)
+    mixture = torch.empty((n_rows, splits, 2) if direction == "jsd" else (0,), dtype=torch.float32,
+                          device=student.device)  # fmt: skip
+    slices = (n_cols // v_align, chunk_blocks, splits)
+    _split_stats_kernel[(n_rows, splits)](*rows, stats, *slices, inv_t, **code, **layout)
+    if direction == "jsd":
+        _split_mixture_kernel[(n_rows, splits)](*rows, stats, mixture, *slices, inv_t, log_beta, log_one_minus_beta,
+                                                MAX_SPLITS=MAX_SPLITS, **layout)  # fmt: skip
+    # Without gradients only each row's program 0 has work: the loss.
+    _split_loss_grad_kernel[(n_rows, splits if student_grad or teacher_grad else 1)](
+        *rows, labels, inv_count, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
+        beta, log_beta, log_one_minus_beta, ignore_index, MAX_SPLITS=MAX_SPLITS, **row_options, **layout,
     )  # fmt: skip
     return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 
@@ -311,7 +167,8 @@ def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
         _scale_rows_(grad_s, grad_loss)
     if ctx.teacher_grad:
         _scale_rows_(grad_t, grad_loss)
-    return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + (None,) * 11
+    no_gradients = (None,) * (len(ctx.needs_input_grad) - 2)  # the op's other inputs, however many
+    return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + no_gradients
 
 
 _softmax_kl_op.register_autograd(_backward, setup_context=_setup_context)

@@ -26,10 +26,17 @@ LOSS_TOL = 1e-5
 ORACLE_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Stream rows in 16-wide blocks so that small test rows span several blocks."""
+@pytest.fixture(params=["row programs", "split rows"])
+def small_blocks(request, monkeypatch):
+    """Stream rows in 16-wide blocks so that small test rows span several blocks; run each such test with one
+    program per row, and with rows split into slices of one or more blocks (the few-long-rows variant)."""
     monkeypatch.setattr(softmax_kl_module, "MAX_BLOCK_V", 16)
+    if request.param == "row programs":
+        monkeypatch.setattr(softmax_kl_module, "_row_splits", lambda n_rows, n_cols, block, sm_count: (1, 0))
+    else:  # as many slices as the heuristic allows: as if the GPU had a million SMs
+        monkeypatch.setattr(softmax_kl_module, "_sm_count", lambda device: 10**6)
+        monkeypatch.setattr(softmax_kl_module, "MIN_SPLIT_BLOCKS", 1)
+    return request.param
 
 
 def oracle(student, teacher, temperature=1.0, *, direction="forward", beta=0.5, t2_scale=True, labels=None,
@@ -401,3 +408,61 @@ def test_no_host_sync_and_cuda_graph_capture(reduction, device):
     (expected * 0.5).sum().backward()
     assert torch.allclose(captured_loss, expected, rtol=1e-5, atol=1e-6)
     assert relative_error(student.grad, fresh.grad) < 1e-5
+
+
+class _LaunchSpy:
+    """Stands in for a Triton kernel and counts its launches."""
+
+    def __init__(self, kernel):
+        self.kernel, self.grids = kernel, []
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_split_rows_launch_slices_that_agree_with_one_program_per_row(direction, device, monkeypatch):
+    # 3 rows of 100 classes in 16-wide blocks: 7 blocks, split into slices of 3 blocks (48, 48 and 4 classes);
+    # the first slice holds only masked (-inf) classes, in the teacher and the student.
+    monkeypatch.setattr(softmax_kl_module, "MAX_BLOCK_V", 16)
+    monkeypatch.setattr(softmax_kl_module, "_sm_count", lambda device: 100)
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 3, 100, device=device) * 3
+    student[:, :48] = teacher[:, :48] = float("-inf")
+    labels = torch.tensor([60, -100, 99], device=device)
+    kernels = ("_softmax_kl_kernel", "_split_stats_kernel", "_split_mixture_kernel", "_split_loss_grad_kernel")
+    spies = {name: _LaunchSpy(getattr(softmax_kl_module, name)) for name in kernels}
+    for name, spy in spies.items():
+        monkeypatch.setattr(softmax_kl_module, name, spy)
+    options = dict(direction=direction, labels=labels, ce_weight=0.5, temperature=2.0)
+    split = run_with_grads(softmax_kl, student, teacher.requires_grad_(), torch.tensor(0.7), impl="triton", **options)
+    assert spies["_softmax_kl_kernel"].grids == [] and spies["_split_stats_kernel"].grids == [(3, 3)]
+    assert spies["_split_mixture_kernel"].grids == ([(3, 3)] if direction == "jsd" else [])
+    assert spies["_split_loss_grad_kernel"].grids == [(3, 3)]
+    reference = run_with_grads(softmax_kl_ref, student, teacher, torch.tensor(0.7), **options)
+    for got, expected in zip(split, reference, strict=True):
+        assert relative_error(got, expected) <= 1e-5
+    assert torch.equal(split[1][:, :48], torch.zeros(3, 48)) and torch.equal(split[2][:, :48], torch.zeros(3, 48))
+    with torch.no_grad():  # without gradients only the loss programs run: one per row
+        loss = softmax_kl(student, teacher, impl="triton", **options)
+    assert spies["_split_loss_grad_kernel"].grids[-1] == (3, 1) and relative_error(loss, reference[0]) <= 1e-5
+
+
+def test_rows_split_only_when_too_few_to_fill_the_gpu():
+    splits = softmax_kl_module._row_splits
+    h100 = 132
+    # The benchmark shapes at BLOCK_V 4096: every one gives each of the H100's 132 SMs a program at least.
+    for rows, classes, expected in [(256, 1000, 1), (64, 32768, 4), (32, 131072, 8), (16, 262144, 16)]:
+        block = min(4096, triton_next_power_of_2(classes))
+        count, chunk_blocks = splits(rows, classes, block, h100)
+        assert count == expected, (rows, classes, count)
+        assert count * chunk_blocks * block >= classes > (count - 1) * chunk_blocks * block  # every class, once
+        assert rows * count >= h100
+    assert splits(8, 4096, 4096, h100) == (1, 1)  # one block: nothing to split
+    assert splits(4, 4096 * 1000, 4096, h100) == (63, 16)  # at most MAX_SPLITS (64) slices
+    assert splits(264, 262144, 4096, h100) == (1, 64)  # enough rows already
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
