@@ -13,6 +13,7 @@ from gankd import configs, models
 from gankd.cli import main
 from gankd.config import ConfigError, load_config
 from gankd.train import load_checkpoint, load_teacher
+from gankd.train.builders import build_dataset, example_items
 from gankd.train.distributed import setup, teardown
 from gankd.train.objective import build_objective
 
@@ -114,6 +115,18 @@ def test_student_init_teacher_starts_the_student_as_the_pruned_teacher(tmp_path,
             student = build_objective(config, dist, load_teacher(config)).student
             equal = all(torch.equal(value, expected.state_dict()[key]) for key, value in student.state_dict().items())
             assert equal is same
+        # In a run, the removed channels' mean contributions come from a batch of the run's own data.
+        config = load_config(None, [*overrides, "distill.student_init=teacher"])
+        items = example_items(build_dataset(config, "train"), config.seed)
+        student = build_objective(config, dist, load_teacher(config), items).student
+        from_data = models.build(name, **student_options)
+        inputs = (items[0],) if name == "small_cnn" else None
+        if inputs is not None:
+            models.init_from_teacher(from_data, models.build(name, **teacher_options, weights=tmp_path / "teacher.pt"),
+                                     inputs)  # fmt: skip
+            state = student.state_dict()
+            assert all(torch.equal(value, state[key]) for key, value in from_data.state_dict().items())
+            assert not all(torch.equal(value, expected.state_dict()[key]) for key, value in state.items())
     finally:
         teardown(dist)
     with pytest.raises(ConfigError, match="config.distill.student_init must be one of"):

@@ -5,7 +5,7 @@ from collections import Counter
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 
 from gankd import data, models
 from gankd.config import ModelConfig, OptimConfig, RunConfig
@@ -30,6 +30,12 @@ def build_dataset(config: RunConfig, split: str) -> Dataset:
     if split == "train" and config.data.limit_per_class > 0:
         return LabelledSubset(dataset, config.data.limit_per_class, config.seed)
     return dataset
+
+
+def example_items(dataset: Dataset, seed: int, count: int = 16) -> tuple:
+    """`count` items of `dataset` (a seeded choice), collated into one batch."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
+    return tuple(default_collate([dataset[int(index)] for index in order]))
 
 
 class LabelledSubset(Subset):

@@ -28,7 +28,7 @@ from gankd.config import (
 )
 from gankd.metrics import MetricSettings
 
-from .builders import batches, build_dataset, build_model
+from .builders import batches, build_dataset, build_model, example_items
 from .checkpoint import load_checkpoint, save_checkpoint, trained_weights
 from .distributed import Distributed, setup, teardown
 from .interrupts import DeferredInterrupts
@@ -181,9 +181,12 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     try:
         teacher = load_teacher(config) if config.mode == "distill" else None
         config = sized_student(config, teacher)  # recorded so: eval and export rebuild the chosen width
-        distiller = build_objective(config, dist, teacher)
-        stepper = Stepper(config, dist, distiller)
         dataset = build_dataset(config, "train")
+        from_teacher = teacher is not None and config.distill.student_init == "teacher"
+        distiller = build_objective(
+            config, dist, teacher, example_items(dataset, config.seed) if from_teacher else None
+        )
+        stepper = Stepper(config, dist, distiller)
         eval_data = build_dataset(config, config.eval.split) if dist.is_main else None  # built once per run
     except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
         raise ConfigError(f"cannot build the run from its config: {error}") from error

@@ -21,10 +21,13 @@ from .teacher import Teacher
 STUDENT_INITS = ("random", "teacher")
 
 
-def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | None = None) -> Distiller:
+def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | None = None,
+                    example_items: tuple | None = None) -> Distiller:  # fmt: skip
     """The Distiller of a run on `dist.device`; `teacher` (a distill run's, see gankd.train.teacher) gives
     the frozen teacher, the discriminator's warm start and, with distill.student_init "teacher", the
-    student's initial weights."""
+    student's initial weights. `example_items` (a collated batch of the run's training data) are what the
+    pruned teacher's removed channels are averaged over (see gankd.models.init_from_teacher); without them,
+    the model's example inputs."""
     torch.manual_seed(config.seed)  # every process builds the same initial weights
     task = tasks.build(config.task)
     terms = build_terms(config.terms, task=task, impl=config.impl)
@@ -34,7 +37,7 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
     if teacher is not None:
         if config.distill.student_init == "teacher":
             try:
-                models.init_from_teacher(student, teacher.model)
+                models.init_from_teacher(student, teacher.model, _example_inputs(task, teacher.model, example_items))
             except ValueError as error:
                 raise ValueError(f"config.distill.student_init is 'teacher': {error}") from None
         if discriminator is not None and config.distill.discriminator_from_teacher:
@@ -51,6 +54,18 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
                           conditional_discriminator=config.gan.conditional, impl=config.impl,
                           teacher_mode=config.distill.teacher_mode)  # fmt: skip
     return distiller.to(dist.device)
+
+
+def _example_inputs(task, model: nn.Module, items: tuple | None) -> tuple | None:
+    """The model inputs a batch of data items gives (noise drawn for a generator), or None without items."""
+    if items is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+
+    def draw_noise(dims: int) -> torch.Tensor:
+        return torch.randn(len(items[0]), dims, generator=generator)
+
+    return task.split(*task.from_data(items, model, draw_noise)).inputs
 
 
 def sized_student(config: RunConfig, teacher: Teacher | None) -> RunConfig:
