@@ -9,7 +9,7 @@ from torch import nn
 from gankd import data, models, tasks
 from gankd.config import load_config
 from gankd.metrics import ImageSets, PairedImages, Predictions
-from gankd.train import load_checkpoint, train
+from gankd.train import TrainingError, load_checkpoint, train
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -82,7 +82,11 @@ def test_pix2pix_conditional_patchgan_is_a_config_switch(tmp_path):
     state = load_checkpoint(tmp_path / "photos_resnet_teacher")
     assert state["discriminator"]["stem.0.weight"].shape[1] == 6 and result["metrics"]["psnr"] > 0
     unconditional = [*overrides[:-2], "gan.discriminator={name: patchgan_d, options: {in_channels: 6, ndf: 4}}"]
-    with pytest.raises(ValueError, match=r"images must be \[N, 6, H, W\], got \(2, 3, 64, 64\)"):
+    with pytest.raises(
+        TrainingError,
+        match=r"step 1: images must be \[N, 6, H, W\], got \(2, 3, 64, 64\)\. .*the "
+        r"discriminator patchgan_d \{'in_channels': 6",
+    ):
         train(load_config(CONFIGS / "photos_resnet_teacher.yaml", [*unconditional, f"output_dir={tmp_path / 'u'}"]))
 
 

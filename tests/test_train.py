@@ -39,10 +39,13 @@ def _proxy(monkeypatch, proxy_cache):
 
 
 @pytest.mark.parametrize("family", ["digits_dcgan", "photos_resnet", "digits_cnn"])
-def test_teacher_and_scratch_configs_run(family, tmp_path):
+def test_teacher_and_scratch_configs_run(family, tmp_path, capsys):
     for role in ("teacher", "scratch"):
         result = train(small_config(f"{family}_{role}", tmp_path))
         run = tmp_path / f"{family}_{role}"
+        said = capsys.readouterr().err  # where the run goes, at its start and its end
+        assert f"{family}_{role}: training in {run}\n" in said
+        assert f"{family}_{role}: finished; metrics, checkpoint and samples are in {run}\n" in said
         assert (run / "config.yaml").is_file() and (run / "metrics.json").is_file()
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         assert [entry["step"] for entry in log] == [1, 2, 3, 4] and all("loss" in entry for entry in log)

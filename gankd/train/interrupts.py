@@ -31,7 +31,9 @@ class DeferredInterrupts:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        # A signal the process was started to ignore (a background job's SIGINT) stays ignored.
+        ignored = {signum for signum in self.SIGNALS if signal.getsignal(signum) is signal.SIG_IGN}
+        previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS if signum not in ignored}
         try:
             yield self
         finally:

@@ -280,6 +280,9 @@ def _misfit(config: RunConfig, stepper: Stepper, batch: list, error: BaseExcepti
     parts = f"the model {config.model.name} {dict(config.model.options)}"
     if teacher is not None:
         parts += f", the teacher {type(teacher).__name__}"
+    if stepper.distiller.discriminator is not None:
+        discriminator = config.gan.discriminator
+        parts += f", the discriminator {discriminator.name} {dict(discriminator.options)}"
     hint = ""
     if teacher is not None and hasattr(teacher, "nz") and config.task != "generator":
         task = config.task
