@@ -7,8 +7,8 @@ Depends on torch, and on Triton when present; never on the rest of gankd, so oth
 from ._adapter_args import check_adapted_feature_match_options
 from ._dispatch import IMPLS
 from .adapted_feature_match import adapted_feature_match, adapted_feature_match_ref
-from .attention_transfer import attention_transfer, attention_transfer_ref
-from .feature_match import feature_match, feature_match_ref
+from .attention_transfer import attention_transfer, attention_transfer_ref, check_attention_transfer_options
+from .feature_match import check_feature_match_options, feature_match, feature_match_ref
 from .softmax_kl import check_softmax_kl_options, softmax_kl, softmax_kl_ref
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "attention_transfer",
     "attention_transfer_ref",
     "check_adapted_feature_match_options",
+    "check_attention_transfer_options",
+    "check_feature_match_options",
     "check_softmax_kl_options",
     "feature_match",
     "feature_match_ref",

@@ -28,8 +28,9 @@ def check_same_device(**tensors: Tensor) -> None:
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """`value` must be one of `choices` (the message lists them as gankd's option checks do)."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
 
 

@@ -12,6 +12,8 @@ import warnings
 
 import torch
 
+from ._checks import check_choice
+
 try:
     import triton
     import triton.language as tl
@@ -77,8 +79,7 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
 
 def use_triton(impl: str, op_name: str, device: torch.device) -> bool:
     """Resolve `impl` for tensors on `device`: True runs the Triton kernel, False the reference."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    check_choice("impl", impl, IMPLS)
     if impl == "reference":
         return False
     reason = triton_unavailable_reason(device)
@@ -94,3 +95,21 @@ def use_triton(impl: str, op_name: str, device: torch.device) -> bool:
             warnings.warn(f"{op_name}: using the reference path for CUDA tensors because {reason}", stacklevel=3)
         return False
     return True
+
+
+def runs_triton(impl: str, op_name: str, *tensors: torch.Tensor | None, unsupported: str | None = None) -> bool:
+    """Whether `op_name` runs its Triton kernel on `tensors` (None entries are skipped), the guard every
+    dispatcher shares: float64 tensors (the kernels compute in float32) and `unsupported` (why the kernel
+    cannot take these inputs, e.g. too many channels) send impl="auto" to the reference and make
+    impl="triton" raise saying so; empty tensors take the reference; the rest is `use_triton`."""
+    check_choice("impl", impl, IMPLS)
+    present = [tensor for tensor in tensors if tensor is not None]
+    if any(tensor.dtype == torch.float64 for tensor in present):
+        if impl == "triton":
+            raise TypeError(f"{op_name}(impl='triton') computes in float32; float64 inputs run with impl='reference'")
+        return False
+    if unsupported is not None:
+        if impl == "triton":
+            raise ValueError(f"{op_name}(impl='triton') {unsupported}; impl='auto' runs the reference for these")
+        return False
+    return use_triton(impl, op_name, present[0].device) and all(tensor.numel() > 0 for tensor in present)

@@ -19,7 +19,7 @@ from ._adapter_kernels import (
     positions_pass,
     weight_pass,
 )
-from ._dispatch import use_triton
+from ._dispatch import runs_triton
 from ._features import as_channels_positions, reduce_partials, scale_by_scalar_
 
 
@@ -182,22 +182,13 @@ def adapted_feature_match(
     """
     check_adapted_feature_match_options(kind=kind, reduction=reduction, impl=impl)
     check_adapter_inputs(student, teacher, weight, bias)
-    float64 = compute_dtype(student, teacher, weight, bias) == torch.float64
-    if impl == "triton" and float64:
-        raise TypeError(
-            "adapted_feature_match(impl='triton') computes in float32; float64 inputs run with impl='reference'"
-        )
     n_student, n_teacher = student.shape[1], teacher.shape[1]
     limit = max_student_channels(student.dtype, weight.dtype)
-    too_wide = n_student > limit
-    if impl == "triton" and too_wide:
-        raise ValueError(
-            f"adapted_feature_match(impl='triton') holds at most {limit} student channels in one tile with "
-            f"{student.dtype} student and {weight.dtype} weight, got Cs = {n_student} (student "
-            f"{tuple(student.shape)}); impl='auto' runs the reference for these"
-        )
-    if (not use_triton(impl, "adapted_feature_match", student.device) or float64 or too_wide
-            or student.numel() == 0 or teacher.numel() == 0):  # fmt: skip
+    too_wide = None
+    if n_student > limit:
+        too_wide = (f"holds at most {limit} student channels in one tile with {student.dtype} student and "
+                    f"{weight.dtype} weight, got Cs = {n_student} (student {tuple(student.shape)})")  # fmt: skip
+    if not runs_triton(impl, "adapted_feature_match", student, teacher, weight, bias, unsupported=too_wide):
         return adapted_feature_match_ref(student, teacher, weight, bias, kind=kind, reduction=reduction)
     grad_enabled = torch.is_grad_enabled()
     wanted = [x is not None and x.requires_grad and grad_enabled for x in (student, teacher, weight, bias)]

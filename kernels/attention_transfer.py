@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_number
-from ._dispatch import tl, triton, use_triton
-from ._features import as_channels_positions, check_pair, sample_positions
+from ._checks import check_choice, check_number
+from ._dispatch import IMPLS, runs_triton, tl, triton
+from ._features import REDUCTIONS, as_channels_positions, check_pair, sample_positions
 
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 BLOCK_C = 16
@@ -152,6 +152,13 @@ def _backward(ctx, grad_maps):
 _channel_power_mean_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def check_attention_transfer_options(p: float = 2, *, reduction: str = "mean", impl: str = "auto") -> float:
+    """Raise ValueError/TypeError for a bad option of `attention_transfer`; returns p as a float."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("impl", impl, IMPLS)
+    return check_number("p", p, positive=True)
+
+
 def _check_attention_transfer(student, teacher, p, reduction) -> float:
     check_pair(student, teacher, reduction)
     if student.shape[0] != teacher.shape[0] or student.shape[2:] != teacher.shape[2:]:
@@ -210,11 +217,7 @@ def attention_transfer(
         |x|^p at x == 0 is taken as 0.
     """
     power = _check_attention_transfer(student, teacher, p, reduction)
-    float64 = torch.float64 in (student.dtype, teacher.dtype)
-    if impl == "triton" and float64:
-        raise TypeError("attention_transfer(impl='triton') computes in float32; float64 runs with impl='reference'")
-    empty = min(student.numel(), teacher.numel()) == 0
-    if not use_triton(impl, "attention_transfer", student.device) or float64 or empty:
+    if not runs_triton(impl, "attention_transfer", student, teacher):
         return attention_transfer_ref(student, teacher, p=power, reduction=reduction)
     student_map = _channel_power_mean_op(as_channels_positions(student), power)
     teacher_map = _channel_power_mean_op(as_channels_positions(teacher), power)

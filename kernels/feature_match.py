@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice
-from ._dispatch import tl, triton, use_triton
+from ._dispatch import IMPLS, runs_triton, tl, triton
 from ._features import (
+    REDUCTIONS,
     as_channels_positions,
     check_pair,
     dense_layout,
@@ -342,6 +343,13 @@ _elementwise_op.register_autograd(_backward_elementwise, setup_context=_setup_el
 _cosine_op.register_autograd(_backward_cosine, setup_context=_setup_cosine)
 
 
+def check_feature_match_options(kind: str = "mse", *, reduction: str = "mean", impl: str = "auto") -> None:
+    """Raise ValueError for a bad option of `feature_match` (tensors are checked per call)."""
+    check_choice("kind", kind, KINDS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("impl", impl, IMPLS)
+
+
 def _check_feature_match(student, teacher, kind, reduction) -> None:
     check_pair(student, teacher, reduction)
     check_choice("kind", kind, KINDS)
@@ -391,10 +399,7 @@ def feature_match(
         float32 loss (float64 for float64 inputs), a scalar unless reduction="none".
     """
     _check_feature_match(student, teacher, kind, reduction)
-    float64 = torch.float64 in (student.dtype, teacher.dtype)
-    if impl == "triton" and float64:
-        raise TypeError("feature_match(impl='triton') computes in float32; float64 inputs run with impl='reference'")
-    if not use_triton(impl, "feature_match", student.device) or float64 or student.numel() == 0:
+    if not runs_triton(impl, "feature_match", student, teacher):
         return feature_match_ref(student, teacher, kind=kind, reduction=reduction)
     student_grad = student.requires_grad and torch.is_grad_enabled()
     teacher_grad = teacher.requires_grad and torch.is_grad_enabled()

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._dispatch import triton, use_triton
+from ._dispatch import runs_triton, triton
 from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
 from ._softmax_kl_kernels import (
     STATS,
@@ -317,10 +317,7 @@ def softmax_kl(
     check_inputs(student_logits, teacher_logits, labels, ce_weight)
     options = dict(direction=direction, beta=beta, t2_scale=t2_scale, labels=labels, kd_weight=kd_weight,
                    ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip
-    float64 = torch.float64 in (student_logits.dtype, teacher_logits.dtype)
-    if impl == "triton" and float64:
-        raise TypeError("softmax_kl(impl='triton') computes in float32; float64 logits run with impl='reference'")
-    if not use_triton(impl, "softmax_kl", student_logits.device) or float64 or student_logits.numel() == 0:
+    if not runs_triton(impl, "softmax_kl", student_logits, teacher_logits):
         return softmax_kl_ref(student_logits, teacher_logits, temperature, **options)
 
     n_classes = student_logits.shape[-1]

@@ -1,14 +1,13 @@
 """nn.Module faces of the feature-map losses in gankd.kernels: FeatureMatchLoss and AttentionTransferLoss."""
 
-import math
-
 from torch import Tensor, nn
 
-from gankd.kernels import IMPLS, attention_transfer, feature_match
-from gankd.kernels.feature_match import KINDS
-from gankd.options import check_choice
-
-_REDUCTIONS = ("mean", "sum", "none")
+from gankd.kernels import (
+    attention_transfer,
+    check_attention_transfer_options,
+    check_feature_match_options,
+    feature_match,
+)
 
 
 class FeatureMatchLoss(nn.Module):
@@ -19,9 +18,7 @@ class FeatureMatchLoss(nn.Module):
 
     def __init__(self, kind: str = "mse", *, reduction: str = "mean", impl: str = "auto"):
         super().__init__()
-        check_choice("kind", kind, KINDS)
-        check_choice("reduction", reduction, _REDUCTIONS)
-        check_choice("impl", impl, IMPLS)
+        check_feature_match_options(kind, reduction=reduction, impl=impl)
         self.kind, self.reduction, self.impl = kind, reduction, impl
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
@@ -39,11 +36,8 @@ class AttentionTransferLoss(nn.Module):
 
     def __init__(self, p: float = 2.0, *, reduction: str = "mean", impl: str = "auto"):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p <= 0:
-            raise ValueError(f"p must be a finite number > 0, got {p!r}")
-        check_choice("reduction", reduction, _REDUCTIONS)
-        check_choice("impl", impl, IMPLS)
-        self.p, self.reduction, self.impl = float(p), reduction, impl
+        self.p = check_attention_transfer_options(p, reduction=reduction, impl=impl)
+        self.reduction, self.impl = reduction, impl
 
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         return attention_transfer(student, teacher, p=self.p, reduction=self.reduction, impl=self.impl)

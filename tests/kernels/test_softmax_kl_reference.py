@@ -121,5 +121,5 @@ def test_bad_input_is_named(arguments, error, message, impl):
 def test_float64_runs_on_the_reference_path_only():
     logits = torch.randn(3, 5, dtype=torch.float64)
     assert softmax_kl(logits, logits.flip(-1)).dtype == torch.float64
-    with pytest.raises(TypeError, match="float64 logits run with impl='reference'"):
+    with pytest.raises(TypeError, match="float64 inputs run with impl='reference'"):
         softmax_kl(logits, logits, impl="triton")
