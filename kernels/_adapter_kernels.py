@@ -304,14 +304,3 @@ def weight_pass(student, teacher, weight, bias, upstream, grad_scale, weight_gra
         **(config | {"maxnreg": MAX_REGISTERS}),
     )  # fmt: skip
     return (dw.sum(0) if weight_grad else dw), (db.sum(0) if bias_grad else db)
-
-
-def dense(x: Tensor) -> Tensor:
-    """x itself when it covers its memory without gaps or overlap in some dim order (empty_like then keeps its
-    strides, which the kernels assume of their outputs), else a contiguous copy."""
-    expected = 1
-    for stride, size in sorted((stride, size) for size, stride in zip(x.shape, x.stride(), strict=True) if size != 1):
-        if stride != expected:
-            return x.contiguous()
-        expected *= size
-    return x

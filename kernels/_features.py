@@ -31,20 +31,29 @@ def check_pair(student: object, teacher: object, reduction: str) -> None:
 
 
 def dense_layout(x: Tensor) -> bool:
-    """True when x covers its memory without gaps or overlap (contiguous in some dim order)."""
-    if x.is_contiguous():
-        return True
-    if x.dim() == 4:
-        return x.is_contiguous(memory_format=torch.channels_last)
-    if x.dim() == 5:
-        return x.is_contiguous(memory_format=torch.channels_last_3d)
-    return False
+    """True when x covers its memory without gaps or overlap: contiguous in some dim order (NCHW, channels_last
+    or any other), so empty_like keeps its strides, which the kernels assume of their outputs."""
+    expected = 1
+    for stride, size in sorted((stride, size) for size, stride in zip(x.shape, x.stride(), strict=True) if size != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def dense(x: Tensor) -> Tensor:
+    """x itself when `dense_layout(x)`, else a contiguous copy."""
+    return x if dense_layout(x) else x.contiguous()
+
+
+def maybe_empty_like(x: Tensor, wanted: bool, dtype: torch.dtype | None = None) -> Tensor:
+    """An output buffer like x (its strides) when `wanted`, else an empty placeholder the kernels skip."""
+    return torch.empty_like(x, dtype=dtype) if wanted else x.new_empty(0, dtype=dtype)
 
 
 def as_channels_positions(x: Tensor) -> Tensor:
     """[N, C, *spatial] -> [N, C, P]: a view for NCHW-contiguous and channels_last maps, else a copy."""
-    if not dense_layout(x):
-        x = x.contiguous()
+    x = dense(x)
     if x.dim() == 2:
         return x.unsqueeze(-1)
     return x.flatten(2)

@@ -17,8 +17,9 @@ from ._features import (
     REDUCTIONS,
     as_channels_positions,
     check_pair,
-    dense_layout,
+    dense,
     like_layout,
+    maybe_empty_like,
     reduce_partials,
     sample_positions,
     scale_by_scalar_,
@@ -181,10 +182,6 @@ def _grid_cosine(channels_positions: Tensor) -> tuple[int]:
     return (triton.cdiv(n_positions, COSINE_BLOCK_P) * n_samples,)
 
 
-def _maybe_empty_like(x: Tensor, wanted: bool) -> Tensor:
-    return torch.empty_like(x) if wanted else x.new_empty(0)
-
-
 @torch.library.custom_op("gankd::feature_match_elementwise", mutates_args=())
 def _elementwise_op(
     student: Tensor, teacher: Tensor, kind: str, reduction: str, student_grad: bool, teacher_grad: bool
@@ -196,8 +193,8 @@ def _elementwise_op(
     per_element = reduction == "none"
     e = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty(0, dtype=torch.float32)
     partials = student.new_empty(0 if per_element else grid[0], dtype=torch.float32)
-    grad_s = _maybe_empty_like(student, student_grad and not per_element)
-    grad_t = _maybe_empty_like(teacher, teacher_grad and not per_element)
+    grad_s = maybe_empty_like(student, student_grad and not per_element)
+    grad_t = maybe_empty_like(teacher, teacher_grad and not per_element)
     _elementwise_match_kernel[grid](
         student, teacher, student, e, partials, grad_s, grad_t, n_elements,
         1.0 / n_elements if reduction == "mean" else 1.0, KIND=_KIND_CODE[kind], WRITE_E=per_element,
@@ -211,8 +208,8 @@ def _elementwise_op(
 def _elementwise_fake(student, teacher, kind, reduction, student_grad, teacher_grad):
     per_element = reduction == "none"
     loss = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, _maybe_empty_like(student, student_grad and not per_element),
-            _maybe_empty_like(teacher, teacher_grad and not per_element))  # fmt: skip
+    return (loss, maybe_empty_like(student, student_grad and not per_element),
+            maybe_empty_like(teacher, teacher_grad and not per_element))  # fmt: skip
 
 
 @torch.library.custom_op("gankd::feature_match_elementwise_grad", mutates_args=())
@@ -220,8 +217,8 @@ def _elementwise_grad_op(
     student: Tensor, teacher: Tensor, grad_e: Tensor, kind: str, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor]:
     """Gradients of sum(grad_e * e) for reduction "none"; grad_e has student's strides."""
-    grad_s = _maybe_empty_like(student, student_grad)
-    grad_t = _maybe_empty_like(teacher, teacher_grad)
+    grad_s = maybe_empty_like(student, student_grad)
+    grad_t = maybe_empty_like(teacher, teacher_grad)
     n_elements = student.numel()
     _elementwise_match_kernel[_grid_elementwise(n_elements)](
         student, teacher, grad_e, grad_e, grad_e, grad_s, grad_t, n_elements, 1.0, KIND=_KIND_CODE[kind],
@@ -233,7 +230,7 @@ def _elementwise_grad_op(
 
 @_elementwise_grad_op.register_fake
 def _elementwise_grad_fake(student, teacher, grad_e, kind, student_grad, teacher_grad):
-    return _maybe_empty_like(student, student_grad), _maybe_empty_like(teacher, teacher_grad)
+    return maybe_empty_like(student, student_grad), maybe_empty_like(teacher, teacher_grad)
 
 
 @torch.library.custom_op("gankd::feature_match_cosine", mutates_args=())
@@ -247,8 +244,8 @@ def _cosine_op(
     stats = student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
     e = student.new_empty((n_samples, n_positions) if per_position else 0, dtype=torch.float32)
     partials = student.new_empty(0 if per_position else grid[0], dtype=torch.float32)
-    grad_s = _maybe_empty_like(student, student_grad and not per_position)
-    grad_t = _maybe_empty_like(teacher, teacher_grad and not per_position)
+    grad_s = maybe_empty_like(student, student_grad and not per_position)
+    grad_t = maybe_empty_like(teacher, teacher_grad and not per_position)
     count = n_samples * n_positions
     _cosine_match_kernel[grid](
         student, *student.stride(), teacher, *teacher.stride(), stats, stats, e, partials, grad_s, grad_t,
@@ -265,8 +262,8 @@ def _cosine_fake(student, teacher, reduction, student_grad, teacher_grad):
     n_samples, _, n_positions = student.shape
     per_position = reduction == "none"
     loss = student.new_empty((n_samples, n_positions) if per_position else (), dtype=torch.float32)
-    return (loss, _maybe_empty_like(student, student_grad and not per_position),
-            _maybe_empty_like(teacher, teacher_grad and not per_position),
+    return (loss, maybe_empty_like(student, student_grad and not per_position),
+            maybe_empty_like(teacher, teacher_grad and not per_position),
             student.new_empty((3, n_samples, n_positions), dtype=torch.float32))  # fmt: skip
 
 
@@ -275,8 +272,8 @@ def _cosine_grad_op(
     student: Tensor, teacher: Tensor, stats: Tensor, grad_e: Tensor, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor]:
     """Gradients of sum(grad_e * (1 - cos)) from the saved per-position stats; grad_e [N, P] contiguous."""
-    grad_s = _maybe_empty_like(student, student_grad)
-    grad_t = _maybe_empty_like(teacher, teacher_grad)
+    grad_s = maybe_empty_like(student, student_grad)
+    grad_t = maybe_empty_like(teacher, teacher_grad)
     n_samples, n_channels, n_positions = student.shape
     _cosine_match_kernel[_grid_cosine(student)](
         student, *student.stride(), teacher, *teacher.stride(), stats, grad_e, grad_e, grad_e, grad_s, grad_t,
@@ -289,7 +286,7 @@ def _cosine_grad_op(
 
 @_cosine_grad_op.register_fake
 def _cosine_grad_fake(student, teacher, stats, grad_e, student_grad, teacher_grad):
-    return _maybe_empty_like(student, student_grad), _maybe_empty_like(teacher, teacher_grad)
+    return maybe_empty_like(student, student_grad), maybe_empty_like(teacher, teacher_grad)
 
 
 def _setup_elementwise(ctx, inputs, output):
@@ -407,6 +404,6 @@ def feature_match(
         loss = _cosine_op(as_channels_positions(student), as_channels_positions(teacher), reduction, student_grad,
                           teacher_grad)[0]  # fmt: skip
         return loss.reshape(student.shape[:1] + student.shape[2:]) if reduction == "none" else loss
-    dense_student = student if dense_layout(student) else student.contiguous()
+    dense_student = dense(student)
     return _elementwise_op(dense_student, like_layout(teacher, dense_student), kind, reduction, student_grad,
                            teacher_grad)[0]  # fmt: skip

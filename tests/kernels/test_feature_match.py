@@ -214,3 +214,13 @@ def test_cosine_over_more_rows_than_a_grid_axis_holds(device):
     teacher = torch.randn(100_000, 64, device=device)
     loss = feature_match(student, teacher, kind="cosine", impl="triton")
     assert torch.allclose(loss, feature_match_ref(student, teacher, kind="cosine"), rtol=1e-5)
+
+
+def test_dense_layout_is_any_gapless_dim_order():
+    from gankd.kernels._features import dense
+
+    x = torch.randn(2, 3, 4, 5)
+    for view in (x, x.permute(0, 2, 3, 1), x.permute(1, 0, 3, 2), x.to(memory_format=torch.channels_last), x[:1]):
+        assert dense_layout(view) and dense(view) is view
+    for gapped in (x[:, ::2], x[..., :4], x.expand(2, 2, 3, 4, 5)[0, :, :1]):
+        assert not dense_layout(gapped) and dense(gapped).is_contiguous()
