@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import TRITON_INTERPRET, tl, triton
+from ._features import nan_sign
 
 _KIND_CODE = {"mse": 0, "l1": 1}
 # Widest student the fused kernels hold in one tile; wider adapters run the reference. fp32 products (float32
@@ -41,13 +42,13 @@ CPU_WEIGHT_PROGRAMS = 4
 
 @triton.jit
 def _loss_and_slope(diff, KIND: tl.constexpr):
-    # Per-element loss and its derivative in y; sign(diff) keeps NaN (diff * 0 is NaN for NaN, 0 for 0).
+    # Per-element loss and its derivative in y (NaN stays NaN).
     if KIND == 0:
         loss = diff * diff
         slope = 2.0 * diff
     else:
         loss = tl.abs(diff)
-        slope = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, diff * 0.0))
+        slope = nan_sign(diff)
     return loss, slope
 
 

@@ -73,6 +73,12 @@ def reduce_partials(partials: Tensor, count: int, reduction: str) -> Tensor:
 
 
 @triton.jit
+def nan_sign(x):
+    # sign(x) that keeps NaN: x * 0 is NaN for NaN and 0 for 0 (the slope of |x|, taken as 0 at 0).
+    return tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, x * 0.0))
+
+
+@triton.jit
 def sample_positions(P, BLOCK_P: tl.constexpr):
     # A program of a (sample, position block) grid flattened on axis 0: its sample n, its positions (int64)
     # and which of them lie inside the map.

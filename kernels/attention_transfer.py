@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ._checks import check_choice, check_number
 from ._dispatch import IMPLS, runs_triton, tl, triton
-from ._features import REDUCTIONS, as_channels_positions, check_pair, sample_positions
+from ._features import REDUCTIONS, as_channels_positions, check_pair, nan_sign, sample_positions
 
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 BLOCK_C = 16
@@ -34,7 +34,7 @@ def _abs_power(x, power, POWER: tl.constexpr):
 @triton.jit
 def _abs_power_slope(x, power, POWER: tl.constexpr):
     # d|x|^power / dx, taken as 0 at x == 0; NaN stays NaN.
-    sign = tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, x * 0.0))
+    sign = nan_sign(x)
     if POWER == 2:
         return 2.0 * x
     elif POWER == 1:

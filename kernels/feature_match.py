@@ -20,6 +20,7 @@ from ._features import (
     dense,
     like_layout,
     maybe_empty_like,
+    nan_sign,
     reduce_partials,
     sample_positions,
     scale_by_scalar_,
@@ -57,8 +58,7 @@ def _elementwise_match_kernel(
     diff = tl.load(s_ptr + offsets, mask=in_range).to(tl.float32) - tl.load(t_ptr + offsets, mask=in_range).to(
         tl.float32
     )
-    # sign(diff) that keeps NaN: d * 0 is NaN for NaN, 0 for 0.
-    sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, diff * 0.0))
+    sign = nan_sign(diff)
     if KIND == 0:
         loss = diff * diff
         slope = 2.0 * diff
