@@ -284,7 +284,7 @@ def _misfit(config: RunConfig, stepper: Stepper, batch: list, error: BaseExcepti
         discriminator = config.gan.discriminator
         parts += f", the discriminator {discriminator.name} {dict(discriminator.options)}"
     hint = ""
-    if teacher is not None and hasattr(teacher, "nz") and config.task != "generator":
+    if teacher is not None and hasattr(teacher, "nz") and stepper.task.batch_fields[0] != "noise":
         task = config.task
         hint = f"; the teacher is a generator (it takes noise) but the task is {task}: use a {task} teacher"
     return (
@@ -299,7 +299,7 @@ def _keep_completed(stepper: Stepper, config: RunConfig, dist: Distributed, last
     """After a stop outside the step loop's control: save the completed steps not saved yet (this process's
     state, when it is rank 0 and no step was left half-applied), and say what was kept and how to go on."""
     if dist.is_main and done > saved_through and not partial_step:
-        _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+        _save_verifying(_checkpoint_state(stepper, config, done), last)
         saved_through = done
     if not last.exists():
         return "nothing was kept (no checkpoint was written): start the run again, without --resume"
@@ -313,9 +313,14 @@ def _last_line(error: BaseException) -> str:
     return last.split(": ", 1)[1] if len(lines) > 1 and ": " in last else last
 
 
+def _checkpoint_state(stepper: Stepper, config: RunConfig, done: int) -> dict:
+    """What a checkpoint after step `done` holds: the step, the resolved config and every trained state."""
+    return {"step": done, "config": to_dict(config), **stepper.state_dict()}
+
+
 def _save_step(stepper: Stepper, config: RunConfig, dist: Distributed, last: Path, done: int) -> int:
     """Checkpoint the run after step `done` (rank 0 writes, every process waits for it); returns `done`."""
     if dist.is_main:
-        _save_verifying({"step": done, "config": to_dict(config), **stepper.state_dict()}, last)
+        _save_verifying(_checkpoint_state(stepper, config, done), last)
     dist.barrier()
     return done
