@@ -1,6 +1,7 @@
 """Data sets: embedded sets (splits deterministic and disjoint), user folders from generated PNGs, workers,
 and a clear error for each bad input."""
 
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 import gankd.data as data
-from gankd.data.photos import GRAY_PHOTOS, TEST_PHOTOS, TRAIN_PHOTOS, load_photo
+from gankd.data.photos import EXTRA_PHOTOS, GRAY_PHOTOS, SKLEARN_PHOTOS, TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 
 
 def random_image(height: int, width: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -114,6 +115,24 @@ def test_rotate_and_gray_photos_widen_the_training_crops():
     camera = gray.photos[gray.photo_names.index("camera")]
     assert camera.shape[0] == 3 and torch.equal(camera[0], camera[1]) and torch.equal(camera[1], camera[2])
     assert data.build("photos_sr", "test", gray=True).photo_names == TEST_PHOTOS  # the test tiles never change
+
+
+def test_extra_photos_add_scikit_learns_photographs_and_never_a_test_one():
+    extra = data.build("photos_sr", "train", crop_size=32, length=4, gray=True, extra_photos=["china", "camera"])
+    assert extra.photo_names == TRAIN_PHOTOS + GRAY_PHOTOS + ("china",)  # gray's photographs once each
+    china = extra.photos[extra.photo_names.index("china")]
+    assert china.shape == (3, 427, 640) and china.dtype == torch.uint8 and not torch.equal(china[0], china[1])
+    assert set(SKLEARN_PHOTOS) <= set(EXTRA_PHOTOS) and not set(EXTRA_PHOTOS) & {*TEST_PHOTOS, "cat"}
+    assert data.build("photos_sr", "test", extra_photos=["flower"]).photo_names == TEST_PHOTOS
+    for names, message in [
+        (["rocket"], "extra_photos: 'rocket' is a test photograph"),
+        (["cat"], "extra_photos: 'cat' is a test photograph"),
+        (["lena"], "extra_photos: 'lena' is unknown; choose from camera, "),
+        ("china", "extra_photos must be a list of photograph names, got 'china'"),
+        (["china", "china"], "extra_photos names a photograph twice"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            data.build("photos_sr", "train", extra_photos=names)
 
 
 def test_colourisation_pairs_are_the_luma_and_the_colour_crop():

@@ -2,11 +2,14 @@
 super-resolution, and `photos_color`, colourisation (grayscale in, colour out).
 
 Training items are random crops of six colour photographs (for super-resolution, with `gray=True`, also of
-seven grayscale ones); test items tile two other photographs, so no photograph appears in both splits.
-Nothing is downloaded: these files ship inside scikit-image.
+seven grayscale ones, and with `extra_photos` of the ones named); test items tile two other photographs, so no
+photograph appears in both splits. Nothing is downloaded: these files ship inside scikit-image and
+scikit-learn.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +30,24 @@ TEST_PHOTOS = ("chelsea", "rocket")
 GRAY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon", "clock")
 
 
+# The two colour photographs scikit-learn bundles (`sklearn.datasets.load_sample_image`), both 427 x 640.
+SKLEARN_PHOTOS = ("china", "flower")
+# Every photograph a super-resolution model may add to its training ones (`extra_photos`): the test ones never.
+EXTRA_PHOTOS = GRAY_PHOTOS + SKLEARN_PHOTOS + ("page", "text")
+
+
 def load_photo(name: str) -> Tensor:
-    """A scikit-image photograph as uint8 [3, H, W] (the left view of `stereo_motorcycle`; a grayscale one
-    repeated on three channels)."""
-    data = import_extra("skimage.data", "photos_sr")
-    photo = getattr(data, name)()
+    """A bundled photograph as uint8 [3, H, W]: one of SKLEARN_PHOTOS, or a scikit-image one (the left view of
+    `stereo_motorcycle`; a grayscale one repeated on three channels)."""
+    if name in SKLEARN_PHOTOS:
+        photo = import_extra("sklearn.datasets", "photos_sr").load_sample_image(f"{name}.jpg")
+    else:
+        photo = getattr(import_extra("skimage.data", "photos_sr"), name)()
     if isinstance(photo, tuple):
         photo = photo[0]
     if photo.ndim == 2:
         photo = photo[:, :, None].repeat(3, axis=2)
-    return torch.from_numpy(photo).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(photo.copy()).permute(2, 0, 1).contiguous()  # a copy: bundled arrays are read-only
 
 
 class PhotoCrops(SeededDataset):
@@ -108,7 +119,7 @@ class PhotoSuperResolution(PhotoCrops):
 
     `high_res` is a crop (see PhotoCrops: `crop_size`, `length`, `flip`, `rotate`, `seed`); `low_res` is it
     shrunk `scale` times (bicubic, antialiased, clamped to [-1, 1]). `gray` adds GRAY_PHOTOS to the training
-    photographs.
+    photographs and `extra_photos` any of EXTRA_PHOTOS (scikit-learn's "china" and "flower" among them).
     """
 
     def __init__(
@@ -122,20 +133,35 @@ class PhotoSuperResolution(PhotoCrops):
         seed: int = 0,
         gray: bool = False,
         rotate: bool = False,
+        extra_photos: Sequence[str] = (),
     ):
         self.scale = check_power_of_two("scale", scale, minimum=2, maximum=16)
         check_int("crop_size", crop_size, minimum=scale)
         if crop_size % scale:
             raise ValueError(f"crop_size must be a multiple of scale={scale}, got {crop_size}")
         self.gray = check_bool("gray", gray)
+        extra = _check_extra_photos(extra_photos)
+        extra = (*GRAY_PHOTOS, *(name for name in extra if name not in GRAY_PHOTOS)) if self.gray else extra
         super().__init__(split, crop_size=crop_size, length=length, flip=flip, rotate=rotate, seed=seed,
-                         extra_photos=GRAY_PHOTOS if gray else ())  # fmt: skip
+                         extra_photos=extra)  # fmt: skip
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         high_res = self.crop(index)
         low_size = self.crop_size // self.scale
         low_res = F.interpolate(high_res[None], size=(low_size, low_size), mode="bicubic", antialias=True)[0]
         return low_res.clamp(-1, 1), high_res
+
+
+def _check_extra_photos(names) -> tuple[str, ...]:
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"extra_photos must be a list of photograph names, got {names!r}")
+    for name in names:
+        if name not in EXTRA_PHOTOS:
+            hint = "a test photograph; training never sees those" if name in (*TEST_PHOTOS, "cat") else "unknown"
+            raise ValueError(f"extra_photos: {name!r} is {hint}; choose from {', '.join(EXTRA_PHOTOS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"extra_photos names a photograph twice: {list(names)}")
+    return tuple(names)
 
 
 class PhotoColorization(PhotoCrops):
