@@ -96,92 +96,109 @@ def test_student_holds_the_teachers_highest_group_l1_channels(name, teacher_opti
     expected_first = _top(_group_l1(teacher, chain[0], chain[1]), first.weight.shape[_out_dim(first)])
 
     inputs = teacher.example_inputs(2)
-    input_means = _input_means(teacher, inputs)
     report = init_from_teacher(student, teacher, inputs)
 
     assert report["kept"][chain[0]] == expected_first
     assert report["groups_pruned"] == len(chain) - 1 and report["groups_unchanged"] == 1
     assert report["params_student"] == sum(p.numel() for p in student.parameters()) < report["params_teacher"]
     assert teacher.training and all(torch.equal(teacher_state[k], v) for k, v in teacher.state_dict().items())
-    # Every student tensor is the teacher's restricted to the kept channels: out along the chain, in from the
-    # previous link (the stem's and the head's fixed sides whole).
-    expected = {}
+    # Every student weight is the teacher's restricted to the kept channels: out along the chain, in from the
+    # previous link (the stem's and the head's fixed sides whole). A layer with a bias, and a batch norm's
+    # scale, may then be rescaled per output channel by the recalibration (tested below); the rest is exact.
+    student_state = student.state_dict()
+    checked = set()
     for index, path in enumerate(chain):
         layer = teacher.get_submodule(path)
         kept_out = report["kept"].get(path, list(range(layer.weight.shape[_out_dim(layer)])))
         weight = layer.weight.index_select(_out_dim(layer), torch.tensor(kept_out))
         if index > 0:
             weight = weight.index_select(_in_dim(layer), torch.tensor(report["kept"][chain[index - 1]]))
-        expected[f"{path}.weight"] = weight
-        if layer.bias is not None:
-            expected[f"{path}.bias"] = layer.bias[kept_out]
-            if index > 0:  # the removed inputs' mean contribution moves into the bias
-                removed = sorted(set(range(layer.weight.shape[_in_dim(layer)])) - set(report["kept"][chain[index - 1]]))
-                expected[f"{path}.bias"] = expected[f"{path}.bias"] + _mean_contribution(
-                    layer, kept_out, removed, input_means[path]
-                )
+        if layer.bias is None:
+            assert torch.equal(student_state[f"{path}.weight"], weight), path
+        else:
+            _assert_rescaled_rows(student_state[f"{path}.weight"], weight, _out_dim(layer), path)
+        checked |= {f"{path}.weight", f"{path}.bias"}
         norm_path = _norm_after(teacher, path)
         if norm_path and isinstance(teacher.get_submodule(norm_path), nn.BatchNorm2d):
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                expected[f"{norm_path}.{key}"] = getattr(teacher.get_submodule(norm_path), key)[kept_out]
-    student_state = student.state_dict()
-    for key, value in expected.items():
-        if key.endswith(".bias"):
-            torch.testing.assert_close(student_state[key], value, rtol=1e-5, atol=1e-6, msg=key)
-        else:
-            assert torch.equal(student_state[key], value), key
-    untouched = set(student_state) - set(expected)
+            norm = teacher.get_submodule(norm_path)
+            for key in ("running_mean", "running_var"):
+                assert torch.equal(student_state[f"{norm_path}.{key}"], getattr(norm, key)[kept_out]), norm_path
+            _assert_rescaled_rows(student_state[f"{norm_path}.weight"], norm.weight[kept_out], 0, norm_path)
+            checked |= {f"{norm_path}.{key}" for key in ("weight", "bias", "running_mean", "running_var")}
+    untouched = set(student_state) - checked
     assert all(k.endswith("num_batches_tracked") or k.startswith("label_embedding") for k in untouched), untouched
     if "label_embedding.weight" in student_state:
         assert torch.equal(student_state["label_embedding.weight"], teacher.label_embedding.weight)
 
 
-def _input_means(teacher: nn.Module, inputs: tuple) -> dict[str, torch.Tensor]:
-    """{conv/linear path: mean of its input per channel} of an eval-mode copy of `teacher` on `inputs`."""
-    model = copy.deepcopy(teacher).eval()
-    means = {}
+def _assert_rescaled_rows(actual: torch.Tensor, expected: torch.Tensor, dim: int, name: str) -> None:
+    """`actual` is `expected` with each slice along `dim` multiplied by one number (fitted here)."""
+    rows, targets = (tensor.movedim(dim, 0).reshape(tensor.shape[dim], -1) for tensor in (actual, expected))
+    scale = (rows * targets).sum(1) / targets.square().sum(1)
+    torch.testing.assert_close(rows, scale[:, None] * targets, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _outputs(model: nn.Module, inputs: tuple, layer_types=(nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) -> dict:
+    """{layer path: its output, channels first, flattened} of one eval-mode forward."""
+    outputs = {}
     hooks = [
-        module.register_forward_pre_hook(
-            lambda module, args, path=path: means.__setitem__(
-                path, args[0].float().mean(dim=[0, *range(2, args[0].dim())]) if args[0].dim() > 2 else args[0].mean(0)
-            )
+        module.register_forward_hook(
+            lambda module, args, output, path=path: outputs.__setitem__(path, output.movedim(1, 0).flatten(1))
         )
         for path, module in model.named_modules()
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+        if isinstance(module, layer_types)
     ]
     with torch.no_grad():
-        model(*inputs)
+        model.eval()(*inputs)
     for hook in hooks:
         hook.remove()
-    return means
+    return outputs
 
 
-def _mean_contribution(layer: nn.Module, kept_out: list[int], removed: list[int], means: torch.Tensor) -> torch.Tensor:
-    """What the removed input channels add on average to each kept output: sum over removed c of the weights
-    from c (summed over the kernel; a transposed conv's output pixel sees 1/stride² of them) times c's mean."""
-    if isinstance(layer, nn.ConvTranspose2d):
-        weights = layer.weight[removed][:, kept_out].sum(dim=(2, 3)).T / (layer.stride[0] * layer.stride[1])
-    else:
-        weights = layer.weight[kept_out][:, removed]
-        weights = weights.sum(dim=(2, 3)) if weights.dim() == 4 else weights
-    return (weights * means[removed]).sum(1)
-
-
-def test_removed_inputs_move_their_mean_into_the_bias():
-    # A 1x1 consumer is linear in its inputs: with the removed channels' mean contribution in its bias, the
-    # student's consumer outputs keep the teacher's mean over the examples, though those channels are gone.
-    teacher, student = (
-        nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)),
-        nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 1)),
-    )
+def test_recalibration_gives_hidden_channels_the_teachers_statistics_and_fits_the_output():
     torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU(), nn.Conv2d(16, 4, 1))
+    student = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.Conv2d(5, 4, 1))
+    inputs = (torch.randn(8, 3, 12, 12),)
+    report = init_from_teacher(student, teacher, inputs)
+    assert report["layers_recalibrated"] == 2  # the first conv sees the teacher's inputs and keeps its outputs
+    teacher_outputs, student_outputs = _outputs(teacher, inputs), _outputs(student, inputs)
+    # The first conv: the teacher's kept filters, exactly. The hidden conv: each kept channel's mean and std.
+    assert torch.equal(student_outputs["0"], teacher_outputs["0"][report["kept"]["0"]])
+    hidden, target = student_outputs["2"], teacher_outputs["2"][report["kept"]["2"]]
+    torch.testing.assert_close(hidden.mean(1), target.mean(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(hidden.std(1), target.std(1), rtol=1e-4, atol=1e-5)
+    # The output layer: the least-squares fit to the teacher's outputs, so the residual has zero mean and is
+    # uncorrelated with the student's output in every channel (and the fit beats the unfitted pruned layer).
+    output, target = student_outputs["4"], teacher_outputs["4"]
+    residual = target - output
+    torch.testing.assert_close(residual.mean(1), torch.zeros(4), rtol=0, atol=1e-5)
+    torch.testing.assert_close((residual * (output - output.mean(1, keepdim=True))).mean(1), torch.zeros(4),
+                               rtol=0, atol=1e-5)  # fmt: skip
+
+
+def test_pruned_sparse_relus_stay_alive():
+    # Channels that fire rarely (negative mean pre-activation, large spread from many inputs) lose their spread
+    # when most inputs are pruned; keeping only the mean would put every one of them under zero, for good.
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(),
+                            nn.Conv2d(32, 3, 3, padding=1))  # fmt: skip
     with torch.no_grad():
-        teacher[0].bias.add_(1.0)  # every channel active: large mean inputs for the consumer
-    inputs = (torch.randn(4, 3, 10, 10),)
-    init_from_teacher(student, teacher, inputs)
-    with torch.no_grad():
-        torch.testing.assert_close(student(*inputs).mean(dim=(0, 2, 3)), teacher(*inputs).mean(dim=(0, 2, 3)),
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        teacher[0].bias.fill_(0.5)
+        teacher[2].bias.fill_(-2 * teacher[2](teacher[1](teacher[0](torch.randn(4, 3, 16, 16)))).std().item())
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                            nn.Conv2d(4, 3, 3, padding=1))  # fmt: skip
+    inputs = (torch.randn(16, 3, 16, 16),)
+    report = init_from_teacher(student, teacher, inputs)
+    fired = {name: (outputs > 0).double().mean(1) for name, outputs in _relu_outputs(teacher, inputs).items()}
+    student_fired = (_relu_outputs(student, inputs)["3"] > 0).double().mean(1)
+    teacher_fired = fired["3"][report["kept"]["2"]]
+    assert teacher_fired.max() < 0.2  # sparse
+    torch.testing.assert_close(student_fired, teacher_fired, rtol=0.5, atol=0.02)
+
+
+def _relu_outputs(model: nn.Module, inputs: tuple) -> dict:
+    return _outputs(model, inputs, layer_types=(nn.ReLU,))
 
 
 # ---- (2) at the teacher's width the student is the teacher ----
@@ -343,7 +360,7 @@ def test_torchvision_wide_resnet50_2_to_resnet50():
     assert torch.equal(block.bn1.running_var, teacher_block.bn1.running_var[kept_conv1])
     assert torch.equal(block.conv2.weight, teacher_block.conv2.weight[kept_conv2][:, kept_conv1])
     assert torch.equal(block.conv3.weight, teacher_block.conv3.weight[:, kept_conv2])
-    assert torch.equal(student.fc.weight, teacher.fc.weight)
+    _assert_rescaled_rows(student.fc.weight, teacher.fc.weight, 0, "fc")  # the output layer: fitted per class
 
 
 # ---- (4) errors ----

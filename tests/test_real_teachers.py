@@ -115,7 +115,7 @@ def test_student_init_teacher_starts_the_student_as_the_pruned_teacher(tmp_path,
             student = build_objective(config, dist, load_teacher(config)).student
             equal = all(torch.equal(value, expected.state_dict()[key]) for key, value in student.state_dict().items())
             assert equal is same
-        # In a run, the removed channels' mean contributions come from a batch of the run's own data.
+        # In a run, the recalibration statistics come from a batch of the run's own data.
         config = load_config(None, [*overrides, "distill.student_init=teacher"])
         items = example_items(build_dataset(config, "train"), config.seed)
         student = build_objective(config, dist, load_teacher(config), items).student

@@ -10,10 +10,17 @@ convolutions, linear layers and batch norms of the L1 norm of that channel's sli
 filter, a consumer's input slice, a batch norm's |scale|): GAN Compression's filter L1 norm, also weighing how
 strongly the next layers read each channel. All groups are scored on the unpruned teacher, then pruned.
 
-A layer that loses input channels gets their mean contribution on the example inputs (each removed channel's
-mean input times its weights) added to its bias, so its pre-activations keep their mean. Without this a
-super-resolution teacher pruned from 32 to 7 channels had every activation after its last transposed
-convolution below zero: a student whose residual output was 0 and stayed 0 in training (dead ReLUs).
+The pruned layers then see fewer inputs, and their outputs drift: a super-resolution teacher pruned from 32 to
+7 channels had every ReLU of its up-path at zero, so its residual output was 0 and stayed 0 in training (dead
+ReLUs get no gradient), even with the removed channels' mean contributions moved into the biases. So after
+pruning, every biased conv/linear layer and affine batch norm is recalibrated per output channel on the example
+inputs, in forward order (each seeing the recalibrated layers before it): a hidden layer's channel gets the mean
+and standard deviation that the same channel has in the teacher, so its activation fires about as often as the
+teacher's; the output layer (the last one to run) gets the least-squares fit a·z + b to the teacher's outputs,
+so a student whose outputs cannot follow the teacher's yet starts at the teacher's mean output instead of at
+amplified noise. A layer whose outputs already have the teacher's statistics (upstream of every pruned layer,
+or nothing pruned) is left as it is. This is bias correction and statistics recalibration as in post-training
+quantization and EagleEye's adaptive batch norm, for layers with and without batch norm.
 
 torch-pruning 1.6 handles every zoo family: dcgan_g (conditional too: its embedding only widens the stem's
 input, which is never pruned), resnet_g (the residual stream is one group), small_cnn, cifar_resnet (shortcut
@@ -25,11 +32,11 @@ the pruned weight cannot be assigned over the parametrization), so those models 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from gankd.models.cost import example_inputs as default_example_inputs
@@ -58,8 +65,9 @@ def init_from_teacher(
 
     Returns:
         A plain-data report: {"groups_pruned": groups that lost channels, "groups_unchanged": groups left
-        whole, "params_teacher": ..., "params_student": ..., "kept": {root layer path: sorted teacher
-        channel indices kept}} — `kept` lists the pruned groups only.
+        whole, "params_teacher": ..., "params_student": ..., "layers_recalibrated": layers whose outputs were
+        recalibrated (see the module docstring), "kept": {root layer path: sorted teacher channel indices
+        kept}} — `kept` lists the pruned groups only.
 
     Raises:
         ValueError: the two are not one architecture (state-dict keys differ), a student layer is wider than
@@ -90,7 +98,7 @@ def init_from_teacher(
     pruned = copy.deepcopy(teacher).cpu().eval()
     for parameter in pruned.parameters():
         parameter.requires_grad_(True)
-    input_means = _input_means(pruned, example_inputs)
+    teacher_outputs = _TeacherOutputs(pruned, example_inputs)
     with torch.enable_grad():
         graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_inputs, verbose=False)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
@@ -122,10 +130,10 @@ def init_from_teacher(
             plans.append((root, group[0].dep.handler, sorted(order[student_channels:].tolist())))
         groups = [graph.get_pruning_group(root, pruning_fn, pruned_channels)
                   for root, pruning_fn, pruned_channels in plans]  # fmt: skip
-        for group in groups:
-            _compensate_removed_inputs(graph, group, input_means)
+        kept_outputs = _kept_outputs(graph, groups, teacher_outputs.statistics)
         for group in groups:
             group.prune()
+        recalibrated = _recalibrate(pruned, example_inputs, teacher_outputs, kept_outputs) if groups else 0
 
     state_dict = pruned.state_dict()
     for key, shape in student_shapes.items():
@@ -141,52 +149,117 @@ def init_from_teacher(
         "groups_unchanged": unchanged,
         "params_teacher": sum(parameter.numel() for parameter in teacher.parameters()),
         "params_student": sum(parameter.numel() for parameter in student.parameters()),
+        "layers_recalibrated": recalibrated,
         "kept": kept,
     }
 
 
-def _input_means(model: nn.Module, example_inputs: tuple) -> dict[nn.Module, Tensor]:
-    """{conv/linear layer: the mean of its input per input channel} over one forward on `example_inputs`."""
-    means = {}
+def _recalibrated(module: nn.Module) -> bool:
+    """Layers whose outputs can be moved per channel by their own parameters: biased convs and linears
+    (weight rows and bias) and affine batch norms (scale and shift)."""
+    if isinstance(module, _ROOT_TYPES):
+        return module.bias is not None
+    return isinstance(module, _BatchNorm) and module.affine
 
-    def record(module, inputs):
-        value = inputs[0].detach().float()
-        if isinstance(module, nn.Linear):
-            means[module] = value.reshape(-1, value.shape[-1]).mean(0)
-        else:
-            means[module] = value.mean(dim=[0, *range(2, value.dim())])
 
-    hooks = [module.register_forward_pre_hook(record) for module in model.modules() if isinstance(module, _ROOT_TYPES)]
+def _channel_dim(module: nn.Module, output: Tensor) -> int:
+    return output.dim() - 1 if isinstance(module, nn.Linear) else 1
+
+
+def _channels_first(module: nn.Module, output: Tensor) -> Tensor:
+    """`output` as float64 [channels, everything else]."""
+    return output.detach().double().movedim(_channel_dim(module, output), 0).flatten(1)
+
+
+def _mean_and_std(values: Tensor) -> tuple[Tensor, Tensor]:
+    return values.mean(1), values.std(1, unbiased=False)
+
+
+class _TeacherOutputs:
+    """One forward of the unpruned teacher on the example inputs: each recalibrated layer's per-channel output
+    (mean, std) from its first call, `last` (the layer first called last: the output layer) and its output."""
+
+    def __init__(self, model: nn.Module, example_inputs: tuple):
+        self.statistics: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+        self.last, self.last_output = None, None
+
+        def record(module, inputs, output):
+            if module not in self.statistics and isinstance(output, Tensor):
+                values = _channels_first(module, output)
+                self.statistics[module] = _mean_and_std(values)
+                self.last, self.last_output = module, values
+
+        _forward_with_hook(model, example_inputs, record)
+
+
+def _forward_with_hook(model: nn.Module, example_inputs: tuple, hook) -> None:
+    handles = [module.register_forward_hook(hook) for module in model.modules() if _recalibrated(module)]
     try:
         with torch.no_grad():
             model(*example_inputs)
     finally:
-        for hook in hooks:
-            hook.remove()
-    return means
+        for handle in handles:
+            handle.remove()
 
 
-def _compensate_removed_inputs(graph, group, input_means: dict) -> None:
-    """Before `group` is pruned: add to the bias of each layer that loses input channels what those channels
-    contributed on average (their mean input times their weights), so its pre-activations keep their mean
-    instead of sliding under a ReLU (seen: a 4x super-resolution teacher pruned from 32 to 7 channels had
-    every activation after its last transposed convolution at zero)."""
-    for item in group:
-        module = item.dep.target.module
-        if not (isinstance(module, _ROOT_TYPES) and module.bias is not None and module in input_means):
-            continue
-        if not graph.is_in_channel_pruning_fn(item.dep.handler) or getattr(module, "groups", 1) != 1:
-            continue
-        removed = torch.tensor([int(getattr(index, "idx", index)) for index in item.idxs], dtype=torch.long)
-        means = input_means[module][removed].to(module.weight.dtype)
-        if isinstance(module, nn.ConvTranspose2d):  # [in, out, k, k]; each output sees 1/stride² of the taps
-            weights = module.weight[removed].sum(dim=(2, 3)) / math.prod(module.stride)
-            module.bias += (means[:, None] * weights).sum(0)
-        else:  # Conv2d [out, in, k, k], Linear [out, in]
-            weights = (
-                module.weight[:, removed].flatten(2).sum(2) if module.weight.dim() > 2 else module.weight[:, removed]
-            )
-            module.bias += (weights * means[None, :]).sum(1)
+def _kept_outputs(graph, groups: list, statistics: dict) -> dict[nn.Module, Tensor]:
+    """{layer: the teacher output channels it keeps} for the recalibrated layers that lose output channels."""
+    kept = {}
+    for group in groups:
+        for item in group:
+            module = item.dep.target.module
+            if module in statistics and graph.is_out_channel_pruning_fn(item.dep.handler):
+                removed = {int(getattr(index, "idx", index)) for index in item.idxs}
+                channels = statistics[module][0].numel()
+                kept[module] = torch.tensor([c for c in range(channels) if c not in removed], dtype=torch.long)
+    return kept
+
+
+def _recalibrate(model: nn.Module, example_inputs: tuple, teacher: _TeacherOutputs, kept: dict) -> int:
+    """Recalibrate the pruned `model`'s layers in one forward (see the module docstring); returns how many
+    changed. Each hook sets its layer's parameters and passes on the output they now give, so the layers
+    after it are recalibrated on the corrected inputs."""
+    done, changed = set(), []
+
+    def recalibrate(module, inputs, output):
+        if module in done or module not in teacher.statistics or not isinstance(output, Tensor):
+            return None
+        done.add(module)
+        channels = kept.get(module)
+        target_mean, target_std = (value if channels is None else value[channels]
+                                   for value in teacher.statistics[module])  # fmt: skip
+        values = _channels_first(module, output)
+        mean, std = _mean_and_std(values)
+        if torch.equal(mean, target_mean) and torch.equal(std, target_std):
+            return None
+        if module is teacher.last:  # least squares: a = cov(z, t) / var(z), b = mean(t) - a mean(z)
+            target = teacher.last_output if channels is None else teacher.last_output[channels]
+            covariance = ((values - mean[:, None]) * (target - target_mean[:, None])).mean(1)
+            scale = torch.where(std > 0, covariance / std.square().clamp_min(torch.finfo(std.dtype).tiny), 0.0)
+        else:
+            scale = torch.where(std > 0, target_std / std.clamp_min(torch.finfo(std.dtype).tiny), 1.0)
+        shift = target_mean - scale * mean
+        _scale_and_shift(module, scale, shift)
+        changed.append(module)
+        shape = [1] * output.dim()
+        shape[_channel_dim(module, output)] = -1
+        return output * scale.to(output.dtype).view(shape) + shift.to(output.dtype).view(shape)
+
+    _forward_with_hook(model, example_inputs, recalibrate)
+    return len(changed)
+
+
+def _scale_and_shift(module: nn.Module, scale: Tensor, shift: Tensor) -> None:
+    """Make `module`'s output a·z + b per output channel: its weight rows times a, its bias a·bias + b."""
+    weight = module.weight
+    scale, shift = scale.to(weight.dtype), shift.to(weight.dtype)
+    if isinstance(module, nn.ConvTranspose2d):  # [in, out / groups, k, k]: output channels on dim 1 per group
+        groups = module.groups
+        view = weight.unflatten(0, (groups, -1))
+        view *= scale.view(groups, 1, -1, *([1] * (weight.dim() - 2)))
+    else:  # Conv2d [out, in, k, k], Linear [out, in], batch norm [C]
+        weight *= scale.view(-1, *([1] * (weight.dim() - 1)))
+    module.bias.mul_(scale).add_(shift)
 
 
 def _tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

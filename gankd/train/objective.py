@@ -26,8 +26,8 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
     """The Distiller of a run on `dist.device`; `teacher` (a distill run's, see gankd.train.teacher) gives
     the frozen teacher, the discriminator's warm start and, with distill.student_init "teacher", the
     student's initial weights. `example_items` (a collated batch of the run's training data) are what the
-    pruned teacher's removed channels are averaged over (see gankd.models.init_from_teacher); without them,
-    the model's example inputs."""
+    pruned teacher's layers are recalibrated on (see gankd.models.init_from_teacher); without them, the
+    model's example inputs."""
     torch.manual_seed(config.seed)  # every process builds the same initial weights
     task = tasks.build(config.task)
     terms = build_terms(config.terms, task=task, impl=config.impl)
