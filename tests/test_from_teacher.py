@@ -103,8 +103,8 @@ def test_student_holds_the_teachers_highest_group_l1_channels(name, teacher_opti
     assert report["params_student"] == sum(p.numel() for p in student.parameters()) < report["params_teacher"]
     assert teacher.training and all(torch.equal(teacher_state[k], v) for k, v in teacher.state_dict().items())
     # Every student weight is the teacher's restricted to the kept channels: out along the chain, in from the
-    # previous link (the stem's and the head's fixed sides whole). A layer with a bias, and a batch norm's
-    # scale, may then be rescaled per output channel by the recalibration (tested below); the rest is exact.
+    # previous link (the stem's and the head's fixed sides whole). A layer with a bias may then be rescaled
+    # per output channel by the recalibration (tested below); the rest is exact.
     student_state = student.state_dict()
     checked = set()
     for index, path in enumerate(chain):
@@ -121,9 +121,8 @@ def test_student_holds_the_teachers_highest_group_l1_channels(name, teacher_opti
         norm_path = _norm_after(teacher, path)
         if norm_path and isinstance(teacher.get_submodule(norm_path), nn.BatchNorm2d):
             norm = teacher.get_submodule(norm_path)
-            for key in ("running_mean", "running_var"):
+            for key in ("weight", "bias"):  # its running statistics are recalibrated (tested below)
                 assert torch.equal(student_state[f"{norm_path}.{key}"], getattr(norm, key)[kept_out]), norm_path
-            _assert_rescaled_rows(student_state[f"{norm_path}.weight"], norm.weight[kept_out], 0, norm_path)
             checked |= {f"{norm_path}.{key}" for key in ("weight", "bias", "running_mean", "running_var")}
     untouched = set(student_state) - checked
     assert all(k.endswith("num_batches_tracked") or k.startswith("label_embedding") for k in untouched), untouched
@@ -195,6 +194,29 @@ def test_pruned_sparse_relus_stay_alive():
     teacher_fired = fired["3"][report["kept"]["2"]]
     assert teacher_fired.max() < 0.2  # sparse
     torch.testing.assert_close(student_fired, teacher_fired, rtol=0.5, atol=0.02)
+
+
+def test_batch_norms_keep_scale_and_shift_and_take_running_statistics_that_restore_the_teachers():
+    teacher, student = _pair("small_cnn", {"width": 16}, {"width": 4})
+    inputs = teacher.example_inputs(8)
+    report = init_from_teacher(student, teacher, inputs)
+    norms = ("conv1.1", "conv2.1", "conv3.1")
+    teacher_outputs = _outputs(teacher, inputs, layer_types=(nn.BatchNorm2d,))
+    student_outputs = _outputs(student, inputs, layer_types=(nn.BatchNorm2d,))
+    for norm, producer in zip(norms, ("conv1.0", "conv2.0", "conv3.0"), strict=True):
+        kept = torch.tensor(report["kept"][producer])
+        student_norm, teacher_norm = student.get_submodule(norm), teacher.get_submodule(norm)
+        # Train mode normalises with batch statistics: a new scale or shift would survive it, these do not.
+        assert torch.equal(student_norm.weight, teacher_norm.weight[kept]), norm
+        assert torch.equal(student_norm.bias, teacher_norm.bias[kept]), norm
+        output, target = student_outputs[norm], teacher_outputs[norm][kept]
+        if norm == "conv1.1":  # its inputs are the teacher's kept channels exactly: nothing to restore
+            assert torch.equal(student_norm.running_var, teacher_norm.running_var[kept])
+            assert torch.equal(output, target)
+        else:  # eval mode: the teacher's per-channel mean and spread, from moved running statistics
+            assert not torch.equal(student_norm.running_var, teacher_norm.running_var[kept])
+            torch.testing.assert_close(output.mean(1), target.mean(1), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(output.std(1), target.std(1), rtol=1e-4, atol=1e-4)
 
 
 def _relu_outputs(model: nn.Module, inputs: tuple) -> dict:

@@ -18,9 +18,14 @@ inputs, in forward order (each seeing the recalibrated layers before it): a hidd
 and standard deviation that the same channel has in the teacher, so its activation fires about as often as the
 teacher's; the output layer (the last one to run) gets the least-squares fit a·z + b to the teacher's outputs,
 so a student whose outputs cannot follow the teacher's yet starts at the teacher's mean output instead of at
-amplified noise. A layer whose outputs already have the teacher's statistics (upstream of every pruned layer,
-or nothing pruned) is left as it is. This is bias correction and statistics recalibration as in post-training
-quantization and EagleEye's adaptive batch norm, for layers with and without batch norm.
+amplified noise. A conv or linear layer gets this through its weight rows and bias; a batch norm through its
+running statistics, its scale and shift untouched (in training it normalises with batch statistics, which would
+undo them: scaled batch-norm weights cost the 10-label classifier about 10 points of accuracy). A layer whose
+outputs already have the teacher's statistics (upstream of every pruned layer, or nothing pruned) is left as
+it is. This is bias correction and statistics recalibration as in post-training quantization and EagleEye's
+adaptive batch norm. Measured on the 4x super-resolution student (ngf 32 -> 7, two seeds): 33.45 and 33.38 dB
+after training with the least-squares output layer, 33.40 and 33.36 with the output layer left as pruned,
+33.37 and 33.08 with it moment-matched like the hidden layers.
 
 torch-pruning 1.6 handles every zoo family: dcgan_g (conditional too: its embedding only widens the stem's
 input, which is never pruned), resnet_g (the residual stream is one group), small_cnn, cifar_resnet (shortcut
@@ -155,11 +160,11 @@ def init_from_teacher(
 
 
 def _recalibrated(module: nn.Module) -> bool:
-    """Layers whose outputs can be moved per channel by their own parameters: biased convs and linears
-    (weight rows and bias) and affine batch norms (scale and shift)."""
+    """Layers whose outputs can be moved per channel by their own parameters or buffers: biased convs and
+    linears (weight rows and bias) and affine batch norms with running statistics (those statistics)."""
     if isinstance(module, _ROOT_TYPES):
         return module.bias is not None
-    return isinstance(module, _BatchNorm) and module.affine
+    return isinstance(module, _BatchNorm) and module.affine and module.running_var is not None
 
 
 def _channel_dim(module: nn.Module, output: Tensor) -> int:
@@ -239,7 +244,7 @@ def _recalibrate(model: nn.Module, example_inputs: tuple, teacher: _TeacherOutpu
         else:
             scale = torch.where(std > 0, target_std / std.clamp_min(torch.finfo(std.dtype).tiny), 1.0)
         shift = target_mean - scale * mean
-        _scale_and_shift(module, scale, shift)
+        scale, shift = _scale_and_shift(module, scale, shift)
         changed.append(module)
         shape = [1] * output.dim()
         shape[_channel_dim(module, output)] = -1
@@ -249,17 +254,32 @@ def _recalibrate(model: nn.Module, example_inputs: tuple, teacher: _TeacherOutpu
     return len(changed)
 
 
-def _scale_and_shift(module: nn.Module, scale: Tensor, shift: Tensor) -> None:
-    """Make `module`'s output a·z + b per output channel: its weight rows times a, its bias a·bias + b."""
+def _scale_and_shift(module: nn.Module, scale: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Make `module`'s eval-mode output a·z + b per output channel; returns the (a, b) set.
+
+    A conv or linear layer: its weight rows times a, its bias a·bias + b. A batch norm keeps its scale and
+    shift (in training it normalises with batch statistics and would undo new ones) and takes new running
+    statistics instead: with s = sqrt(running_var + eps), s' = s / a and mean' = mean + s'((1 - a)·shift - b)
+    / scale. Its channels where that cannot hold (a ≤ 0, scale 0) keep their statistics (a = 1, b = 0)."""
+    if isinstance(module, _BatchNorm):
+        gamma, beta = module.weight.double(), module.bias.double()
+        feasible = (scale > 0) & (gamma != 0)
+        scale, shift = torch.where(feasible, scale, 1.0), torch.where(feasible, shift, 0.0)
+        new_std = (module.running_var.double() + module.eps).sqrt() / scale
+        new_mean = module.running_mean.double() + new_std * ((1 - scale) * beta - shift) / gamma.where(feasible, 1.0)
+        module.running_mean.copy_(new_mean)
+        module.running_var.copy_((new_std.square() - module.eps).clamp_min(0))
+        return scale, shift
     weight = module.weight
-    scale, shift = scale.to(weight.dtype), shift.to(weight.dtype)
+    typed_scale, typed_shift = scale.to(weight.dtype), shift.to(weight.dtype)
     if isinstance(module, nn.ConvTranspose2d):  # [in, out / groups, k, k]: output channels on dim 1 per group
         groups = module.groups
         view = weight.unflatten(0, (groups, -1))
-        view *= scale.view(groups, 1, -1, *([1] * (weight.dim() - 2)))
-    else:  # Conv2d [out, in, k, k], Linear [out, in], batch norm [C]
-        weight *= scale.view(-1, *([1] * (weight.dim() - 1)))
-    module.bias.mul_(scale).add_(shift)
+        view *= typed_scale.view(groups, 1, -1, *([1] * (weight.dim() - 2)))
+    else:  # Conv2d [out, in, k, k], Linear [out, in]
+        weight *= typed_scale.view(-1, *([1] * (weight.dim() - 1)))
+    module.bias.mul_(typed_scale).add_(typed_shift)
+    return scale, shift
 
 
 def _tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
