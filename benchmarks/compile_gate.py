@@ -273,7 +273,10 @@ def _report(op, name, compiled, log, error, seconds, variant, dtypes, kwargs) ->
     spills = _SPILLS.search(log)
     stack = _STACK.search(log)
     narrow, wide = _global_access_bits(ptx)
-    tensor_cores = "wgmma" if "wgmma" in ptx else "mma" if re.search(r"\bmma\.sync", ptx) else "-"
+    # Which tensor-core instructions appear: "wgmma", "mma" (mma.sync), both ("wgmma+mma": some products
+    # stay on mma.sync) or none ("-").
+    found = [kind for kind, present in (("wgmma", "wgmma" in ptx), ("mma", re.search(r"\bmma\.sync", ptx))) if present]
+    tensor_cores = "+".join(found) or "-"
     return row | dict(
         registers=int(registers.group(1)) if registers else "",
         spill_bytes=(int(spills.group(1)) + int(spills.group(2))) if spills else "",
@@ -300,6 +303,7 @@ def compile_target(capability: int, ops: tuple[str, ...], match: str = "") -> li
     dispatch.triton_unavailable_reason = lambda device: None  # CPU tensors take the Triton path (compile only)
     adapter = importlib.import_module("gankd.kernels._adapter_kernels")
     adapter._weight_programs = lambda device: 2 * SM_COUNT[capability]
+    adapter._min_tensor_core_rows = lambda device: adapter.WGMMA_ROWS if capability >= 90 else 16
     softmax = importlib.import_module("gankd.kernels.softmax_kl")
     softmax._sm_count = lambda device: SM_COUNT[capability]  # rows split as on that GPU
     reports: dict = {}

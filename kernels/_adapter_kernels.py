@@ -36,6 +36,13 @@ MAX_BLOCK_P = 64
 MAX_BLOCK_CT = 32
 IEEE_SHRINK = 4
 MAX_REGISTERS = 255
+# Hopper's wgmma takes tiles of at least 64 rows (mma.sync, sm_80's, 16): on sm_90 and later, tensor-core
+# products get BLOCK_CT = 64 where the student has at most WGMMA_MAX_STUDENT_CHANNELS channels, so y = W s
+# runs on wgmma too (dW^T = s dy^T and ds = W^T dy have BLOCK_CS rows, 64 and more from 64 channels). Wider
+# students keep the smaller blocks: with 64 at 512 channels and more, the gate's builds spilled or needed more
+# shared memory than sm_90 has (benchmarks/NOTES.md).
+WGMMA_ROWS = 64
+WGMMA_MAX_STUDENT_CHANNELS = 128
 # Weight-kernel programs per CPU run (on CUDA: 2 per SM); each sums the positions of one chunk.
 CPU_WEIGHT_PROGRAMS = 4
 
@@ -244,16 +251,26 @@ def max_student_channels(student_dtype: torch.dtype, weight_dtype: torch.dtype) 
     return MAX_STUDENT_CHANNELS_FP32 if _dot_precision() == "tf32" else MAX_STUDENT_CHANNELS_IEEE
 
 
+def _min_tensor_core_rows(device: torch.device) -> int:
+    """The fewest rows a tensor-core product tile of this device takes: WGMMA_ROWS from sm_90, else 16."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
+        return WGMMA_ROWS
+    return 16
+
+
 def launch_config(student: Tensor, weight: Tensor, bias: Tensor | None, upstream: Tensor | None, kind: str) -> dict:
     """Block sizes, warps and the constexpr options shared by both kernels (student [N, Cs, P])."""
     block_cs = max(16, triton.next_power_of_2(student.shape[1]))
     low_precision = low_precision_products(student.dtype, weight.dtype)
     precision = _dot_precision()
     shrink = IEEE_SHRINK if precision == "ieee" and not low_precision else 1
+    block_ct = max(16, min(MAX_BLOCK_CT, WEIGHT_BLOCK_ELEMENTS // shrink // block_cs))
+    if shrink == 1 and block_cs <= WGMMA_MAX_STUDENT_CHANNELS:  # tensor-core products
+        block_ct = max(block_ct, _min_tensor_core_rows(student.device))
     return dict(
         KIND=_KIND_CODE[kind], HAS_BIAS=bias is not None, HAS_UPSTREAM=upstream is not None,
         LOW_PRECISION_DOT=low_precision and not TRITON_INTERPRET, PRECISION=precision, BLOCK_CS=block_cs,
-        BLOCK_CT=max(16, min(MAX_BLOCK_CT, WEIGHT_BLOCK_ELEMENTS // shrink // block_cs)),
+        BLOCK_CT=block_ct,
         BLOCK_P=max(16, min(MAX_BLOCK_P, TILE_ELEMENTS // shrink // block_cs)),
         num_warps=4 if block_cs <= (128 if shrink > 1 else 32) else 8,
         **({"maxnreg": MAX_REGISTERS} if shrink > 1 else {}),

@@ -179,6 +179,24 @@ def test_channel_counts_with_default_blocks(student_shape, n_teacher, kind, devi
                 upstream=torch.tensor(1.5, device=device))  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_hopper_tiles(kind, device, monkeypatch, record_error):
+    # On sm_90 tensor-core products take 64 teacher channels per block (wgmma's fewest rows) up to 128 student
+    # channels; wider students keep the smaller blocks. Here 70 teacher channels: one full block, one of 6.
+    if device.type != "cpu":
+        pytest.skip("on a GPU, test_tf32_products_for_float32 runs these tiles")
+    monkeypatch.setattr(adapter_kernels, "_min_tensor_core_rows", lambda device: adapter_kernels.WGMMA_ROWS)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # the interpreter's products stay exact
+    torch.manual_seed(5)
+    student, teacher, weight, bias = make_inputs((2, 33, 6, 7), 70, device)
+    config = adapter_kernels.launch_config(student, weight, bias, None, kind)
+    assert (config["BLOCK_CS"], config["BLOCK_CT"]) == (64, adapter_kernels.WGMMA_ROWS)
+    wide = torch.empty(1, 512, 4, device=device)
+    assert adapter_kernels.launch_config(wide, wide.new_empty(8, 512), None, None, kind)["BLOCK_CT"] == 16
+    compare_all(student, teacher, weight, bias, record_error, "hopper tiles", kind=kind,
+                upstream=upstream_for("none", teacher), reduction="none")  # fmt: skip
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_without_bias(kind, reduction, device, small_blocks, record_error):
