@@ -219,6 +219,23 @@ def test_batch_norms_keep_scale_and_shift_and_take_running_statistics_that_resto
             torch.testing.assert_close(output.std(1), target.std(1), rtol=1e-4, atol=1e-4)
 
 
+def test_a_bias_free_last_layer_leaves_every_recalibrated_layer_hidden():
+    # DCGAN's last transposed conv has no bias: the batch norm before it is a hidden layer (the teacher's
+    # statistics), not an output layer fitted by least squares.
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3),
+                            nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 3, 1, bias=False)).eval()  # fmt: skip
+    student = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
+                            nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 1, bias=False)).eval()  # fmt: skip
+    inputs = (torch.randn(8, 3, 12, 12),)
+    report = init_from_teacher(student, teacher, inputs)
+    teacher_outputs = _outputs(teacher, inputs, layer_types=(nn.BatchNorm2d,))
+    output, target = _outputs(student, inputs, layer_types=(nn.BatchNorm2d,))["4"], teacher_outputs["4"]
+    target = target[report["kept"]["3"]]
+    torch.testing.assert_close(output.mean(1), target.mean(1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(output.std(1), target.std(1), rtol=1e-4, atol=1e-4)
+
+
 def _relu_outputs(model: nn.Module, inputs: tuple) -> dict:
     return _outputs(model, inputs, layer_types=(nn.ReLU,))
 

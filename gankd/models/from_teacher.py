@@ -16,15 +16,15 @@ ReLUs get no gradient), even with the removed channels' mean contributions moved
 pruning, every biased conv/linear layer and affine batch norm is recalibrated per output channel on the example
 inputs, in forward order (each seeing the recalibrated layers before it): a hidden layer's channel gets the mean
 and standard deviation that the same channel has in the teacher, so its activation fires about as often as the
-teacher's; the output layer (the last one to run) gets the least-squares fit a·z + b to the teacher's outputs,
-so a student whose outputs cannot follow the teacher's yet starts at the teacher's mean output instead of at
-amplified noise. A conv or linear layer gets this through its weight rows and bias; a batch norm through its
-running statistics, its scale and shift untouched (in training it normalises with batch statistics, which would
-undo them: scaled batch-norm weights cost the 10-label classifier about 10 points of accuracy). A layer whose
-outputs already have the teacher's statistics (upstream of every pruned layer, or nothing pruned) is left as
-it is. This is bias correction and statistics recalibration as in post-training quantization and EagleEye's
-adaptive batch norm. Measured on the 4x super-resolution student (ngf 32 -> 7, two seeds): 33.45 and 33.38 dB
-after training with the least-squares output layer, 33.40 and 33.36 with the output layer left as pruned,
+teacher's; the output layer (the last conv or linear layer to run, if it has a bias) gets the least-squares fit
+a·z + b to the teacher's outputs, so a student whose outputs cannot follow the teacher's yet starts at the teacher's
+mean output instead of at amplified noise. A conv or linear layer gets this through its weight rows and bias; a
+batch norm through its running statistics, its scale and shift untouched (in training it normalises with batch
+statistics, which would undo them: scaled batch-norm weights cost the 10-label classifier about 10 points of
+accuracy). A layer whose outputs already have the teacher's statistics (upstream of every pruned layer, or nothing
+pruned) is left as it is. This is bias correction and statistics recalibration as in post-training quantization and
+EagleEye's adaptive batch norm. Measured on the 4x super-resolution student (ngf 32 -> 7, two seeds): 33.45 and
+33.38 dB after training with the least-squares output layer, 33.40 and 33.36 with the output layer left as pruned,
 33.37 and 33.08 with it moment-matched like the hidden layers.
 
 torch-pruning 1.6 handles every zoo family: dcgan_g (conditional too: its embedding only widens the stem's
@@ -182,23 +182,34 @@ def _mean_and_std(values: Tensor) -> tuple[Tensor, Tensor]:
 
 class _TeacherOutputs:
     """One forward of the unpruned teacher on the example inputs: each recalibrated layer's per-channel output
-    (mean, std) from its first call, `last` (the layer first called last: the output layer) and its output."""
+    (mean, std) from its first call, and `last`, the output layer, with its output: the layer called first
+    last, if it is a biased conv or linear layer (a bias-free last conv, as DCGAN's, or a final batch norm
+    leaves None: every layer is then a hidden one)."""
 
     def __init__(self, model: nn.Module, example_inputs: tuple):
         self.statistics: dict[nn.Module, tuple[Tensor, Tensor]] = {}
         self.last, self.last_output = None, None
+        seen = set()
 
         def record(module, inputs, output):
-            if module not in self.statistics and isinstance(output, Tensor):
-                values = _channels_first(module, output)
-                self.statistics[module] = _mean_and_std(values)
+            if module in seen or not isinstance(output, Tensor):
+                return
+            seen.add(module)
+            self.last, self.last_output = None, None  # until a biased conv or linear layer is the last to run
+            if not _recalibrated(module):
+                return
+            values = _channels_first(module, output)
+            self.statistics[module] = _mean_and_std(values)
+            if isinstance(module, _ROOT_TYPES):
                 self.last, self.last_output = module, values
 
-        _forward_with_hook(model, example_inputs, record)
+        _forward_with_hook(model, example_inputs, record, lambda module: isinstance(module, _ROOT_TYPES))
 
 
-def _forward_with_hook(model: nn.Module, example_inputs: tuple, hook) -> None:
-    handles = [module.register_forward_hook(hook) for module in model.modules() if _recalibrated(module)]
+def _forward_with_hook(model: nn.Module, example_inputs: tuple, hook, also=lambda module: False) -> None:
+    """One no-grad forward with `hook` on every recalibrated layer (and those `also` picks)."""
+    modules = [module for module in model.modules() if _recalibrated(module) or also(module)]
+    handles = [module.register_forward_hook(hook) for module in modules]
     try:
         with torch.no_grad():
             model(*example_inputs)
