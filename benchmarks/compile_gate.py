@@ -79,7 +79,18 @@ def _softmax_kl_case(rows, classes, dtype, direction, with_ce, grads) -> Callabl
 
 def _maps(shape, dtype, channels_last, grad):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype).to(memory_format=memory_format).requires_grad_(grad)
+    # Allocated in its layout: converting would copy (and touch) hundreds of MB per case for nothing.
+    return torch.empty(shape, dtype=dtype, memory_format=memory_format).requires_grad_(grad)
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """Backward with an upstream gradient other than 1: 0.5 for a scalar loss, a materialized map for a
+    per-element one (reduction "none"), as (loss * 0.5).sum() gives; its values are never read (no kernel
+    runs), so it is allocated, not computed: filling maps of 10^8 elements took most of the gate's time."""
+    if loss.dim() == 0:
+        (loss * 0.5).backward()
+    else:
+        loss.backward(torch.empty(loss.shape, dtype=loss.dtype))
 
 
 def _feature_case(op, shape, dtype, channels_last, teacher_grad, teacher_shape=None, **options) -> Callable[[], None]:
@@ -89,7 +100,7 @@ def _feature_case(op, shape, dtype, channels_last, teacher_grad, teacher_shape=N
         student = _maps(shape, dtype, channels_last, True)
         teacher = _maps(teacher_shape or shape, dtype, channels_last, teacher_grad)
         loss = getattr(kernels, op)(student, teacher, impl="triton", **options)
-        (loss * 0.5).sum().backward()  # upstream 0.5 (per element with reduction "none")
+        _backward(loss)
 
     return run
 
@@ -106,7 +117,7 @@ def _adapter_case(shape, teacher_channels, dtype, channels_last, allow_tf32) -> 
         torch.backends.cudnn.allow_tf32 = allow_tf32
         try:
             loss = adapted_feature_match(student, teacher, weight, bias, impl="triton")
-            (loss * 0.5).sum().backward()  # upstream 0.5 (per element with reduction "none")
+            _backward(loss)
         finally:
             torch.backends.cudnn.allow_tf32 = previous
 
