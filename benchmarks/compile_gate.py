@@ -314,7 +314,7 @@ def compile_target(capability: int, ops: tuple[str, ...], match: str = "") -> li
     dispatch.triton_unavailable_reason = lambda device: None  # CPU tensors take the Triton path (compile only)
     adapter = importlib.import_module("gankd.kernels._adapter_kernels")
     adapter._weight_programs = lambda device: 2 * SM_COUNT[capability]
-    adapter._min_tensor_core_rows = lambda device: adapter.WGMMA_ROWS if capability >= 90 else 16
+    adapter._capability_major = lambda device: capability // 10  # tiles chosen as on that GPU
     softmax = importlib.import_module("gankd.kernels.softmax_kl")
     softmax._sm_count = lambda device: SM_COUNT[capability]  # rows split as on that GPU
     reports: dict = {}

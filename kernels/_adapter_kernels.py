@@ -251,11 +251,14 @@ def max_student_channels(student_dtype: torch.dtype, weight_dtype: torch.dtype) 
     return MAX_STUDENT_CHANNELS_FP32 if _dot_precision() == "tf32" else MAX_STUDENT_CHANNELS_IEEE
 
 
+def _capability_major(device: torch.device) -> int:
+    """The major CUDA compute capability of `device` (9 on an H100), 0 off CUDA."""
+    return torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+
+
 def _min_tensor_core_rows(device: torch.device) -> int:
     """The fewest rows a tensor-core product tile of this device takes: WGMMA_ROWS from sm_90, else 16."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
-        return WGMMA_ROWS
-    return 16
+    return WGMMA_ROWS if _capability_major(device) >= 9 else 16
 
 
 def launch_config(student: Tensor, weight: Tensor, bias: Tensor | None, upstream: Tensor | None, kind: str) -> dict:

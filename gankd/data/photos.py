@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,7 +48,8 @@ def load_photo(name: str) -> Tensor:
         photo = photo[0]
     if photo.ndim == 2:
         photo = photo[:, :, None].repeat(3, axis=2)
-    return torch.from_numpy(photo.copy()).permute(2, 0, 1).contiguous()  # a copy: bundled arrays are read-only
+    # One copy, into [3, H, W]: it is also writable (some bundled arrays are read-only).
+    return torch.from_numpy(np.ascontiguousarray(photo.transpose(2, 0, 1)))
 
 
 class PhotoCrops(SeededDataset):
