@@ -60,6 +60,18 @@ def _loss_and_slope(diff, KIND: tl.constexpr):
 
 
 @triton.jit
+def _output_gradient(slope, grad_scale, g_sample_ptr, g_sc, g_sp, ct, positions, tile, HAS_UPSTREAM: tl.constexpr):
+    # dy, the gradient of the loss in y on a [BLOCK_CT, BLOCK_P] tile: the loss's slope times grad_scale and the
+    # upstream gradient (read from one sample's [Ct, P] map). Padded channels and positions, where y = b but
+    # t = 0, get 0: they must not reach a gradient.
+    dy = slope * grad_scale
+    if HAS_UPSTREAM:
+        g_offsets = ct[:, None] * g_sc + positions[None, :] * g_sp
+        dy *= tl.load(g_sample_ptr + g_offsets, mask=tile, other=0.0).to(tl.float32)
+    return tl.where(tile, dy, 0.0)
+
+
+@triton.jit
 def _dot(a, b, LOW_PRECISION_DOT: tl.constexpr, PRECISION: tl.constexpr):
     # fp16/bf16 operands straight to the tensor cores (fp32 accumulation); otherwise fp32 operands with
     # TF32 or IEEE products. The interpreter has no bf16 arithmetic: it always takes the fp32 branch.
@@ -72,43 +84,23 @@ def _dot(a, b, LOW_PRECISION_DOT: tl.constexpr, PRECISION: tl.constexpr):
 
 @triton.jit
 def adapted_positions_kernel(
-    s_ptr,  # [N, Cs, P] student (strides s_sn, s_sc, s_sp); its gradient ds_ptr has the same strides
-    s_sn,
-    s_sc,
-    s_sp,
-    t_ptr,  # [N, Ct, P] teacher (strides t_sn, t_sc, t_sp); dt_ptr and e_ptr have the same strides
-    t_sn,
-    t_sc,
-    t_sp,
-    w_ptr,  # [Ct, Cs] adapter weight (strides w_so, w_si)
-    w_so,
-    w_si,
+    s_ptr, s_sn, s_sc, s_sp,  # [N, Cs, P] student and its strides; its gradient ds_ptr has the same strides
+    t_ptr, t_sn, t_sc, t_sp,  # [N, Ct, P] teacher; dt_ptr and e_ptr have the same strides
+    w_ptr, w_so, w_si,  # [Ct, Cs] adapter weight
     b_ptr,  # [Ct] adapter bias (HAS_BIAS)
-    g_ptr,  # [N, Ct, P] upstream gradient of e (HAS_UPSTREAM; strides g_sn, g_sc, g_sp)
-    g_sn,
-    g_sc,
-    g_sp,
+    g_ptr, g_sn, g_sc, g_sp,  # [N, Ct, P] upstream gradient of e (HAS_UPSTREAM)
     e_ptr,  # [N, Ct, P] fp32 per-element loss, output (WRITE_E)
     partial_ptr,  # [programs] fp32 partial loss sums, output (WRITE_PARTIAL)
     ds_ptr,  # [N, Cs, P] student gradient, output (STUDENT_GRAD)
     dt_ptr,  # [N, Ct, P] teacher gradient, output (TEACHER_GRAD)
-    Cs,
-    Ct,
-    P,
+    Cs, Ct, P,
     grad_scale,  # 1 / (N Ct P) for mean, 1 otherwise
     KIND: tl.constexpr,  # 0 mse, 1 l1
-    HAS_BIAS: tl.constexpr,
-    HAS_UPSTREAM: tl.constexpr,
-    WRITE_E: tl.constexpr,
-    WRITE_PARTIAL: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr,
-    TEACHER_GRAD: tl.constexpr,
-    LOW_PRECISION_DOT: tl.constexpr,
-    PRECISION: tl.constexpr,  # "tf32" or "ieee" for fp32 operands
-    BLOCK_CS: tl.constexpr,
-    BLOCK_CT: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-):
+    HAS_BIAS: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
+    WRITE_E: tl.constexpr, WRITE_PARTIAL: tl.constexpr, STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
+    LOW_PRECISION_DOT: tl.constexpr, PRECISION: tl.constexpr,  # PRECISION: "tf32" or "ieee" for fp32 operands
+    BLOCK_CS: tl.constexpr, BLOCK_CT: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
     # One program: BLOCK_P positions of one sample, all channels.
     tile_index = tl.program_id(0).to(tl.int64)
     p_blocks = tl.cdiv(P, BLOCK_P)
@@ -137,12 +129,7 @@ def adapted_positions_kernel(
         if WRITE_PARTIAL:
             loss_acc += tl.sum(tl.where(tile, loss, 0.0), axis=0)
         if STUDENT_GRAD or TEACHER_GRAD:
-            dy = slope * grad_scale
-            if HAS_UPSTREAM:
-                g_offsets = n * g_sn + ct[:, None] * g_sc + positions[None, :] * g_sp
-                dy *= tl.load(g_ptr + g_offsets, mask=tile, other=0.0).to(tl.float32)
-            # Padded channels and positions (where y = b but t = 0) must not reach a gradient.
-            dy = tl.where(tile, dy, 0.0)
+            dy = _output_gradient(slope, grad_scale, g_ptr + n * g_sn, g_sc, g_sp, ct, positions, tile, HAS_UPSTREAM)
             if TEACHER_GRAD:
                 tl.store(dt_ptr + t_offsets, (-dy).to(dt_ptr.dtype.element_ty), mask=tile)
             if STUDENT_GRAD:
@@ -157,41 +144,22 @@ def adapted_positions_kernel(
 
 @triton.jit
 def adapted_weight_kernel(
-    s_ptr,  # [N, Cs, P] student (strides s_sn, s_sc, s_sp)
-    s_sn,
-    s_sc,
-    s_sp,
-    t_ptr,  # [N, Ct, P] teacher (strides t_sn, t_sc, t_sp)
-    t_sn,
-    t_sc,
-    t_sp,
-    w_ptr,  # [Ct, Cs] adapter weight (strides w_so, w_si)
-    w_so,
-    w_si,
+    s_ptr, s_sn, s_sc, s_sp,  # [N, Cs, P] student and its strides
+    t_ptr, t_sn, t_sc, t_sp,  # [N, Ct, P] teacher
+    w_ptr, w_so, w_si,  # [Ct, Cs] adapter weight
     b_ptr,  # [Ct] adapter bias (HAS_BIAS)
-    g_ptr,  # [N, Ct, P] upstream gradient of e (HAS_UPSTREAM; strides g_sn, g_sc, g_sp)
-    g_sn,
-    g_sc,
-    g_sp,
+    g_ptr, g_sn, g_sc, g_sp,  # [N, Ct, P] upstream gradient of e (HAS_UPSTREAM)
     dw_ptr,  # [chunks, Ct, Cs] fp32 partial weight gradients, contiguous, output (WEIGHT_GRAD)
     db_ptr,  # [chunks, Ct] fp32 partial bias gradients, contiguous, output (BIAS_GRAD)
-    Cs,
-    Ct,
-    P,
+    Cs, Ct, P,
     n_tiles,  # N * cdiv(P, BLOCK_P) position tiles, split into chunks of tiles_per_chunk
     tiles_per_chunk,
     grad_scale,
-    KIND: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_UPSTREAM: tl.constexpr,
-    WEIGHT_GRAD: tl.constexpr,
-    BIAS_GRAD: tl.constexpr,
-    LOW_PRECISION_DOT: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_CS: tl.constexpr,
-    BLOCK_CT: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-):
+    KIND: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
+    WEIGHT_GRAD: tl.constexpr, BIAS_GRAD: tl.constexpr,
+    LOW_PRECISION_DOT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_CS: tl.constexpr, BLOCK_CT: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
     # One program: one block of teacher channels over one chunk of position tiles. Programs of the same
     # chunk are adjacent in launch order, so the student tiles they all read are served from L2.
     ct = tl.program_id(0) * BLOCK_CT + tl.arange(0, BLOCK_CT).to(tl.int64)
@@ -220,11 +188,7 @@ def adapted_weight_kernel(
         t = tl.load(t_ptr + n * t_sn + ct[:, None] * t_sc + positions[None, :] * t_sp, mask=tile, other=0.0)
         diff = _dot(w, s, LOW_PRECISION_DOT, PRECISION) + bias[:, None] - t.to(tl.float32)
         _, slope = _loss_and_slope(diff, KIND)
-        dy = slope * grad_scale
-        if HAS_UPSTREAM:
-            g_offsets = n * g_sn + ct[:, None] * g_sc + positions[None, :] * g_sp
-            dy *= tl.load(g_ptr + g_offsets, mask=tile, other=0.0).to(tl.float32)
-        dy = tl.where(tile, dy, 0.0)
+        dy = _output_gradient(slope, grad_scale, g_ptr + n * g_sn, g_sc, g_sp, ct, positions, tile, HAS_UPSTREAM)
         if WEIGHT_GRAD:
             dwt_acc += _dot(s, tl.trans(dy.to(s.dtype) if LOW_PRECISION_DOT else dy), LOW_PRECISION_DOT, PRECISION)
         if BIAS_GRAD:

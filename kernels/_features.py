@@ -51,6 +51,15 @@ def maybe_empty_like(x: Tensor, wanted: bool, dtype: torch.dtype | None = None) 
     return torch.empty_like(x, dtype=dtype) if wanted else x.new_empty(0, dtype=dtype)
 
 
+def gradient_buffers(
+    student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool, per_element: bool = False
+) -> tuple[Tensor, Tensor]:
+    """The gradient outputs (grad_s, grad_t), like student and teacher; each empty when it is not wanted, and both
+    when the loss is per element (reduction "none": the backward's own launch computes the gradients then)."""
+    fused = not per_element
+    return maybe_empty_like(student, student_grad and fused), maybe_empty_like(teacher, teacher_grad and fused)
+
+
 def as_channels_positions(x: Tensor) -> Tensor:
     """[N, C, *spatial] -> [N, C, P]: a view for NCHW-contiguous and channels_last maps, else a copy."""
     x = dense(x)

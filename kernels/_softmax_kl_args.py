@@ -10,17 +10,9 @@ DIRECTIONS = ("forward", "reverse", "jsd")
 REDUCTIONS = ("batchmean", "sum", "none")
 
 
-def check_softmax_kl_options(
-    temperature: float = 1.0,
-    *,
-    direction: str = "forward",
-    beta: float = 0.5,
-    kd_weight: float = 1.0,
-    ce_weight: float = 0.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    impl: str = "auto",
-) -> None:
+def check_softmax_kl_options(temperature: float = 1.0, *, direction: str = "forward", beta: float = 0.5,
+                             kd_weight: float = 1.0, ce_weight: float = 0.0, ignore_index: int = -100,
+                             reduction: str = "batchmean", impl: str = "auto") -> None:  # fmt: skip
     """Raise ValueError/TypeError for a bad scalar option of `softmax_kl` (tensors are checked per call)."""
     check_number("temperature", temperature, positive=True)
     check_choice("impl", impl, IMPLS)

@@ -182,10 +182,8 @@ def _slice_gradients(s_row, t_row, ds_row, dt_row, lo, hi, V, m_s, log_z_s, m_t,
 
 @triton.jit
 def _softmax_kl_kernel(
-    s_ptr,  # [N, V] student logits, last dim contiguous
-    s_row_units,  # the row stride in units of S_ALIGN elements
-    t_ptr,  # [N, V] teacher logits, last dim contiguous
-    t_row_units,  # the row stride in units of T_ALIGN elements
+    s_ptr, s_row_units,  # [N, V] student logits, last dim contiguous; the row stride in units of S_ALIGN elements
+    t_ptr, t_row_units,  # [N, V] teacher logits, last dim contiguous; the row stride in units of T_ALIGN elements
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
     inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
     loss_ptr,  # [N] fp32 per-row loss, output
@@ -194,21 +192,14 @@ def _softmax_kl_kernel(
     v_units,  # V in units of V_ALIGN elements
     inv_temperature,
     kd_scale,  # kd_weight * T^2 (or kd_weight)
-    ce_weight,
-    beta,
-    log_beta,
-    log_one_minus_beta,
-    ignore_index,
+    ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
     DIRECTION: tl.constexpr,  # 0 forward KL(t||s), 1 reverse KL(s||t), 2 JSD
-    HAS_LABELS: tl.constexpr,
-    HAS_CE: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr,
-    TEACHER_GRAD: tl.constexpr,
+    HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr, STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
     BLOCK_V: tl.constexpr,
     S_ALIGN: tl.constexpr,  # the largest powers of two up to 16 dividing the row strides and V: passed as
     T_ALIGN: tl.constexpr,  # counts of these units, strides and V are known multiples of them, so rows
     V_ALIGN: tl.constexpr,  # whose length is not a multiple of 16 (V = 1000) still get vector accesses
-):
+):  # fmt: skip
     # One program per row: statistics, (JSD) KL to the mixture, loss and gradients, in one launch.
     row = tl.program_id(0).to(tl.int64)
     V = v_units * V_ALIGN
@@ -249,22 +240,16 @@ def _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks
 
 @triton.jit
 def _split_stats_kernel(
-    s_ptr,  # [N, V] student logits, last dim contiguous (row stride in S_ALIGN units, as _softmax_kl_kernel)
-    s_row_units,
-    t_ptr,  # [N, V] teacher logits, last dim contiguous
-    t_row_units,
+    s_ptr, s_row_units,  # [N, V] student logits, last dim contiguous; row stride in S_ALIGN units (as above)
+    t_ptr, t_row_units,  # [N, V] teacher logits, likewise; row stride in T_ALIGN units
     stats_ptr,  # [N, splits, STATS] fp32 partial statistics, output
     v_units,
     chunk_blocks,  # BLOCK_V-wide blocks per slice (slices start at multiples of BLOCK_V: aligned)
     splits,  # slices per row
     inv_temperature,
-    DIRECTION: tl.constexpr,
-    HAS_CE: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-    S_ALIGN: tl.constexpr,
-    T_ALIGN: tl.constexpr,
-    V_ALIGN: tl.constexpr,
-):
+    DIRECTION: tl.constexpr, HAS_CE: tl.constexpr,
+    BLOCK_V: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr, V_ALIGN: tl.constexpr,
+):  # fmt: skip
     # Program (row, k): the statistics of slice k of the row.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
@@ -313,24 +298,13 @@ def _combine_stats(stats_row, splits, scale, DIRECTION: tl.constexpr, MAX_SPLITS
 
 @triton.jit
 def _split_mixture_kernel(
-    s_ptr,  # [N, V] student logits (as _split_stats_kernel)
-    s_row_units,
-    t_ptr,  # [N, V] teacher logits
-    t_row_units,
+    s_ptr, s_row_units, t_ptr, t_row_units,  # student and teacher logits (as _split_stats_kernel)
     stats_ptr,  # [N, splits, STATS] fp32 partial statistics (from _split_stats_kernel)
     mixture_ptr,  # [N, splits, 2] fp32 partial KL(p_t || M), KL(p_s || M), output
-    v_units,
-    chunk_blocks,
-    splits,
-    inv_temperature,
-    log_beta,
-    log_one_minus_beta,
+    v_units, chunk_blocks, splits, inv_temperature, log_beta, log_one_minus_beta,
     MAX_SPLITS: tl.constexpr,  # a power of two, at least splits
-    BLOCK_V: tl.constexpr,
-    S_ALIGN: tl.constexpr,
-    T_ALIGN: tl.constexpr,
-    V_ALIGN: tl.constexpr,
-):
+    BLOCK_V: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr, V_ALIGN: tl.constexpr,
+):  # fmt: skip
     # JSD only. Program (row, k): slice k's part of the KL of each distribution to the mixture.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
@@ -344,10 +318,7 @@ def _split_mixture_kernel(
 
 @triton.jit
 def _split_loss_grad_kernel(
-    s_ptr,  # [N, V] student logits (as _split_stats_kernel)
-    s_row_units,
-    t_ptr,  # [N, V] teacher logits
-    t_row_units,
+    s_ptr, s_row_units, t_ptr, t_row_units,  # student and teacher logits (as _split_stats_kernel)
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
     inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
     stats_ptr,  # [N, splits, STATS] fp32 partial statistics (from _split_stats_kernel)
@@ -355,27 +326,12 @@ def _split_loss_grad_kernel(
     loss_ptr,  # [N] fp32 per-row loss, output (by each row's program 0)
     ds_ptr,  # [N, V] student gradient, output, contiguous (written when STUDENT_GRAD)
     dt_ptr,  # [N, V] teacher gradient, output, contiguous (written when TEACHER_GRAD)
-    v_units,
-    chunk_blocks,
-    splits,
-    inv_temperature,
-    kd_scale,
-    ce_weight,
-    beta,
-    log_beta,
-    log_one_minus_beta,
-    ignore_index,
-    MAX_SPLITS: tl.constexpr,
-    DIRECTION: tl.constexpr,
-    HAS_LABELS: tl.constexpr,
-    HAS_CE: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr,
-    TEACHER_GRAD: tl.constexpr,
-    BLOCK_V: tl.constexpr,
-    S_ALIGN: tl.constexpr,
-    T_ALIGN: tl.constexpr,
-    V_ALIGN: tl.constexpr,
-):
+    v_units, chunk_blocks, splits,
+    inv_temperature, kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
+    MAX_SPLITS: tl.constexpr, DIRECTION: tl.constexpr, HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr,
+    STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
+    BLOCK_V: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr, V_ALIGN: tl.constexpr,
+):  # fmt: skip
     # Program (row, k): the row's statistics merged, its loss (k = 0), and slice k's gradients.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip

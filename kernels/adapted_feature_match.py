@@ -19,7 +19,14 @@ from ._adapter_kernels import (
     weight_pass,
 )
 from ._dispatch import runs_triton
-from ._features import as_channels_positions, dense, maybe_empty_like, reduce_partials, scale_by_scalar_
+from ._features import (
+    as_channels_positions,
+    dense,
+    gradient_buffers,
+    maybe_empty_like,
+    reduce_partials,
+    scale_by_scalar_,
+)
 
 
 def _maybe_fp32_grad(x: Tensor, wanted: bool) -> Tensor:
@@ -41,8 +48,7 @@ def _adapted_op(
     per_element = reduction == "none"
     e = maybe_empty_like(teacher, per_element, torch.float32)
     partials = student.new_empty(0 if per_element else position_tiles(student, config), dtype=torch.float32)
-    grad_s = maybe_empty_like(student, student_grad and not per_element)
-    grad_t = maybe_empty_like(teacher, teacher_grad and not per_element)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_element)
     positions_pass(student, teacher, weight, bias, None, e, partials, grad_s, grad_t, grad_scale, config)
     grad_w, grad_b = weight_pass(student, teacher, weight, bias, None, grad_scale, weight_grad and not per_element,
                                  bias_grad and not per_element, config)  # fmt: skip
@@ -55,8 +61,7 @@ def _adapted_fake(student, teacher, weight, bias, kind, reduction, student_grad,
     student, teacher = dense(student), dense(teacher)
     per_element = reduction == "none"
     loss = torch.empty_like(teacher, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, maybe_empty_like(student, student_grad and not per_element),
-            maybe_empty_like(teacher, teacher_grad and not per_element),
+    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, per_element),
             _maybe_fp32_grad(weight, weight_grad and not per_element),
             _maybe_fp32_grad(bias if bias is not None else weight, bias_grad and not per_element))  # fmt: skip
 
@@ -70,7 +75,7 @@ def _adapted_grad_op(
     grad_e [N, Ct, P] is read through its own strides (an expanded upstream gradient is not copied)."""
     student, teacher = dense(student), dense(teacher)
     config = launch_config(student, weight, bias, grad_e, kind)
-    grad_s, grad_t = maybe_empty_like(student, student_grad), maybe_empty_like(teacher, teacher_grad)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad)
     if student_grad or teacher_grad:
         no_output = grad_e.new_empty(0, dtype=torch.float32)
         positions_pass(student, teacher, weight, bias, grad_e, no_output, no_output, grad_s, grad_t, 1.0, config)
@@ -82,7 +87,7 @@ def _adapted_grad_op(
 def _adapted_grad_fake(student, teacher, weight, bias, grad_e, kind, student_grad, teacher_grad, weight_grad,
                        bias_grad):  # fmt: skip
     student, teacher = dense(student), dense(teacher)
-    return (maybe_empty_like(student, student_grad), maybe_empty_like(teacher, teacher_grad),
+    return (*gradient_buffers(student, teacher, student_grad, teacher_grad),
             _maybe_fp32_grad(weight, weight_grad),
             _maybe_fp32_grad(bias if bias is not None else weight, bias_grad))  # fmt: skip
 

@@ -46,19 +46,11 @@ def _abs_power_slope(x, power, POWER: tl.constexpr):
 
 @triton.jit
 def _channel_power_mean_kernel(
-    x_ptr,  # [N, C, P] feature map (strides x_sn, x_sc, x_sp)
-    x_sn,
-    x_sc,
-    x_sp,
+    x_ptr, x_sn, x_sc, x_sp,  # [N, C, P] feature map and its strides
     q_ptr,  # [N, P] fp32 output: mean over channels of |x|^power
-    C,
-    P,
-    inv_channels,
-    power,
-    POWER: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-):
+    C, P, inv_channels, power,
+    POWER: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
     n, positions, in_p = sample_positions(P, BLOCK_P)  # (sample, position block) flattened on axis 0
     base = x_ptr + n * x_sn + positions[None, :] * x_sp
     total = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -71,20 +63,12 @@ def _channel_power_mean_kernel(
 
 @triton.jit
 def _channel_power_mean_grad_kernel(
-    x_ptr,  # [N, C, P] feature map (strides x_sn, x_sc, x_sp); dx_ptr has the same strides
-    x_sn,
-    x_sc,
-    x_sp,
+    x_ptr, x_sn, x_sc, x_sp,  # [N, C, P] feature map and its strides; dx_ptr has the same strides
     dq_ptr,  # [N, P] fp32 gradient of the map q, contiguous
     dx_ptr,  # [N, C, P] gradient output, x's dtype
-    C,
-    P,
-    inv_channels,
-    power,
-    POWER: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-):
+    C, P, inv_channels, power,
+    POWER: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
     n, positions, in_p = sample_positions(P, BLOCK_P)  # (sample, position block) flattened on axis 0
     dq = tl.load(dq_ptr + n * P + positions, mask=in_p, other=0.0) * inv_channels
     offsets = n * x_sn + positions[None, :] * x_sp

@@ -18,8 +18,8 @@ from ._features import (
     as_channels_positions,
     check_pair,
     dense,
+    gradient_buffers,
     like_layout,
-    maybe_empty_like,
     nan_sign,
     reduce_partials,
     sample_positions,
@@ -46,13 +46,10 @@ def _elementwise_match_kernel(
     M,
     grad_scale,  # 1/M for mean, 1 otherwise
     KIND: tl.constexpr,  # 0 mse, 1 l1, 2 smooth_l1 (beta 1)
-    WRITE_E: tl.constexpr,
-    WRITE_PARTIAL: tl.constexpr,
-    HAS_UPSTREAM: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr,
-    TEACHER_GRAD: tl.constexpr,
+    WRITE_E: tl.constexpr, WRITE_PARTIAL: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
+    STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
-):
+):  # fmt: skip
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     in_range = offsets < M
     diff = tl.load(s_ptr + offsets, mask=in_range).to(tl.float32) - tl.load(t_ptr + offsets, mask=in_range).to(
@@ -84,34 +81,18 @@ def _elementwise_match_kernel(
 
 @triton.jit
 def _cosine_match_kernel(
-    s_ptr,  # [N, C, P] student (strides s_sn, s_sc, s_sp); its gradient ds_ptr has the same strides
-    s_sn,
-    s_sc,
-    s_sp,
-    t_ptr,  # [N, C, P] teacher (strides t_sn, t_sc, t_sp); its gradient dt_ptr has the same strides
-    t_sn,
-    t_sc,
-    t_sp,
+    s_ptr, s_sn, s_sc, s_sp,  # [N, C, P] student and its strides; its gradient ds_ptr has the same strides
+    t_ptr, t_sn, t_sc, t_sp,  # [N, C, P] teacher and its strides; its gradient dt_ptr has the same strides
     stats_ptr,  # [3, N, P] fp32: dot(s, t), |s|, |t| per position; written when not STATS_IN, else read
     g_ptr,  # [N, P] contiguous upstream gradient of the per-position loss (HAS_UPSTREAM)
     e_ptr,  # [N, P] fp32 per-position loss 1 - cos, output (WRITE_E)
     partial_ptr,  # [programs] fp32 partial sums, output (WRITE_PARTIAL)
-    ds_ptr,
-    dt_ptr,
-    N,
-    C,
-    P,
-    grad_scale,
-    eps,
-    STATS_IN: tl.constexpr,
-    WRITE_E: tl.constexpr,
-    WRITE_PARTIAL: tl.constexpr,
-    HAS_UPSTREAM: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr,
-    TEACHER_GRAD: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-):
+    ds_ptr, dt_ptr,  # student and teacher gradients, outputs (STUDENT_GRAD, TEACHER_GRAD)
+    N, C, P, grad_scale, eps,
+    STATS_IN: tl.constexpr, WRITE_E: tl.constexpr, WRITE_PARTIAL: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
+    STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
     # One program per (sample, block of positions), flattened on grid axis 0 (axis 1 stops at 65535).
     n, positions, in_p = sample_positions(P, BLOCK_P)
     channels = tl.arange(0, BLOCK_C)
@@ -193,8 +174,7 @@ def _elementwise_op(
     per_element = reduction == "none"
     e = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty(0, dtype=torch.float32)
     partials = student.new_empty(0 if per_element else grid[0], dtype=torch.float32)
-    grad_s = maybe_empty_like(student, student_grad and not per_element)
-    grad_t = maybe_empty_like(teacher, teacher_grad and not per_element)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_element)
     _elementwise_match_kernel[grid](
         student, teacher, student, e, partials, grad_s, grad_t, n_elements,
         1.0 / n_elements if reduction == "mean" else 1.0, KIND=_KIND_CODE[kind], WRITE_E=per_element,
@@ -208,8 +188,7 @@ def _elementwise_op(
 def _elementwise_fake(student, teacher, kind, reduction, student_grad, teacher_grad):
     per_element = reduction == "none"
     loss = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, maybe_empty_like(student, student_grad and not per_element),
-            maybe_empty_like(teacher, teacher_grad and not per_element))  # fmt: skip
+    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, per_element))
 
 
 @torch.library.custom_op("gankd::feature_match_elementwise_grad", mutates_args=())
@@ -217,8 +196,7 @@ def _elementwise_grad_op(
     student: Tensor, teacher: Tensor, grad_e: Tensor, kind: str, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor]:
     """Gradients of sum(grad_e * e) for reduction "none"; grad_e has student's strides."""
-    grad_s = maybe_empty_like(student, student_grad)
-    grad_t = maybe_empty_like(teacher, teacher_grad)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad)
     n_elements = student.numel()
     _elementwise_match_kernel[_grid_elementwise(n_elements)](
         student, teacher, grad_e, grad_e, grad_e, grad_s, grad_t, n_elements, 1.0, KIND=_KIND_CODE[kind],
@@ -226,11 +204,6 @@ def _elementwise_grad_op(
         BLOCK=ELEMENTWISE_BLOCK,
     )  # fmt: skip
     return grad_s, grad_t
-
-
-@_elementwise_grad_op.register_fake
-def _elementwise_grad_fake(student, teacher, grad_e, kind, student_grad, teacher_grad):
-    return maybe_empty_like(student, student_grad), maybe_empty_like(teacher, teacher_grad)
 
 
 @torch.library.custom_op("gankd::feature_match_cosine", mutates_args=())
@@ -244,8 +217,7 @@ def _cosine_op(
     stats = student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
     e = student.new_empty((n_samples, n_positions) if per_position else 0, dtype=torch.float32)
     partials = student.new_empty(0 if per_position else grid[0], dtype=torch.float32)
-    grad_s = maybe_empty_like(student, student_grad and not per_position)
-    grad_t = maybe_empty_like(teacher, teacher_grad and not per_position)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_position)
     count = n_samples * n_positions
     _cosine_match_kernel[grid](
         student, *student.stride(), teacher, *teacher.stride(), stats, stats, e, partials, grad_s, grad_t,
@@ -262,8 +234,7 @@ def _cosine_fake(student, teacher, reduction, student_grad, teacher_grad):
     n_samples, _, n_positions = student.shape
     per_position = reduction == "none"
     loss = student.new_empty((n_samples, n_positions) if per_position else (), dtype=torch.float32)
-    return (loss, maybe_empty_like(student, student_grad and not per_position),
-            maybe_empty_like(teacher, teacher_grad and not per_position),
+    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, per_position),
             student.new_empty((3, n_samples, n_positions), dtype=torch.float32))  # fmt: skip
 
 
@@ -272,8 +243,7 @@ def _cosine_grad_op(
     student: Tensor, teacher: Tensor, stats: Tensor, grad_e: Tensor, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor]:
     """Gradients of sum(grad_e * (1 - cos)) from the saved per-position stats; grad_e [N, P] contiguous."""
-    grad_s = maybe_empty_like(student, student_grad)
-    grad_t = maybe_empty_like(teacher, teacher_grad)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad)
     n_samples, n_channels, n_positions = student.shape
     _cosine_match_kernel[_grid_cosine(student)](
         student, *student.stride(), teacher, *teacher.stride(), stats, grad_e, grad_e, grad_e, grad_s, grad_t,
@@ -284,9 +254,13 @@ def _cosine_grad_op(
     return grad_s, grad_t
 
 
-@_cosine_grad_op.register_fake
-def _cosine_grad_fake(student, teacher, stats, grad_e, student_grad, teacher_grad):
-    return maybe_empty_like(student, student_grad), maybe_empty_like(teacher, teacher_grad)
+def _gradients_fake(student, teacher, *inputs_and_flags):
+    # The fake of both gradient ops: their last two arguments say which of the two gradients they return.
+    return gradient_buffers(student, teacher, *inputs_and_flags[-2:])
+
+
+_elementwise_grad_op.register_fake(_gradients_fake)
+_cosine_grad_op.register_fake(_gradients_fake)
 
 
 def _setup_elementwise(ctx, inputs, output):

@@ -203,20 +203,10 @@ def _log_mixture_ref(log_a: Tensor, log_b: Tensor) -> Tensor:
     return torch.where(both_zero, float("-inf"), mixed)
 
 
-def softmax_kl_ref(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    temperature: float = 1.0,
-    *,
-    direction: str = "forward",
-    beta: float = 0.5,
-    t2_scale: bool = True,
-    labels: Tensor | None = None,
-    kd_weight: float = 1.0,
-    ce_weight: float = 0.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-) -> Tensor:
+def softmax_kl_ref(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, *,
+                   direction: str = "forward", beta: float = 0.5, t2_scale: bool = True, labels: Tensor | None = None,
+                   kd_weight: float = 1.0, ce_weight: float = 0.0, ignore_index: int = -100,
+                   reduction: str = "batchmean") -> Tensor:  # fmt: skip
     """Pure-PyTorch specification of `softmax_kl` (fp32 or wider accumulation); same arguments, no `impl`."""
     check_softmax_kl_options(temperature, direction=direction, beta=beta, kd_weight=kd_weight,
                              ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip

@@ -1,6 +1,7 @@
 """impl= resolution, Triton-less installs, and gankd.kernels standing alone."""
 
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -92,3 +93,22 @@ def test_kernels_package_stands_alone():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+OPS = ("softmax_kl", "feature_match", "attention_transfer", "adapted_feature_match")
+
+
+@pytest.mark.parametrize("op_name", OPS)
+def test_reference_and_option_check_take_the_ops_arguments(op_name):
+    # `<op>_ref` takes exactly `<op>`'s arguments but `impl`, with the same kinds and defaults, and
+    # `check_<op>_options` gives every option it takes the op's default: one contract, written three times.
+    kernels = importlib.import_module("gankd.kernels")
+    op = inspect.signature(getattr(kernels, op_name)).parameters
+    reference = inspect.signature(getattr(kernels, f"{op_name}_ref")).parameters
+    check = inspect.signature(getattr(kernels, f"check_{op_name}_options")).parameters
+    assert [name for name in op if name != "impl"] == list(reference)
+    for name, parameter in reference.items():
+        assert (parameter.kind, parameter.default) == (op[name].kind, op[name].default), name
+    assert set(check) <= set(op)
+    for name, parameter in check.items():
+        assert parameter.default == op[name].default, name
