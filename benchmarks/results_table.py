@@ -16,7 +16,11 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 TASK_TITLES = {
     "digits_gan": ("digits generator (DCGAN)", ["fd_digits", "kid_digits"]),
     "photos_sr": ("photo 4x super-resolution (ResNet generator)", ["psnr", "ssim"]),
-    "digits_cls": ("digits classifier (small CNN), students with 10 labels per class", ["accuracy", "agreement"]),
+    "digits_cls": (
+        "digits classifier (small CNN), students with 10 labels per class (distilled ones also see the "
+        "other training images, unlabelled)",
+        ["accuracy", "agreement"],
+    ),
     "photos_sr_gan": ("photo 4x super-resolution with a conditional PatchGAN (ResNet generator)", ["psnr", "ssim"]),
 }
 

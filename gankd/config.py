@@ -52,6 +52,7 @@ class DataConfig:
     batch_size: int = 64  # per process and micro-batch
     num_workers: int = 0  # DataLoader worker processes
     limit_per_class: int = 0  # train on only this many labelled items per class (seeded choice); 0 = all
+    keep_unlabelled: bool = False  # with limit_per_class: keep the other train items, labels hidden (semi-supervised)
 
 
 @dataclass

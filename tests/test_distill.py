@@ -238,6 +238,25 @@ def test_classifier_terms_with_adapted_pooled_features():
     assert alone.teacher is None and set(alone.state_dict()) == {f"student.{key}" for key in student.state_dict()}
 
 
+def test_cross_entropy_skips_items_without_a_label():
+    from gankd.distill.terms.logits import NO_LABEL
+
+    torch.manual_seed(7)
+    student = models.build("small_cnn", width=4)
+    images, labels = torch.randn(6, 1, 16, 16), torch.tensor([3, NO_LABEL, 0, 9, NO_LABEL, 3])
+    labelled = labels != NO_LABEL
+    for smoothing in (0.0, 0.1):
+        ce = Distiller(None, student, task="classifier", terms={"ce": {"weight": 1.0, "label_smoothing": smoothing}})
+        logits = student(images)[labelled]  # the batch's own statistics in the batch norms, as in the step
+        expected = F.cross_entropy(logits, labels[labelled], label_smoothing=smoothing)
+        torch.testing.assert_close(ce((images, labels)).total, expected)
+    # A batch without any label gives 0 and zero gradients, not NaN.
+    none = Distiller(None, student, task="classifier", terms={"ce": 1.0})((images, torch.full((6,), NO_LABEL)))
+    none.total.backward()
+    assert none.total.item() == 0.0
+    assert all(torch.count_nonzero(p.grad) == 0 for p in student.parameters() if p.grad is not None)
+
+
 def test_logit_mse_term_regresses_the_teachers_logits_or_probabilities():
     torch.manual_seed(6)
     teacher, student = models.build("small_cnn", width=8), models.build("small_cnn", width=4)

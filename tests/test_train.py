@@ -272,6 +272,26 @@ def test_limited_label_subset_is_balanced_and_seeded(tmp_path):
         build_dataset(photos, "train")
 
 
+def test_keep_unlabelled_hides_the_labels_of_the_other_items(tmp_path):
+    from gankd.distill.terms.logits import NO_LABEL
+    from gankd.train.builders import build_dataset
+    from gankd.train.checks import check_run
+
+    config = small_config("digits_cnn_distill", tmp_path, "data.limit_per_class=3", "data.keep_unlabelled=true")
+    partly = build_dataset(config, "train")
+    labels = [partly[i][1] for i in range(len(partly))]
+    chosen = build_dataset(small_config("digits_cnn_scratch", tmp_path, "data.limit_per_class=3"), "train").indices
+    assert len(partly) == 1438 and [i for i, label in enumerate(labels) if label != NO_LABEL] == chosen
+    full = build_dataset(small_config("digits_cnn_scratch", tmp_path), "train")
+    assert all(torch.equal(partly[i][0], full[i][0]) for i in (chosen[0], 0, 1437))  # every image, as it was
+    assert [labels[i] for i in chosen] == [full[i][1] for i in chosen]
+    assert labels.count(NO_LABEL) == 1438 - 30
+    with pytest.raises(ValueError, match="keep_unlabelled hides the labels beyond config.data.limit_per_class"):
+        check_run(small_config("digits_cnn_distill", tmp_path, "data.keep_unlabelled=true"))
+    with pytest.raises(ValueError, match="task 'generator' needs the label of every item"):
+        check_run(small_config("digits_dcgan_teacher", tmp_path, "data.limit_per_class=3", "data.keep_unlabelled=true"))
+
+
 def test_a_nan_discriminator_loss_stops_the_step_before_any_update(tmp_path, monkeypatch):
     from gankd.train.distributed import Distributed
     from gankd.train.objective import build_objective

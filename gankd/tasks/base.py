@@ -49,6 +49,9 @@ class Task:
     has_targets: ClassVar[bool] = True  # whether batches carry targets (images or labels) for terms to compare
     default_terms: ClassVar[dict[str, Any]] = {}  # loss terms of a run without a teacher
     compares_with_teacher: ClassVar[bool] = False  # whether its default metrics measure against the teacher
+    # Whether it can train on items whose label is hidden (config.data.keep_unlabelled): only where labels are
+    # targets alone, which the label terms skip there, and never inputs of a model.
+    takes_unlabelled: ClassVar[bool] = False
 
     # -- batches ---------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ class ClassifierTask(Task):
     batch_fields = ("images", "labels")
     batch_format = "(images, labels) with labels None when no term needs them"
     default_terms = {"ce": 1.0}
+    takes_unlabelled = True
 
     def split(self, images: Tensor, labels: Tensor | None) -> TaskBatch:
         return TaskBatch(inputs=(images,), target=labels, condition=None)

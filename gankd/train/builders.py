@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, de
 
 from gankd import data, models
 from gankd.config import ModelConfig, OptimConfig, RunConfig
+from gankd.distill.terms.logits import NO_LABEL
 
 from .distributed import Distributed
 from .interrupts import ignore_in_worker
@@ -28,7 +29,8 @@ def build_dataset(config: RunConfig, split: str) -> Dataset:
     options.setdefault("seed", config.seed)
     dataset = data.build(config.data.name, split, **options)
     if split == "train" and config.data.limit_per_class > 0:
-        return LabelledSubset(dataset, config.data.limit_per_class, config.seed)
+        subset = PartlyLabelled if config.data.keep_unlabelled else LabelledSubset
+        return subset(dataset, config.data.limit_per_class, config.seed)
     return dataset
 
 
@@ -38,23 +40,51 @@ def example_items(dataset: Dataset, seed: int, count: int = 16) -> tuple:
     return tuple(default_collate([dataset[int(index)] for index in order]))
 
 
-class LabelledSubset(Subset):
-    """`per_class` items of each class of a labelled data set, chosen in a seeded order (a limited-label setting)."""
+def labelled_choice(dataset: Dataset, per_class: int, seed: int) -> list[int]:
+    """The indices of `per_class` items of each class of a labelled data set, chosen in a seeded order."""
+    labels = [dataset[index][1] for index in range(len(dataset))]
+    if not all(isinstance(label, int) and label >= 0 for label in labels):
+        raise ValueError("config.data.limit_per_class needs a data set whose items are (image, class label)")
+    chosen, taken = [], Counter()
+    for index in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist():
+        if taken[labels[index]] < per_class:
+            chosen.append(index)
+            taken[labels[index]] += 1
+    return sorted(chosen)
 
-    def __init__(self, dataset: Dataset, per_class: int, seed: int):
-        labels = [dataset[index][1] for index in range(len(dataset))]
-        if not all(isinstance(label, int) and label >= 0 for label in labels):
-            raise ValueError("config.data.limit_per_class needs a data set whose items are (image, class label)")
-        chosen, taken = [], Counter()
-        for index in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist():
-            if taken[labels[index]] < per_class:
-                chosen.append(index)
-                taken[labels[index]] += 1
-        super().__init__(dataset, sorted(chosen))
+
+class _ForwardsEpoch:
+    """Passes `set_epoch` on to the wrapped data set (`self.dataset`), so its augmentation follows epochs."""
+
+    dataset: Dataset
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
+
+
+class LabelledSubset(_ForwardsEpoch, Subset):
+    """`per_class` items of each class of a labelled data set (`labelled_choice`): a limited-label setting."""
+
+    def __init__(self, dataset: Dataset, per_class: int, seed: int):
+        super().__init__(dataset, labelled_choice(dataset, per_class, seed))
+
+
+class PartlyLabelled(_ForwardsEpoch, Dataset):
+    """Every item of a labelled data set, but only the `per_class` items of each class that LabelledSubset
+    keeps have their label; the others carry NO_LABEL, which the label terms skip. A semi-supervised setting:
+    the teacher's terms learn from every image, the label terms from the labelled ones."""
+
+    def __init__(self, dataset: Dataset, per_class: int, seed: int):
+        self.dataset = dataset
+        self.labelled = frozenset(labelled_choice(dataset, per_class, seed))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        image, label = self.dataset[index]
+        return image, label if index in self.labelled else NO_LABEL
 
 
 def build_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:

@@ -64,6 +64,12 @@ def check_run(config: RunConfig) -> None:
     for name, value in non_negative.items():
         if value < 0:
             raise ValueError(f"config.{name} must be >= 0, got {value}")
+    if config.data.keep_unlabelled and not config.data.limit_per_class:
+        raise ValueError("config.data.keep_unlabelled hides the labels beyond config.data.limit_per_class items per "
+                         "class: set limit_per_class > 0, or keep_unlabelled: false")  # fmt: skip
+    if config.data.keep_unlabelled and not task.takes_unlabelled:
+        raise ValueError(f"config.data.keep_unlabelled: task {task.name!r} needs the label of every item it "
+                         "trains on (its models take labels as inputs): set keep_unlabelled: false")  # fmt: skip
 
 
 def _check_teacher(config: RunConfig) -> None:

@@ -12,6 +12,8 @@ from gankd.options import check_choice
 from .base import LossTerm, StepTensors, register_term
 
 LOGIT_SPACES = ("logits", "probabilities")
+# The label of an item whose label is hidden (config.data.keep_unlabelled): torch's cross-entropy ignore_index.
+NO_LABEL = -100
 
 
 @register_term("kd")
@@ -34,7 +36,8 @@ class KDTerm(LossTerm):
 
 @register_term("ce")
 class CrossEntropyTerm(LossTerm):
-    """Cross-entropy of the student's logits with the batch's labels (mean over the batch)."""
+    """Cross-entropy of the student's logits with the batch's labels, averaged over the items that have one
+    (label NO_LABEL: hidden, config.data.keep_unlabelled); 0 for a batch without any."""
 
     needs_target = True
     outputs = ("logits",)
@@ -46,7 +49,9 @@ class CrossEntropyTerm(LossTerm):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, step: StepTensors) -> Tensor:
-        return F.cross_entropy(step.student_output.float(), step.target, label_smoothing=self.label_smoothing)
+        total = F.cross_entropy(step.student_output.float(), step.target, ignore_index=NO_LABEL, reduction="sum",
+                                label_smoothing=self.label_smoothing)  # fmt: skip
+        return total / (step.target != NO_LABEL).sum().clamp(min=1)
 
 
 @register_term("logit_mse")
