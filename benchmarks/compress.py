@@ -30,7 +30,7 @@ from torch import nn
 
 import gankd.data
 from benchmarks.bench_common import append_rows, environment
-from benchmarks.results_table import ABLATION_TERMS
+from benchmarks.results_table import ABLATION_FEATURE_PAIRS, ABLATION_TERMS
 from gankd import configs
 from gankd.config import load_config, with_absolute_paths
 from gankd.distill.terms import term_options
@@ -108,11 +108,11 @@ def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: l
 
 def ablation_terms(variant: str) -> str:
     """The `terms` of an ablation variant as YAML: its weights, with the shipped digits recipe's options for the
-    terms that recipe has and its adapter pairs for the attention term."""
+    terms that recipe has and ABLATION_FEATURE_PAIRS for the feature terms."""
     shipped = load_config(configs.path("digits_dcgan_distill")).terms
     terms = {}
     for name, weight in yaml.safe_load(ABLATION_TERMS[variant]).items():
-        source = shipped[name] if name in shipped else {"pairs": term_options("adapted", shipped["adapted"])["pairs"]}
+        source = shipped.get(name, {"pairs": ABLATION_FEATURE_PAIRS})
         terms[name] = {**term_options(name, source), "weight": weight}
     return json.dumps(terms)  # JSON is YAML: --set reads it as it is, in order
 

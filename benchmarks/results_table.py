@@ -25,9 +25,10 @@ TASK_TITLES = {
 }
 
 # The digits ablation: the distilled student with the distillation terms added one at a time (cumulative), each
-# set as term weights (`terms`); "scratch" is the same student without a teacher. Output and features use the
-# shipped recipe's weights and options, and the feature terms tap its pairs (stem, blocks.0, blocks.1);
-# attention 100 puts its first-step value (~0.02 summed over the three pairs) near the others.
+# set as term weights (`terms`); "scratch" is the same student without a teacher. Output and adversarial use the
+# shipped recipe's options, and the feature terms tap ABLATION_FEATURE_PAIRS; attention 100 puts its first-step
+# value (~0.02 summed over the three pairs) near the others.
+ABLATION_FEATURE_PAIRS = {"stem": "stem", "blocks.0": "blocks.0", "blocks.1": "blocks.1"}
 ABLATION_TERMS = {
     "output": "{output: 1.0}",
     "+feature": "{output: 1.0, adapted: 1.0}",
@@ -156,8 +157,9 @@ def ablation_table(rows: list[dict]) -> list[str]:
     variants = by_variant(rows)["digits_gan"]
     seeds = sorted({seed for metrics in variants.values() for seed in metrics.get("fd_digits", {})})
     scratch = statistics.mean(variants["scratch"]["fd_digits"].values())
+    pairs = ", ".join(f"{student} → {teacher}" for student, teacher in ABLATION_FEATURE_PAIRS.items())
     lines = [f"{len(seeds)} seed(s); each row adds one term to the row above it (term weights; the feature terms tap "
-             "the shipped recipe's pairs).", "",
+             f"{pairs}).", "",
              "| variant | terms | fd_digits | vs scratch | kid_digits |",
              "|---|---|---:|---:|---:|"]  # fmt: skip
     for variant in ABLATION_VARIANTS:

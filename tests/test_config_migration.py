@@ -31,8 +31,7 @@ gan:
   optim: {lr: 0.0002, betas: [0.5, 0.999]}
 distill:
   teacher: runs/digits_dcgan_teacher
-  feature_pairs: {stem: stem, blocks.0: blocks.0, blocks.1: blocks.1}
-  weights: {output: 1.0, adapted: 1.0, adversarial: 0.01}
+  weights: {output: 1.0, adversarial: 0.01}
   output_kind: l1
 steps: 1000
 ema: 0.999
@@ -108,8 +107,20 @@ def test_earlier_files_read_as_the_shipped_ones(name, tmp_path):
     message = str(notices[0].message)
     assert "write them in this form" in message and "terms:" in message
     if name == "digits_dcgan_distill":
-        assert "(distill.weights, distill.feature_pairs, distill.output_kind, gan.loss) are read as" in message
+        assert "(distill.weights, distill.output_kind, gan.loss) are read as" in message
         assert "gan: {conditional: true}" in message
+
+
+def test_earlier_feature_pairs_become_the_adapted_terms_pairs(tmp_path):
+    earlier = tmp_path / "old.yaml"
+    earlier.write_text("task: generator\nmode: distill\ndistill:\n  teacher: runs/t\n  feature_pairs: "
+                       "{stem: stem, blocks.0: blocks.0}\n  weights: {output: 1.0, adapted: 0.5}\n")  # fmt: skip
+    with pytest.warns(ConfigMigrated, match=r"\(distill.weights, distill.feature_pairs\) are read as"):
+        config = load_config(earlier)
+    assert config.terms == {
+        "output": 1.0,
+        "adapted": {"weight": 0.5, "pairs": {"stem": "stem", "blocks.0": "blocks.0"}},
+    }
 
 
 def test_earlier_gan_weight_and_loss_of_a_teacher_run(tmp_path):

@@ -77,7 +77,10 @@ def test_classifier_two_processes_and_accumulation_equal_one_large_batch(tmp_pat
 def test_gan_distillation_two_processes_and_accumulation_equal_one_large_batch(tmp_path):
     teacher_config = load_config(CONFIGS / "digits_dcgan_teacher.yaml", [f"output_dir={tmp_path}", *GAN_TEACHER])
     train(teacher_config)
-    student = [*GAN_STUDENT, f"distill.teacher={tmp_path / 'digits_dcgan_teacher'}"]
+    # The shipped recipe with 1x1-adapter feature terms added, so that adapters are trained and compared too.
+    terms = ("terms={output: {weight: 1.0, kind: l1}, adapted: {weight: 1.0, pairs: {stem: stem, blocks.0: blocks.0}}, "
+             "adversarial: {weight: 0.01, loss: nonsaturating}}")  # fmt: skip
+    student = [*GAN_STUDENT, f"distill.teacher={tmp_path / 'digits_dcgan_teacher'}", terms]
     one = run_single("digits_dcgan_distill", tmp_path / "one", [*student, f"data.batch_size={2 * BATCH}"])
     accumulated = run_single("digits_dcgan_distill", tmp_path / "acc", [*student, f"data.batch_size={BATCH}",
                                                                          "optim.accumulate=2"])  # fmt: skip
