@@ -51,5 +51,5 @@ def test_timed_terms_are_the_trainers_terms_on_its_batch(workload):
         expected = stepper.distiller(batch)["total"]
     assert timed_total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert any(parameter.grad is not None for parameter in stepper.distiller.terms.parameters()) == (
-        workload == "digits_gan"  # the adapters of the shipped digits recipe get gradients from the timed terms
+        workload == "digits_gan"  # the adapters of the digits workload get gradients from the timed terms
     )
