@@ -63,7 +63,7 @@ def random_teacher(config: RunConfig) -> Teacher:
 
 
 def first_batch(config: RunConfig) -> tuple[Tensor, Tensor]:
-    dataset = build_dataset(config, "train")
+    dataset = build_dataset(config, "train", training=True)
     items = [dataset[index] for index in range(config.data.batch_size)]
     return tuple(torch.stack([torch.as_tensor(item[part]) for item in items]) for part in (0, 1))
 

@@ -51,8 +51,8 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of that data set
     batch_size: int = 64  # per process and micro-batch
     num_workers: int = 0  # DataLoader worker processes
-    limit_per_class: int = 0  # train on only this many labelled items per class (seeded choice); 0 = all
-    keep_unlabelled: bool = False  # with limit_per_class: keep the other train items, labels hidden (semi-supervised)
+    limit_per_class: int = 0  # labelled train items per class (seeded choice); the others are dropped; 0 = all
+    keep_unlabelled: bool = False  # with limit_per_class: keep the others, labels hidden (semi-supervised distill)
 
 
 @dataclass

@@ -7,6 +7,7 @@ per-process by definition; SyncBatchNorm, which fixes that, runs on GPUs only), 
 no spectral norm (its power iteration advances once per forward).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -106,3 +107,21 @@ def test_an_objective_on_tapped_features_alone_trains_under_ddp(tmp_path):
     after_one = run_single("digits_cnn_distill", tmp_path / "one_step", [*student, "steps=1", "checkpoint_every=1"])
     assert torch.equal(two["model"]["fc.weight"], after_one["model"]["fc.weight"])  # untouched after the taps
     assert not torch.equal(two["model"]["conv1.0.weight"], after_one["model"]["conv1.0.weight"])
+
+
+def test_hidden_labels_keep_accumulation_equal_to_one_large_batch(tmp_path):
+    # With data.keep_unlabelled each micro-batch holds its own number of labelled items; ce's mean over all
+    # items (the unlabelled adding 0) keeps 2 micro-batches of B equal to one batch of 2B all the same.
+    train(load_config(CONFIGS / "digits_cnn_teacher.yaml", [f"output_dir={tmp_path}", *CLASSIFIER]))
+    student = [*CLASSIFIER, f"distill.teacher={tmp_path / 'digits_cnn_teacher'}", "data.limit_per_class=40",
+               "data.keep_unlabelled=true", "terms={kd: 1.0, ce: 1.0}", "log_every=1"]  # fmt: skip
+    one = run_single("digits_cnn_distill", tmp_path / "one", [*student, f"data.batch_size={2 * BATCH}"])
+    accumulated = run_single("digits_cnn_distill", tmp_path / "acc", [*student, f"data.batch_size={BATCH}",
+                                                                       "optim.accumulate=2"])  # fmt: skip
+    assert_same_training(one, accumulated, ("model",))
+    # Adam's first steps follow the gradients' signs more than their sizes: compare the logged losses too.
+    logged = [[json.loads(line) for line in (out / "digits_cnn_distill" / "log.jsonl").open() if '"ce"' in line]
+              for out in (tmp_path / "one", tmp_path / "acc")]  # fmt: skip
+    assert len(logged[0]) == 3 and [entry["step"] for entry in logged[0]] == [entry["step"] for entry in logged[1]]
+    for reference, other in zip(*logged, strict=True):
+        assert other["ce"] == pytest.approx(reference["ce"], rel=1e-5) and reference["ce"] > 0

@@ -275,21 +275,46 @@ def test_limited_label_subset_is_balanced_and_seeded(tmp_path):
 def test_keep_unlabelled_hides_the_labels_of_the_other_items(tmp_path):
     from gankd.distill.terms.logits import NO_LABEL
     from gankd.train.builders import build_dataset
-    from gankd.train.checks import check_run
 
     config = small_config("digits_cnn_distill", tmp_path, "data.limit_per_class=3", "data.keep_unlabelled=true")
-    partly = build_dataset(config, "train")
+    partly = build_dataset(config, "train", training=True)
     labels = [partly[i][1] for i in range(len(partly))]
     chosen = build_dataset(small_config("digits_cnn_scratch", tmp_path, "data.limit_per_class=3"), "train").indices
     assert len(partly) == 1438 and [i for i, label in enumerate(labels) if label != NO_LABEL] == chosen
     full = build_dataset(small_config("digits_cnn_scratch", tmp_path), "train")
     assert all(torch.equal(partly[i][0], full[i][0]) for i in (chosen[0], 0, 1437))  # every image, as it was
     assert [labels[i] for i in chosen] == [full[i][1] for i in chosen]
-    assert labels.count(NO_LABEL) == 1438 - 30
-    with pytest.raises(ValueError, match="keep_unlabelled hides the labels beyond config.data.limit_per_class"):
-        check_run(small_config("digits_cnn_distill", tmp_path, "data.keep_unlabelled=true"))
-    with pytest.raises(ValueError, match="task 'generator' needs the label of every item"):
-        check_run(small_config("digits_dcgan_teacher", tmp_path, "data.limit_per_class=3", "data.keep_unlabelled=true"))
+    # Evaluation on the train split sees every item with its label.
+    seen = build_dataset(config, "train")
+    assert len(seen) == 1438 and all(seen[i][1] == full[i][1] for i in (0, 700, 1437))
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("digits_cnn_distill", [], "keep_unlabelled hides the labels beyond config.data.limit_per_class"),
+        ("digits_dcgan_teacher", ["data.limit_per_class=3"], "task 'generator' cannot train on items without a label"),
+        ("digits_cnn_scratch", ["data.limit_per_class=3"], r"none of the terms \['ce'\] learns from items without"),
+        ("digits_cnn_distill", ["data.limit_per_class=3", "terms={kd: 1.0, label_reader: 1.0}"],
+         "'label_reader' reads the labels and cannot skip the hidden ones"),
+    ],
+)  # fmt: skip
+def test_keep_unlabelled_is_refused_where_it_cannot_work(tmp_path, name, overrides, message):
+    from gankd import distill
+    from gankd.train.checks import check_run
+
+    if "label_reader" not in distill.term_names():
+
+        @distill.register_term("label_reader")
+        class LabelReader(distill.LossTerm):  # a label term that does not say it skips hidden labels
+            needs_target = True
+            outputs = ("logits",)
+
+            def forward(self, step):
+                return step.student_output.gather(1, step.target[:, None]).mean()
+
+    with pytest.raises(ValueError, match=message):
+        check_run(small_config(name, tmp_path, *overrides, "data.keep_unlabelled=true"))
 
 
 def test_a_nan_discriminator_loss_stops_the_step_before_any_update(tmp_path, monkeypatch):

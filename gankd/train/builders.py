@@ -3,6 +3,7 @@
 import math
 from collections import Counter
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
@@ -15,6 +16,7 @@ from .distributed import Distributed
 from .interrupts import ignore_in_worker
 
 SCHEDULES = ("constant", "cosine", "linear")  # what build_schedule implements
+LABEL_CHOICE_STREAM = 1  # the random stream of labelled_choice, after the run's seed
 
 
 def build_model(config: ModelConfig, *, weights: str = "", weights_format: str = "gankd") -> nn.Module:
@@ -24,13 +26,17 @@ def build_model(config: ModelConfig, *, weights: str = "", weights_format: str =
     return models.set_input_convention(model, mean=convention.mean, std=convention.std, size=convention.size)
 
 
-def build_dataset(config: RunConfig, split: str) -> Dataset:
+def build_dataset(config: RunConfig, split: str, *, training: bool = False) -> Dataset:
+    """The data set of `split`. With data.limit_per_class the train split is its labelled subset, or with
+    data.keep_unlabelled every item, the others' labels hidden for `training` (evaluation sees their labels)."""
     options = dict(config.data.options)
     options.setdefault("seed", config.seed)
     dataset = data.build(config.data.name, split, **options)
     if split == "train" and config.data.limit_per_class > 0:
-        subset = PartlyLabelled if config.data.keep_unlabelled else LabelledSubset
-        return subset(dataset, config.data.limit_per_class, config.seed)
+        if not config.data.keep_unlabelled:
+            return LabelledSubset(dataset, config.data.limit_per_class, config.seed)
+        if training:
+            return PartlyLabelled(dataset, config.data.limit_per_class, config.seed)
     return dataset
 
 
@@ -46,7 +52,9 @@ def labelled_choice(dataset: Dataset, per_class: int, seed: int) -> list[int]:
     if not all(isinstance(label, int) and label >= 0 for label in labels):
         raise ValueError("config.data.limit_per_class needs a data set whose items are (image, class label)")
     chosen, taken = [], Counter()
-    for index in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist():
+    # A stream of its own: the sampler shuffles with torch.randperm seeded by seed + epoch, and taking its
+    # epoch-0 order here would put every labelled item first in that epoch's batches (data.keep_unlabelled).
+    for index in np.random.default_rng([seed, LABEL_CHOICE_STREAM]).permutation(len(dataset)).tolist():
         if taken[labels[index]] < per_class:
             chosen.append(index)
             taken[labels[index]] += 1

@@ -64,12 +64,6 @@ def check_run(config: RunConfig) -> None:
     for name, value in non_negative.items():
         if value < 0:
             raise ValueError(f"config.{name} must be >= 0, got {value}")
-    if config.data.keep_unlabelled and not config.data.limit_per_class:
-        raise ValueError("config.data.keep_unlabelled hides the labels beyond config.data.limit_per_class items per "
-                         "class: set limit_per_class > 0, or keep_unlabelled: false")  # fmt: skip
-    if config.data.keep_unlabelled and not task.takes_unlabelled:
-        raise ValueError(f"config.data.keep_unlabelled: task {task.name!r} needs the label of every item it "
-                         "trains on (its models take labels as inputs): set keep_unlabelled: false")  # fmt: skip
 
 
 def _check_teacher(config: RunConfig) -> None:
@@ -120,4 +114,25 @@ def _check_terms(config: RunConfig, task: tasks.Task) -> bool:
     if distilling and not using_teacher:
         raise ValueError(f"config.mode is 'distill' but none of the terms {list(built)} uses the teacher: add one "
                          "(e.g. output, kd, adapted) or use mode: scratch")  # fmt: skip
+    if config.data.keep_unlabelled:
+        _check_unlabelled(config, task, built)
     return any(term.needs_discriminator for term in built.values())
+
+
+def _check_unlabelled(config: RunConfig, task: tasks.Task, built: dict) -> None:
+    """config.data.keep_unlabelled needs limited labels, a task that can train on items without one, terms that
+    skip them where they read labels, and a teacher term to learn from them."""
+    if not config.data.limit_per_class:
+        raise ValueError("config.data.keep_unlabelled hides the labels beyond config.data.limit_per_class items per "
+                         "class: set limit_per_class > 0, or keep_unlabelled: false")  # fmt: skip
+    if not task.takes_unlabelled:
+        raise ValueError(f"config.data.keep_unlabelled: task {task.name!r} cannot train on items without a label "
+                         "(a task whose labels are only targets can, such as 'classifier'): set keep_unlabelled: "
+                         "false")  # fmt: skip
+    reading = [name for name, term in built.items() if term.needs_target and not term.skips_unlabelled]
+    if reading:
+        raise ValueError(f"config.terms: {reading[0]!r} reads the labels and cannot skip the hidden ones that "
+                         "config.data.keep_unlabelled gives: leave it out, or set keep_unlabelled: false")  # fmt: skip
+    if not any(term.needs_teacher for term in built.values()):
+        raise ValueError(f"config.data.keep_unlabelled: none of the terms {list(built)} learns from items without "
+                         "a label (none uses the teacher): set keep_unlabelled: false, or distil")  # fmt: skip

@@ -181,7 +181,7 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     try:
         teacher = load_teacher(config) if config.mode == "distill" else None
         config = sized_student(config, teacher)  # recorded so: eval and export rebuild the chosen width
-        dataset = build_dataset(config, "train")
+        dataset = build_dataset(config, "train", training=True)
         from_teacher = teacher is not None and config.distill.student_init == "teacher"
         distiller = build_objective(
             config, dist, teacher, example_items(dataset, config.seed) if from_teacher else None
@@ -191,7 +191,9 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
         raise ConfigError(f"cannot build the run from its config: {error}") from error
     for built in (dataset, eval_data) if dist.is_main else ():
-        summary = getattr(getattr(built, "dataset", built), "check_summary", None)  # (a LabelledSubset's data set)
+        summary = getattr(
+            getattr(built, "dataset", built), "check_summary", None
+        )  # (a LabelledSubset's or PartlyLabelled's)
         if summary:
             print(f"{config.name}: data: {summary}", file=sys.stderr, flush=True)
     start = 0

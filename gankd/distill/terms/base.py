@@ -65,6 +65,8 @@ class LossTerm(nn.Module):
         reads_output: reads `step.student_output` (False for terms on tapped features alone; then data
             parallelism lets student layers after the last tap go without gradients).
         needs_target: reads `step.target` (the batch's targets or labels).
+        skips_unlabelled: with needs_target, gives items whose label is NO_LABEL (hidden by
+            config.data.keep_unlabelled) no loss; runs that hide labels refuse label terms without it.
         needs_discriminator: reads `step.discriminate`, and trains the discriminator with
             `discriminator_loss`.
         outputs: the task outputs it can compare ("image", "logits"); see gankd.tasks.Task.output.
@@ -76,6 +78,7 @@ class LossTerm(nn.Module):
     needs_teacher: ClassVar[bool] = False
     reads_output: ClassVar[bool] = True
     needs_target: ClassVar[bool] = False
+    skips_unlabelled: ClassVar[bool] = False
     needs_discriminator: ClassVar[bool] = False
     outputs: ClassVar[tuple[str, ...]] = ("image", "logits")
 

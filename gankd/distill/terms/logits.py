@@ -36,10 +36,12 @@ class KDTerm(LossTerm):
 
 @register_term("ce")
 class CrossEntropyTerm(LossTerm):
-    """Cross-entropy of the student's logits with the batch's labels, averaged over the items that have one
-    (label NO_LABEL: hidden, config.data.keep_unlabelled); 0 for a batch without any."""
+    """Cross-entropy of the student's logits with the batch's labels, averaged over the batch; an item whose
+    label is hidden (NO_LABEL, config.data.keep_unlabelled) adds 0. A mean over all items, not over the labelled
+    ones: micro-batches and processes then add up to the mean of the whole step, however they split it."""
 
     needs_target = True
+    skips_unlabelled = True
     outputs = ("logits",)
 
     def __init__(self, weight: float = 1.0, *, label_smoothing: float = 0.0):
@@ -51,7 +53,7 @@ class CrossEntropyTerm(LossTerm):
     def forward(self, step: StepTensors) -> Tensor:
         total = F.cross_entropy(step.student_output.float(), step.target, ignore_index=NO_LABEL, reduction="sum",
                                 label_smoothing=self.label_smoothing)  # fmt: skip
-        return total / (step.target != NO_LABEL).sum().clamp(min=1)
+        return total / step.target.shape[0]
 
 
 @register_term("logit_mse")
