@@ -191,9 +191,8 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
     except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
         raise ConfigError(f"cannot build the run from its config: {error}") from error
     for built in (dataset, eval_data) if dist.is_main else ():
-        summary = getattr(
-            getattr(built, "dataset", built), "check_summary", None
-        )  # (a LabelledSubset's or PartlyLabelled's)
+        # A wrapped data set (LabelledSubset, PartlyLabelled) reports its inner one's summary.
+        summary = getattr(getattr(built, "dataset", built), "check_summary", None)
         if summary:
             print(f"{config.name}: data: {summary}", file=sys.stderr, flush=True)
     start = 0
