@@ -93,10 +93,15 @@ def print_row(row: dict) -> None:
           f"({100 * row['bw_fraction']:.0f}% of copy), peak extra memory {peak}")  # fmt: skip
 
 
-def finish(out: Path, rows: list[dict], missing: list[str], why: str) -> None:
-    """Append the rows and say which providers could not be measured here, and why."""
-    append_rows(out, rows)
-    print(f"appended {len(rows)} rows to {out}")
+def record(out: Path, row: dict) -> None:
+    """Print a row and append it at once, so a run stopped at its time limit keeps every row it measured."""
+    print_row(row)
+    append_rows(out, [row])
+
+
+def finish(out: Path, count: int, missing: list[str], why: str) -> None:
+    """Say how many rows were appended, and which providers could not be measured here, and why."""
+    print(f"appended {count} rows to {out}")
     if missing:
         print(f"not measured here: {', '.join(missing)} ({why})")
 

@@ -9,7 +9,8 @@
 # softmax_kl comparison, matplotlib, pytest, ...): they go to a private folder on PYTHONPATH.
 #
 # Steps, each under its own time limit so that one slow step cannot eat the others' time:
-#   1. the compiled kernel tests, all dtypes and the GPU-only large shapes  -> OUT_DIR/kernel_tests.xml
+#   1. the compiled kernel tests, all dtypes and the GPU-only large shapes  -> OUT_DIR/kernel_tests.xml,
+#      and every relative error they record                                   -> OUT_DIR/kernel_errors.tsv
 #   2. every kernel benchmark (gankd Triton, eager, torch.compile, Liger where it applies), each with the
 #      device's copy bandwidth measured in the same run                      -> OUT_DIR/kernels.csv
 #   3. the distillation training step, fused losses against the reference   -> OUT_DIR/train_step.csv
@@ -63,9 +64,14 @@ step() {  # step NAME SECONDS COMMAND...: run it under its limit, record a failu
     [ "$status" -eq 0 ] || failed+=("$name (exit $status)")
 }
 
+# Four pytest-xdist workers where it is installed: most of this step is compiling kernels, on the CPU cores.
+# Four bound the GPU memory the large-shape tests hold at once (about 13 GB each at most).
+workers=()
+"$python" -c 'import xdist' 2>/dev/null && workers=(-n 4)
+export GANKD_ERROR_LOG="$out/kernel_errors.tsv"  # each relative error a kernel test records: label, error
 step "kernel tests" 150 "$python" -m pytest -q tests/kernels --ignore=tests/kernels/test_compile_gate.py -p no:cacheprovider \
-    --junitxml="$out/kernel_tests.xml"
-step "softmax_kl benchmark" 90 "$python" -m benchmarks.bench_softmax_kl --dtypes bf16,fp32 --out "$out/kernels.csv"
+    "${workers[@]}" --junitxml="$out/kernel_tests.xml"
+step "softmax_kl benchmark" 120 "$python" -m benchmarks.bench_softmax_kl --dtypes bf16,fp32 --out "$out/kernels.csv"
 step "feature_match benchmark" 70 "$python" -m benchmarks.bench_feature_match --dtypes bf16,fp32 --out "$out/kernels.csv"
 step "adapted_feature_match benchmark" 70 "$python" -m benchmarks.bench_adapted_feature_match --dtypes bf16,fp32 \
     --out "$out/kernels.csv"

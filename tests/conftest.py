@@ -68,10 +68,14 @@ def device() -> torch.device:
 
 @pytest.fixture
 def record_error():
-    """Record a relative error under a label; the worst per label is printed at the end of the run."""
+    """Record a relative error under a label; the worst per label is printed at the end of the run, and each
+    error is also appended to the file GANKD_ERROR_LOG names, if set (pytest-xdist workers print no summary)."""
 
     def record(label: str, error: float) -> None:
         _worst_errors[label] = max(_worst_errors[label], float(error))
+        if log := os.environ.get("GANKD_ERROR_LOG"):
+            with open(log, "a") as handle:
+                handle.write(f"{label}\t{float(error):.3e}\n")
 
     return record
 

@@ -131,6 +131,6 @@ def test_bad_input_is_named(function, arguments, error, message):
 def test_large_feature_maps(dtype, device, record_error):
     require_cuda(device)
     torch.manual_seed(3)
-    student = torch.randn(8, 256, 64, 64, device=device).to(dtype)
-    teacher = torch.randn(8, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
+    student = torch.randn(32, 256, 64, 64, device=device).to(dtype)
+    teacher = torch.randn(32, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
     compare(student, teacher, record_error, "large", dtype, p=2, reduction="mean")

@@ -199,8 +199,8 @@ def test_bad_input_is_named(function, arguments, error, message):
 def test_large_feature_maps(kind, dtype, device, record_error):
     require_cuda(device)
     torch.manual_seed(3)
-    student = torch.randn(8, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
-    teacher = torch.randn(8, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
+    student = torch.randn(32, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
+    teacher = torch.randn(32, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
     compare(dict(student=student.requires_grad_(True), teacher=teacher.requires_grad_(True)), record_error,
             f"large {kind}", dtype,
             kind=kind, reduction="mean")  # fmt: skip
