@@ -3,6 +3,7 @@
 import argparse
 import csv
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -113,8 +114,8 @@ def git_commit() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
         return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a GPU machine's): the caller may say
+        return os.environ.get("GANKD_COMMIT", "unknown")
 
 
 def environment(device: torch.device) -> dict[str, str]:

@@ -33,20 +33,23 @@ if ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() el
 fi
 
 # gankd from the checkout: the packages as pyproject.toml maps them (kernels/ is gankd.kernels,
-# configs/ is gankd.configs), linked into a private folder, plus the repository root for benchmarks/.
+# configs/ is gankd.configs), linked into a private folder with benchmarks/, tests/ and pyproject.toml.
+# The steps run from that folder: `python -m` and pytest's `pythonpath = ["."]` put the working
+# directory first on sys.path, and in the repository root that is gankd/ without its kernels.
 site=$(mktemp -d /tmp/gankd-device-XXXXXX)
 mkdir -p "$site/gankd"
 for entry in "$root"/gankd/*; do ln -s "$entry" "$site/gankd/"; done
 ln -s "$root/kernels" "$site/gankd/kernels"
 ln -s "$root/configs" "$site/gankd/configs"
+for entry in benchmarks tests pyproject.toml; do ln -s "$root/$entry" "$site/$entry"; done
 if [ -n "$wheels" ]; then
     "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site/wheels" "$wheels"/*.whl \
         || echo "device_check: some wheels in $wheels did not install; the steps that need them will say so"
     export PYTHONPATH="$site/wheels"
 fi
-export PYTHONPATH="$site:$root${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-cd "$root"
+cd "$site"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$python" -c 'import torch, triton; p = torch.cuda.get_device_properties(0);
