@@ -17,6 +17,8 @@
 # and a log of everything, OUT_DIR/device_check.log. Back on a development machine,
 # `python -m benchmarks.ingest_device_results OUT_DIR` appends the rows to benchmarks/results/, redraws the
 # figures and regenerates the README's tables. Without a CUDA device it says so and exits with status 2.
+# A rerun of some steps: STEPS=kernel,softmax_kl (each step's first word; `tune` adds the softmax_kl
+# launch-configuration sweep -> OUT_DIR/tune_softmax_kl.csv) and TESTS=<pytest paths or node ids>.
 set -uo pipefail
 
 out=${1:?usage: benchmarks/device_check.sh OUT_DIR [WHEELS_DIR]}
@@ -56,9 +58,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 print(f"torch {torch.__version__}, triton {triton.__version__}, {p.name}, {p.multi_processor_count} SMs")'
 
 failed=()
+# STEPS picks steps by their first word (a rerun of some of them); TESTS narrows the kernel tests.
+steps=",${STEPS:-kernel,softmax_kl,feature_match,adapted_feature_match,training},"
 step() {  # step NAME SECONDS COMMAND...: run it under its limit, record a failure, go on
     local name=$1 limit=$2
     shift 2
+    [[ $steps == *",${name%% *},"* ]] || return 0
     echo "=== $name (limit ${limit} s) ==="
     local started=$SECONDS
     timeout --signal=INT --kill-after=10 "$limit" "$@"
@@ -72,13 +77,15 @@ step() {  # step NAME SECONDS COMMAND...: run it under its limit, record a failu
 workers=()
 "$python" -c 'import xdist' 2>/dev/null && workers=(-n 4)
 export GANKD_ERROR_LOG="$out/kernel_errors.tsv"  # each relative error a kernel test records: label, error
-step "kernel tests" 150 "$python" -m pytest -q tests/kernels --ignore=tests/kernels/test_compile_gate.py -p no:cacheprovider \
+step "kernel tests" 150 "$python" -m pytest -q ${TESTS:-tests/kernels} --ignore=tests/kernels/test_compile_gate.py -p no:cacheprovider \
     "${workers[@]}" --junitxml="$out/kernel_tests.xml"
 step "softmax_kl benchmark" 120 "$python" -m benchmarks.bench_softmax_kl --dtypes bf16,fp32 --out "$out/kernels.csv"
 step "feature_match benchmark" 70 "$python" -m benchmarks.bench_feature_match --dtypes bf16,fp32 --out "$out/kernels.csv"
 step "adapted_feature_match benchmark" 70 "$python" -m benchmarks.bench_adapted_feature_match --dtypes bf16,fp32 \
     --out "$out/kernels.csv"
 step "training step benchmark" 80 "$python" -m benchmarks.bench_train_step --out "$out/train_step.csv"
+# Not in the default steps: the softmax_kl launch-configuration sweep (STEPS=...,tune), for tuning sessions.
+step "tune softmax_kl" 150 "$python" -m benchmarks.tune_softmax_kl --out "$out/tune_softmax_kl.csv"
 
 echo "=== summary ==="
 for file in "$out"/*.csv; do [ -f "$file" ] && echo "$(basename "$file"): $(($(wc -l <"$file") - 1)) rows"; done

@@ -3,6 +3,18 @@
 import pytest
 import torch
 
+# fp16 training scales its loss (GradScaler starts at 2^16): a mean over a large map otherwise gives
+# gradients under fp16's smallest normal number (6e-5), even under its subnormals, in the kernels and in
+# torch alike, and they compare as rounding noise. The fp16 tests of mean-reduced losses scale the same way.
+FP16_LOSS_SCALE = 2.0**16
+# TF32 products round their inputs to 10 mantissa bits: agreement to about 1e-3, not 1e-5.
+TF32_TOL = 5e-3
+
+
+def loss_scale(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The upstream gradient a mean-reduced loss gets in training at this dtype: GradScaler's for fp16, else 1."""
+    return torch.tensor(FP16_LOSS_SCALE if dtype == torch.float16 else 1.0, device=device)
+
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected| (NaN-aware: NaN anywhere gives inf)."""

@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import torch
-from compare import loss_and_grads, relative_error, require_cuda
+from compare import loss_and_grads, loss_scale, relative_error, require_cuda
 
 from gankd.kernels import feature_match, feature_match_ref
 from gankd.kernels._features import dense_layout
@@ -203,7 +203,7 @@ def test_large_feature_maps(kind, dtype, device, record_error):
     teacher = torch.randn(32, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
     compare(dict(student=student.requires_grad_(True), teacher=teacher.requires_grad_(True)), record_error,
             f"large {kind}", dtype,
-            kind=kind, reduction="mean")  # fmt: skip
+            kind=kind, reduction="mean", upstream=loss_scale(dtype, device))  # fmt: skip
 
 
 @pytest.mark.gpu

@@ -443,7 +443,8 @@ def test_split_rows_launch_slices_that_agree_with_one_program_per_row(direction,
     reference = run_with_grads(softmax_kl_ref, student, teacher, torch.tensor(0.7), **options)
     for got, expected in zip(split, reference, strict=True):
         assert relative_error(got, expected) <= 1e-5
-    assert torch.equal(split[1][:, :48], torch.zeros(3, 48)) and torch.equal(split[2][:, :48], torch.zeros(3, 48))
+    zeros = torch.zeros(3, 48, device=device)
+    assert torch.equal(split[1][:, :48], zeros) and torch.equal(split[2][:, :48], zeros)
     with torch.no_grad():  # without gradients only the loss programs run: one per row
         loss = softmax_kl(student, teacher, impl="triton", **options)
     assert spies["_split_loss_grad_kernel"].grids[-1] == (3, 1) and relative_error(loss, reference[0]) <= 1e-5

@@ -26,10 +26,10 @@ def test_reference_gradcheck_float64(direction, reduction):
 
 @pytest.mark.parametrize("impl", ["reference", "triton"])
 @pytest.mark.parametrize("reduction", ["batchmean", "sum"])
-def test_forward_kl_agrees_with_torch_kl_div(impl, reduction):
+def test_forward_kl_agrees_with_torch_kl_div(impl, reduction, device):
     torch.manual_seed(1)
-    student = torch.randn(6, 33)
-    teacher = torch.randn(6, 33)
+    student = torch.randn(6, 33, device=device)
+    teacher = torch.randn(6, 33, device=device)
     expected = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), reduction=reduction, log_target=True)
     ours = softmax_kl(student, teacher, reduction=reduction, impl=impl)
     assert torch.allclose(ours, expected, rtol=1e-5, atol=1e-7)
@@ -40,11 +40,13 @@ def test_forward_kl_agrees_with_torch_kl_div(impl, reduction):
 
 
 @pytest.mark.parametrize("impl", ["reference", "triton"])
-def test_cross_entropy_term_agrees_with_torch(impl):
+def test_cross_entropy_term_agrees_with_torch(impl, device):
     torch.manual_seed(2)
-    student = torch.randn(9, 12)
-    labels = torch.tensor([0, 11, -100, 3, 3, -100, 7, 1, 2])
-    ours = softmax_kl(student, torch.randn(9, 12), 3.0, labels=labels, kd_weight=0.0, ce_weight=1.0, impl=impl)
+    student = torch.randn(9, 12, device=device)
+    labels = torch.tensor([0, 11, -100, 3, 3, -100, 7, 1, 2], device=device)
+    ours = softmax_kl(
+        student, torch.randn(9, 12, device=device), 3.0, labels=labels, kd_weight=0.0, ce_weight=1.0, impl=impl
+    )
     expected = F.cross_entropy(student, labels, ignore_index=-100)  # mean over non-ignored rows
     assert torch.allclose(ours, expected, rtol=1e-5)
 
@@ -107,8 +109,11 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("impl", ["reference", "triton"])
 @pytest.mark.parametrize("arguments, error, message", BAD_INPUTS, ids=lambda v: None)
-def test_bad_input_is_named(arguments, error, message, impl):
+def test_bad_input_is_named(arguments, error, message, impl, device):
     call = dict(student_logits=LOGITS, teacher_logits=LOGITS.clone()) | arguments
+    # On the test device (a GPU's, where the kernels run compiled): checks that read the data run there.
+    call = {key: value.to(device) if isinstance(value, torch.Tensor) and value.device.type == "cpu" else value
+            for key, value in call.items()}  # fmt: skip
     if impl == "reference" and "impl" not in arguments:
         function = softmax_kl_ref
     else:
