@@ -108,14 +108,18 @@ def finish(out: Path, count: int, missing: list[str], why: str) -> None:
 
 
 def git_commit() -> str:
+    """The checkout's commit (-dirty with uncommitted changes), or GANKD_COMMIT where set: a GPU machine's copy of
+    the tree can carry a .git of another commit than the files it holds."""
+    if os.environ.get("GANKD_COMMIT"):
+        return os.environ["GANKD_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).parent)  # fmt: skip
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, cwd=Path(__file__).parent).stdout.strip()  # fmt: skip
         return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a GPU machine's): the caller may say
-        return os.environ.get("GANKD_COMMIT", "unknown")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def environment(device: torch.device) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_common import DTYPES, copy_bandwidth_gbps, parse_shapes, time_step
+from benchmarks.bench_common import DTYPES, copy_bandwidth_gbps, environment, parse_shapes, time_step
 from gankd.kernels import softmax_kl, softmax_kl_ref
 
 softmax_kl_module = importlib.import_module("gankd.kernels.softmax_kl")  # the module: the package's name is the op
@@ -130,10 +130,11 @@ def main() -> None:
                 print(host_profile(student, teacher))
             del student, teacher, expected
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    env = environment(device)
     with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], *env])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(row | env for row in rows)
     print(f"{'shape':>12} {'dtype':>5} {'block':>6} {'warps':>5} {'per_sm':>6} {'ms':>9} {'%copy':>6} {'error':>9}  ok")
     for row in rows:
         print(f"{row['shape']:>12} {row['dtype']:>5} {row['block']:>6} {row['warps']:>5} {row['per_sm']:>6} "
