@@ -5,6 +5,8 @@ spatial positions and three strides, which covers contiguous NCHW (strides C·P,
 (strides P·C, 1, C) without copies; any other layout is copied to contiguous first.
 """
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -49,6 +51,26 @@ def dense(x: Tensor) -> Tensor:
 def maybe_empty_like(x: Tensor, wanted: bool, dtype: torch.dtype | None = None) -> Tensor:
     """An output buffer like x (its strides) when `wanted`, else an empty placeholder the kernels skip."""
     return torch.empty_like(x, dtype=dtype) if wanted else x.new_empty(0, dtype=dtype)
+
+
+def mean_gradient_scale(reduction: str, count: int) -> float:
+    """The gradient's factor for an upstream gradient of 1: 1/count for a mean over count terms, else 1."""
+    return 1.0 / count if reduction == "mean" else 1.0
+
+
+def fp16_headroom(grad_scale: float, *tensors: Tensor) -> float:
+    """The factor the forward's saved gradients carry when one of `tensors` is fp16 (1 otherwise), which the
+    backward divides out with the upstream gradient (`scale_by_scalar_`'s factor).
+
+    The forward writes the gradient for an upstream gradient of 1, slope * grad_scale: for a mean over M
+    elements grad_scale is 1/M, and fp16 (smallest normal 2^-14, smallest subnormal 2^-24) rounds slope / M to
+    0 for large maps before a GradScaler's upstream (2^16 and up) could lift it. With grad_scale * headroom,
+    headroom the power of two at or under 1/grad_scale, the saved values stay near the slope itself; powers of
+    two keep the scaling exact.
+    """
+    if grad_scale >= 1.0 or not any(tensor.dtype == torch.float16 for tensor in tensors):
+        return 1.0
+    return 2.0 ** math.floor(-math.log2(grad_scale))
 
 
 def gradient_buffers(
@@ -101,10 +123,11 @@ def sample_positions(P, BLOCK_P: tl.constexpr):
 def _scale_kernel(
     grad_ptr,  # [M] dense gradient buffer (any dim order), scaled in place
     grad_output_ptr,  # [] upstream gradient of a scalar loss
+    factor,  # times the upstream gradient: 1 / the forward's fp16 headroom
     M,
     BLOCK: tl.constexpr,
 ):
-    g = tl.load(grad_output_ptr).to(tl.float32)
+    g = tl.load(grad_output_ptr).to(tl.float32) * factor
     # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
     if g != 1.0:
         offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -114,14 +137,15 @@ def _scale_kernel(
 
 
 @torch.library.custom_op("gankd::scale_by_scalar_", mutates_args=("grad",))
-def scale_by_scalar_(grad: Tensor, grad_output: Tensor) -> None:
-    """grad *= grad_output (a 0-d tensor) in place, skipped on the device when it is 1. grad must be dense."""
+def scale_by_scalar_(grad: Tensor, grad_output: Tensor, factor: float) -> None:
+    """grad *= grad_output * factor (grad_output a 0-d tensor) in place, skipped on the device when that is 1.
+    grad must be dense."""
     n_elements = grad.numel()
     if n_elements == 0:
         return
-    _scale_kernel[(triton.cdiv(n_elements, SCALE_BLOCK),)](grad, grad_output, n_elements, BLOCK=SCALE_BLOCK)
+    _scale_kernel[(triton.cdiv(n_elements, SCALE_BLOCK),)](grad, grad_output, factor, n_elements, BLOCK=SCALE_BLOCK)
 
 
 @scale_by_scalar_.register_fake
-def _scale_by_scalar_fake(grad, grad_output):
+def _scale_by_scalar_fake(grad, grad_output, factor):
     return None

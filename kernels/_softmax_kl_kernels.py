@@ -363,14 +363,18 @@ def _split_loss_grad_kernel(
 def _scale_rows_kernel(
     grad_ptr,  # [N, V] gradient buffer, contiguous, scaled in place
     grad_output_ptr,  # [N] (stride g_stride) or scalar (stride 0) upstream gradient
+    headroom_ptr,  # [1] fp32 power of two the forward's fp16 gradients carry, divided out here (HAS_HEADROOM)
     g_stride,
     v_units,  # V in units of V_ALIGN elements (see _softmax_kl_kernel)
+    HAS_HEADROOM: tl.constexpr,
     BLOCK: tl.constexpr,
     V_ALIGN: tl.constexpr,
 ):
     V = v_units * V_ALIGN
     row = tl.program_id(0).to(tl.int64)
     g = tl.load(grad_output_ptr + row * g_stride).to(tl.float32)
+    if HAS_HEADROOM:
+        g = g / tl.load(headroom_ptr)
     # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
     if g != 1.0:
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)

@@ -22,8 +22,10 @@ from ._dispatch import runs_triton
 from ._features import (
     as_channels_positions,
     dense,
+    fp16_headroom,
     gradient_buffers,
     maybe_empty_like,
+    mean_gradient_scale,
     reduce_partials,
     scale_by_scalar_,
 )
@@ -43,7 +45,8 @@ def _adapted_op(
     gradient 1, dW and db in fp32; "none": (e [N, Ct, P] fp32 laid out like teacher, [0], [0], [0], [0])."""
     student, teacher = dense(student), dense(teacher)
     count = teacher.numel()
-    grad_scale = 1.0 / count if reduction == "mean" else 1.0
+    grad_scale = mean_gradient_scale(reduction, count)
+    grad_scale *= fp16_headroom(grad_scale, student, teacher, weight)
     config = launch_config(student, weight, bias, None, kind)
     per_element = reduction == "none"
     e = maybe_empty_like(teacher, per_element, torch.float32)
@@ -94,6 +97,7 @@ def _adapted_grad_fake(student, teacher, weight, bias, grad_e, kind, student_gra
 
 def _setup_context(ctx, inputs, output):
     student, teacher, weight, bias, ctx.kind, ctx.reduction = inputs[:6]
+    ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, teacher.numel()), student, teacher, weight)
     ctx.wanted = inputs[6:]  # student, teacher, weight, bias
     ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
     ctx.mark_non_differentiable(*output[1:])
@@ -112,7 +116,7 @@ def _backward(ctx, grad_loss, *_unused_grads):
         grads = ctx.saved_tensors
         for grad, wanted in zip(grads, ctx.wanted, strict=True):
             if wanted:
-                scale_by_scalar_(grad, grad_loss)
+                scale_by_scalar_(grad, grad_loss, ctx.unscale)
     grad_s, grad_t, grad_w, grad_b = (grad if wanted else None for grad, wanted in zip(grads, ctx.wanted, strict=True))
     grad_w = None if grad_w is None else grad_w.to(ctx.weight_dtype)
     grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype)

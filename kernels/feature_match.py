@@ -18,8 +18,10 @@ from ._features import (
     as_channels_positions,
     check_pair,
     dense,
+    fp16_headroom,
     gradient_buffers,
     like_layout,
+    mean_gradient_scale,
     nan_sign,
     reduce_partials,
     sample_positions,
@@ -175,9 +177,10 @@ def _elementwise_op(
     e = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty(0, dtype=torch.float32)
     partials = student.new_empty(0 if per_element else grid[0], dtype=torch.float32)
     grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_element)
+    grad_scale = mean_gradient_scale(reduction, n_elements)
     _elementwise_match_kernel[grid](
         student, teacher, student, e, partials, grad_s, grad_t, n_elements,
-        1.0 / n_elements if reduction == "mean" else 1.0, KIND=_KIND_CODE[kind], WRITE_E=per_element,
+        grad_scale * fp16_headroom(grad_scale, student, teacher), KIND=_KIND_CODE[kind], WRITE_E=per_element,
         WRITE_PARTIAL=not per_element, HAS_UPSTREAM=False, STUDENT_GRAD=grad_s.numel() > 0,
         TEACHER_GRAD=grad_t.numel() > 0, BLOCK=ELEMENTWISE_BLOCK,
     )  # fmt: skip
@@ -219,9 +222,10 @@ def _cosine_op(
     partials = student.new_empty(0 if per_position else grid[0], dtype=torch.float32)
     grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_position)
     count = n_samples * n_positions
+    grad_scale = mean_gradient_scale(reduction, count)
     _cosine_match_kernel[grid](
         student, *student.stride(), teacher, *teacher.stride(), stats, stats, e, partials, grad_s, grad_t,
-        n_samples, n_channels, n_positions, 1.0 / count if reduction == "mean" else 1.0, COSINE_EPS,
+        n_samples, n_channels, n_positions, grad_scale * fp16_headroom(grad_scale, student, teacher), COSINE_EPS,
         STATS_IN=False, WRITE_E=per_position, WRITE_PARTIAL=not per_position, HAS_UPSTREAM=False,
         STUDENT_GRAD=grad_s.numel() > 0, TEACHER_GRAD=grad_t.numel() > 0, BLOCK_C=COSINE_BLOCK_C,
         BLOCK_P=COSINE_BLOCK_P,
@@ -265,6 +269,7 @@ _cosine_grad_op.register_fake(_gradients_fake)
 
 def _setup_elementwise(ctx, inputs, output):
     student, teacher, ctx.kind, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
+    ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, student.numel()), student, teacher)
     _, grad_s, grad_t = output
     ctx.mark_non_differentiable(grad_s, grad_t)
     if ctx.reduction == "none":
@@ -283,12 +288,14 @@ def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
         grad_s, grad_t = ctx.saved_tensors
         for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
             if wanted:
-                scale_by_scalar_(grad, grad_loss)
+                scale_by_scalar_(grad, grad_loss, ctx.unscale)
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None, None, None, None, None)
 
 
 def _setup_cosine(ctx, inputs, output):
     student, teacher, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
+    count = student.shape[0] * student.shape[2]
+    ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, count), student, teacher)
     _, grad_s, grad_t, stats = output
     ctx.mark_non_differentiable(grad_s, grad_t, stats)
     if ctx.reduction == "none":
@@ -306,7 +313,7 @@ def _backward_cosine(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_sta
         grad_s, grad_t = ctx.saved_tensors
         for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
             if wanted:
-                scale_by_scalar_(grad, grad_loss)
+                scale_by_scalar_(grad, grad_loss, ctx.unscale)
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None, None, None, None)
 
 

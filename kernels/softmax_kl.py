@@ -87,8 +87,9 @@ def _softmax_kl_op(
     reduction: str,
     student_grad: bool,
     teacher_grad: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Reduced fp32 loss and the gradients of that loss: student [N, V] and teacher [N, V], each [0] if unwanted."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Reduced fp32 loss, the gradients of that loss (student [N, V] and teacher [N, V], each [0] if unwanted)
+    times the headroom, and the headroom ([1] fp32 where a gradient is fp16, else [0]: `_row_weight`)."""
     n_rows, n_cols = student.shape
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=student.device)
     grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
@@ -101,14 +102,15 @@ def _softmax_kl_op(
     code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
     row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad)
     labels = labels if labels is not None else loss_rows
+    row_weight, headroom = _row_weight(inv_count, grad_s, grad_t)
     inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
     splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
     if splits == 1:
         _softmax_kl_kernel[(n_rows,)](
-            *rows, labels, inv_count, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
+            *rows, labels, row_weight, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
             log_beta, log_one_minus_beta, ignore_index, **row_options, **layout,
         )  # fmt: skip
-        return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
+        return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t, headroom
     stats = torch.empty((n_rows, splits, STATS), dtype=torch.float32, device=student.device)
     mixture = torch.empty((n_rows, splits, 2) if direction == "jsd" else (0,), dtype=torch.float32,
                           device=student.device)  # fmt: skip
@@ -119,10 +121,23 @@ def _softmax_kl_op(
                                                 MAX_SPLITS=MAX_SPLITS, **layout)  # fmt: skip
     # Without gradients only each row's program 0 has work: the loss.
     _split_loss_grad_kernel[(n_rows, splits if student_grad or teacher_grad else 1)](
-        *rows, labels, inv_count, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
+        *rows, labels, row_weight, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
         beta, log_beta, log_one_minus_beta, ignore_index, MAX_SPLITS=MAX_SPLITS, **row_options, **layout,
     )  # fmt: skip
-    return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
+    return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t, headroom
+
+
+def _row_weight(inv_count: Tensor, grad_s: Tensor, grad_t: Tensor) -> tuple[Tensor, Tensor]:
+    """(the weight the kernels give each counted row's gradient, its headroom): inv_count and [0], unless a
+    gradient is fp16. Then a batchmean's gradients, (softmax difference) / rows counted, would fall under
+    fp16's normal range (2^-14) for a few thousand rows, and under its subnormals for more, before the
+    backward's upstream gradient (a GradScaler's 2^16 and up) could lift them: the weight becomes inv_count
+    times the headroom, the power of two at or under the rows counted (so in (1/2, 1]), computed on the device
+    without a host sync, and the backward divides it out exactly (see _features.fp16_headroom)."""
+    if torch.float16 not in (grad_s.dtype, grad_t.dtype):
+        return inv_count, inv_count.new_empty(0)
+    headroom = torch.exp2(torch.floor(torch.log2(inv_count.reciprocal())))
+    return inv_count * headroom, headroom
 
 
 @_softmax_kl_op.register_fake
@@ -132,41 +147,45 @@ def _softmax_kl_fake(student, teacher, labels, inv_count, temperature, direction
     loss = student.new_empty(n_rows if reduction == "none" else (), dtype=torch.float32)
     grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
     grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
-    return loss, grad_s, grad_t
+    return loss, grad_s, grad_t, _row_weight(inv_count, grad_s, grad_t)[1]
 
 
 @torch.library.custom_op("gankd::scale_rows_", mutates_args=("grad",))
-def _scale_rows_(grad: Tensor, grad_output: Tensor) -> None:
-    """grad[i, :] *= grad_output[i] (or the scalar grad_output), skipped on the device where it is 1."""
+def _scale_rows_(grad: Tensor, grad_output: Tensor, headroom: Tensor | None = None) -> None:
+    """grad[i, :] *= grad_output[i] (or the scalar grad_output) / headroom ([1] fp32, if given), skipped on the
+    device where that is 1."""
     n_rows, n_cols = grad.shape
     g_stride = 0 if grad_output.dim() == 0 else grad_output.stride(0)
     block = min(triton.next_power_of_2(n_cols), SCALE_BLOCK)
     v_align = _alignment(n_cols)
-    _scale_rows_kernel[(n_rows, triton.cdiv(n_cols, block))](grad, grad_output, g_stride, n_cols // v_align,
-                                                              BLOCK=block, V_ALIGN=v_align)  # fmt: skip
+    _scale_rows_kernel[(n_rows, triton.cdiv(n_cols, block))](
+        grad, grad_output, headroom, g_stride, n_cols // v_align, HAS_HEADROOM=headroom is not None, BLOCK=block,
+        V_ALIGN=v_align,
+    )  # fmt: skip
 
 
 @_scale_rows_.register_fake
-def _scale_rows_fake(grad, grad_output):
+def _scale_rows_fake(grad, grad_output, headroom=None):
     return None
 
 
 def _setup_context(ctx, inputs, output):
-    _, grad_s, grad_t = output
+    _, grad_s, grad_t, headroom = output
     ctx.student_grad, ctx.teacher_grad = inputs[-2:]
-    ctx.mark_non_differentiable(grad_s, grad_t)
-    ctx.save_for_backward(grad_s, grad_t)
+    ctx.mark_non_differentiable(grad_s, grad_t, headroom)
+    ctx.save_for_backward(grad_s, grad_t, headroom)
 
 
-def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
+def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_headroom):
     # Saved buffers are rescaled in place; a second backward through the same graph then fails
     # autograd's version check loudly instead of returning a gradient scaled twice.
-    grad_s, grad_t = ctx.saved_tensors
+    grad_s, grad_t, headroom = ctx.saved_tensors
+    headroom = headroom if headroom.numel() else None  # [0]: no fp16 gradient, nothing to divide out
     grad_loss = grad_loss.reshape(-1) if grad_loss.dim() > 0 else grad_loss
     if ctx.student_grad:
-        _scale_rows_(grad_s, grad_loss)
+        _scale_rows_(grad_s, grad_loss, headroom)
     if ctx.teacher_grad:
-        _scale_rows_(grad_t, grad_loss)
+        _scale_rows_(grad_t, grad_loss, headroom)
     no_gradients = (None,) * (len(ctx.needs_input_grad) - 2)  # the op's other inputs, however many
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + no_gradients
 
@@ -327,7 +346,7 @@ def softmax_kl(
     kd_scale = kd_weight * (temperature**2 if t2_scale else 1.0)
     student_grad = student_logits.requires_grad and torch.is_grad_enabled()
     teacher_grad = teacher_logits.requires_grad and torch.is_grad_enabled()
-    loss, _, _ = torch.ops.gankd.softmax_kl(
+    loss, *_ = torch.ops.gankd.softmax_kl(
         student, teacher, flat_labels, inv_count, float(temperature), direction, float(beta), float(kd_scale),
         float(ce_weight), ignore_index, reduction, student_grad, teacher_grad,
     )  # fmt: skip

@@ -136,4 +136,7 @@ def test_large_feature_maps(dtype, device, record_error):
     torch.manual_seed(3)
     student = torch.randn(32, 256, 64, 64, device=device).to(dtype)
     teacher = torch.randn(32, 512, 64, 64, device=device).to(dtype).to(memory_format=torch.channels_last)
-    compare(student, teacher, record_error, "large", dtype, p=2, reduction="mean", upstream=loss_scale(dtype, device))
+    # Its fp16 gradients are ~1e-10 before scaling: 2^16 leaves them fp16 subnormals, whose rounding differs
+    # between any two implementations; a GradScaler grows its scale past 2^24 for such a loss.
+    upstream = loss_scale(dtype, device) * (2.0**8 if dtype == torch.float16 else 1.0)
+    compare(student, teacher, record_error, "large", dtype, p=2, reduction="mean", upstream=upstream)

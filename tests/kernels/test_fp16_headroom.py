@@ -1,0 +1,92 @@
+"""fp16 gradients of mean-reduced losses keep their value under a GradScaler-sized upstream gradient.
+
+softmax_kl's batchmean gradients are likewise (softmax difference) / rows: 2048 rows of 512 classes near
+their teacher's give ~1e-8 per element (on the interpreter: 0.3% of the elements non-zero, error 0.21).
+
+The fused ops write the gradient for an upstream gradient of 1 in the forward and scale it in the backward.
+For a mean over M elements that gradient is slope / M: with slope ~ 1e-3 (a student near its teacher) and
+M = 262,144 it is ~4e-9, under fp16's smallest subnormal. Written as such it would be 0, and the upstream
+2^16 of a GradScaler could not bring it back (on an H100 the kernels returned 0 where torch gave 1e-3).
+"""
+
+import pytest
+import torch
+from compare import FP16_LOSS_SCALE, relative_error
+
+from gankd.kernels import (
+    adapted_feature_match,
+    adapted_feature_match_ref,
+    feature_match,
+    feature_match_ref,
+    softmax_kl,
+    softmax_kl_ref,
+)
+from gankd.kernels._features import fp16_headroom
+
+GRAD_TOL = 2e-3  # fp16's: the gradient is rounded once more than torch's, when the upstream scales it
+
+
+def grads(fn, inputs: dict, upstream: float, **kwargs):
+    leaves = {name: value.detach().clone().requires_grad_(True) for name, value in inputs.items()}
+    (fn(**leaves, **kwargs) * upstream).backward()
+    return {name: leaf.grad for name, leaf in leaves.items()}
+
+
+def near_pair(device, shape=(1, 64, 64, 64)):
+    """An fp16 student and a teacher 1e-3 away: gradients of the mean near 1e-3 / 262144 (l1: 1 / 262144)."""
+    torch.manual_seed(21)
+    student = torch.randn(shape, device=device)
+    return student.half(), (student + 1e-3 * torch.randn_like(student)).half()
+
+
+@pytest.mark.parametrize("kind", ["mse", "l1", "smooth_l1", "cosine"])
+def test_feature_match_fp16_mean_gradients_survive_loss_scaling(kind, device):
+    student, teacher = near_pair(device)
+    inputs = dict(student=student, teacher=teacher)
+    got = grads(feature_match, inputs, FP16_LOSS_SCALE, kind=kind, impl="triton")
+    want = grads(feature_match_ref, inputs, FP16_LOSS_SCALE, kind=kind)
+    for name in inputs:
+        assert want[name].abs().max() > 0, name  # the case is meaningful: torch's gradient is not 0
+        assert relative_error(got[name], want[name]) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize("kind", ["mse", "l1"])
+def test_adapted_feature_match_fp16_mean_gradients_survive_loss_scaling(kind, device):
+    torch.manual_seed(22)
+    student = torch.randn(1, 32, 64, 64, device=device).half()
+    weight = (torch.randn(64, 32, 1, 1, device=device) / 6).half()
+    adapted = torch.nn.functional.conv2d(student.float(), weight.float())
+    teacher = (adapted + 1e-3 * torch.randn_like(adapted)).half()
+    inputs = dict(student=student, teacher=teacher, weight=weight)
+    got = grads(adapted_feature_match, inputs, FP16_LOSS_SCALE, kind=kind, impl="triton")
+    want = grads(adapted_feature_match_ref, inputs, FP16_LOSS_SCALE, kind=kind)
+    for name in ("student", "teacher"):  # the weight's gradient sums 4096 positions in fp32 either way
+        assert want[name].abs().max() > 0, name
+        assert relative_error(got[name], want[name]) <= GRAD_TOL, name
+    assert relative_error(got["weight"], want["weight"]) <= GRAD_TOL
+
+
+@pytest.mark.parametrize("with_labels", [False, True], ids=["kd", "kd+ce"])
+def test_softmax_kl_fp16_batchmean_gradients_survive_loss_scaling(with_labels, device):
+    torch.manual_seed(23)
+    student = torch.randn(2048, 512, device=device) * 2
+    teacher = (student + 0.05 * torch.randn_like(student)).half()
+    inputs = dict(student_logits=student.half(), teacher_logits=teacher)
+    options = dict(temperature=4.0)
+    if with_labels:  # batchmean over the 1,536 counted rows: the headroom is 1024 there
+        labels = torch.randint(0, 512, (2048,), device=device)
+        labels[::4] = -100
+        options |= dict(labels=labels, ce_weight=0.5)
+    got = grads(softmax_kl, inputs, FP16_LOSS_SCALE, impl="triton", **options)
+    want = grads(softmax_kl_ref, inputs, FP16_LOSS_SCALE, **options)
+    for name in inputs:
+        assert want[name].abs().max() > 0, name
+        assert relative_error(got[name], want[name]) <= GRAD_TOL, name
+
+
+def test_headroom_is_a_power_of_two_for_fp16_means_only():
+    half, single = torch.empty(0, dtype=torch.float16), torch.empty(0)
+    assert fp16_headroom(1 / 65536, half, single) == 65536.0
+    assert fp16_headroom(1 / 100_000, single, half) == 65536.0  # at or under 1 / grad_scale: no overflow
+    assert fp16_headroom(1 / 65536, single, torch.empty(0, dtype=torch.bfloat16)) == 1.0  # bf16 has the range
+    assert fp16_headroom(1.0, half) == 1.0  # sums: nothing to lift
