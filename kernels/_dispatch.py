@@ -113,3 +113,12 @@ def runs_triton(impl: str, op_name: str, *tensors: torch.Tensor | None, unsuppor
             raise ValueError(f"{op_name}(impl='triton') {unsupported}; impl='auto' runs the reference for these")
         return False
     return use_triton(impl, op_name, present[0].device) and all(tensor.numel() > 0 for tensor in present)
+
+
+def only_the_loss_is_differentiable(ctx, *buffers: torch.Tensor) -> None:
+    """In a fused op's setup_context: its other outputs (the gradients its forward saves, statistics) are marked
+    non-differentiable, and autograd is told to leave their incoming gradients as None. It would otherwise
+    fill each with zeros before every backward: a memset of a whole gradient, as many bytes as the
+    gradient's own write."""
+    ctx.mark_non_differentiable(*buffers)
+    ctx.set_materialize_grads(False)

@@ -18,7 +18,7 @@ from ._adapter_kernels import (
     positions_pass,
     weight_pass,
 )
-from ._dispatch import runs_triton
+from ._dispatch import only_the_loss_is_differentiable, runs_triton
 from ._features import (
     as_channels_positions,
     dense,
@@ -100,7 +100,7 @@ def _setup_context(ctx, inputs, output):
     ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, teacher.numel()), student, teacher, weight)
     ctx.wanted = inputs[6:]  # student, teacher, weight, bias
     ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
-    ctx.mark_non_differentiable(*output[1:])
+    only_the_loss_is_differentiable(ctx, *output[1:])
     if ctx.reduction == "none":
         ctx.save_for_backward(student, teacher, weight, bias)
     else:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice
-from ._dispatch import IMPLS, runs_triton, tl, triton
+from ._dispatch import IMPLS, only_the_loss_is_differentiable, runs_triton, tl, triton
 from ._features import (
     REDUCTIONS,
     as_channels_positions,
@@ -271,7 +271,7 @@ def _setup_elementwise(ctx, inputs, output):
     student, teacher, ctx.kind, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
     ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, student.numel()), student, teacher)
     _, grad_s, grad_t = output
-    ctx.mark_non_differentiable(grad_s, grad_t)
+    only_the_loss_is_differentiable(ctx, grad_s, grad_t)
     if ctx.reduction == "none":
         ctx.save_for_backward(student, teacher)
     else:
@@ -297,7 +297,7 @@ def _setup_cosine(ctx, inputs, output):
     count = student.shape[0] * student.shape[2]
     ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, count), student, teacher)
     _, grad_s, grad_t, stats = output
-    ctx.mark_non_differentiable(grad_s, grad_t, stats)
+    only_the_loss_is_differentiable(ctx, grad_s, grad_t, stats)
     if ctx.reduction == "none":
         ctx.save_for_backward(student, teacher, stats)
     else:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._dispatch import runs_triton, triton
+from ._dispatch import only_the_loss_is_differentiable, runs_triton, triton
 from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
 from ._softmax_kl_kernels import (
     STATS,
@@ -172,7 +172,7 @@ def _scale_rows_fake(grad, grad_output, headroom=None):
 def _setup_context(ctx, inputs, output):
     _, grad_s, grad_t, headroom = output
     ctx.student_grad, ctx.teacher_grad = inputs[-2:]
-    ctx.mark_non_differentiable(grad_s, grad_t, headroom)
+    only_the_loss_is_differentiable(ctx, grad_s, grad_t, headroom)
     ctx.save_for_backward(grad_s, grad_t, headroom)
 
 

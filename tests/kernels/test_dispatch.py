@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from gankd.kernels import _dispatch, softmax_kl, softmax_kl_ref
+from gankd.kernels import _dispatch, adapted_feature_match, feature_match, softmax_kl, softmax_kl_ref
 
 softmax_kl_module = importlib.import_module("gankd.kernels.softmax_kl")
 
@@ -112,3 +112,27 @@ def test_reference_and_option_check_take_the_ops_arguments(op_name):
     assert set(check) <= set(op)
     for name, parameter in check.items():
         assert parameter.default == op[name].default, name
+
+
+FUSED_LOSSES = {
+    "softmax_kl": lambda d: softmax_kl(torch.randn(8, 50, device=d, requires_grad=True), torch.randn(8, 50, device=d),
+                                       2.0, impl="triton"),
+    "feature_match": lambda d: feature_match(torch.randn(2, 4, 3, 3, device=d, requires_grad=True),
+                                             torch.randn(2, 4, 3, 3, device=d), impl="triton"),
+    "feature_match cosine": lambda d: feature_match(torch.randn(2, 4, 3, 3, device=d, requires_grad=True),
+                                                    torch.randn(2, 4, 3, 3, device=d), kind="cosine", impl="triton"),
+    "adapted_feature_match": lambda d: adapted_feature_match(
+        torch.randn(2, 4, 3, 3, device=d, requires_grad=True), torch.randn(2, 6, 3, 3, device=d),
+        torch.randn(6, 4, 1, 1, device=d, requires_grad=True), impl="triton"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("op", FUSED_LOSSES)
+def test_backward_fills_no_zero_gradients_for_the_saved_buffers(op, device):
+    # Autograd fills the absent incoming gradient of every other output with zeros unless told not to: for the
+    # saved gradient buffers that was a memset of a whole gradient per backward (on the CPU with the launches
+    # stubbed, a softmax_kl forward+backward at 256 x 1000 went from 1.0 ms to 0.27 ms without it).
+    loss = FUSED_LOSSES[op](device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        loss.backward()
+    assert not [event.name for event in profile.events() if event.name in ("aten::zeros", "aten::zero_")]
