@@ -36,6 +36,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, shapes_help: str, p
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernels.csv")
 
 
+def cuda_device_or_exit(tool: str, why: str) -> torch.device:
+    """The CUDA device, or SystemExit naming the tool and why it needs one (the GPU-only tuning tools)."""
+    if not torch.cuda.is_available():
+        raise SystemExit(f"{tool} needs a CUDA device: it {why}")
+    return torch.device("cuda")
+
+
 def compiled(fn: Callable) -> Callable:
     """torch.compile of fn with Dynamo's caches cleared first, so each measured case compiles afresh and
     earlier cases cannot exhaust the recompile limit (which silently falls back to eager)."""

@@ -14,11 +14,12 @@
 #   2. every kernel benchmark (gankd Triton, eager, torch.compile, Liger where it applies), each with the
 #      device's copy bandwidth measured in the same run                      -> OUT_DIR/kernels.csv
 #   3. the distillation training step, fused losses against the reference   -> OUT_DIR/train_step.csv
+#   4. softmax_kl's launch-configuration sweep (benchmarks/tune_softmax_kl.py) -> OUT_DIR/tune_softmax_kl.csv
+#   5. every GPU kernel of one call of each op, host and device time        -> OUT_DIR/profile_ops.csv
 # and a log of everything, OUT_DIR/device_check.log. Back on a development machine,
 # `python -m benchmarks.ingest_device_results OUT_DIR` appends the rows to benchmarks/results/, redraws the
 # figures and regenerates the README's tables. Without a CUDA device it says so and exits with status 2.
-# A rerun of some steps: STEPS=kernel,softmax_kl (each step's first word; `tune` adds the softmax_kl
-# launch-configuration sweep -> OUT_DIR/tune_softmax_kl.csv) and TESTS=<pytest paths or node ids>.
+# A rerun of some steps: STEPS=kernel,softmax_kl (each step's first word) and TESTS=<pytest paths or node ids>.
 set -uo pipefail
 
 out=${1:?usage: benchmarks/device_check.sh OUT_DIR [WHEELS_DIR]}
@@ -59,7 +60,7 @@ print(f"torch {torch.__version__}, triton {triton.__version__}, {p.name}, {p.mul
 
 failed=()
 # STEPS picks steps by their first word (a rerun of some of them); TESTS narrows the kernel tests.
-steps=",${STEPS:-kernel,softmax_kl,feature_match,adapted_feature_match,training},"
+steps=",${STEPS:-kernel,softmax_kl,feature_match,adapted_feature_match,training,tune,profile},"
 step() {  # step NAME SECONDS COMMAND...: run it under its limit, record a failure, go on
     local name=$1 limit=$2
     shift 2
@@ -79,13 +80,13 @@ workers=()
 export GANKD_ERROR_LOG="$out/kernel_errors.tsv"  # each relative error a kernel test records: label, error
 step "kernel tests" 150 "$python" -m pytest -q ${TESTS:-tests/kernels} --ignore=tests/kernels/test_compile_gate.py -p no:cacheprovider \
     "${workers[@]}" --junitxml="$out/kernel_tests.xml"
-step "softmax_kl benchmark" 120 "$python" -m benchmarks.bench_softmax_kl --dtypes bf16,fp32 --out "$out/kernels.csv"
+step "softmax_kl benchmark" 90 "$python" -m benchmarks.bench_softmax_kl --dtypes bf16,fp32 --out "$out/kernels.csv"
 step "feature_match benchmark" 70 "$python" -m benchmarks.bench_feature_match --dtypes bf16,fp32 --out "$out/kernels.csv"
-step "adapted_feature_match benchmark" 70 "$python" -m benchmarks.bench_adapted_feature_match --dtypes bf16,fp32 \
+step "adapted_feature_match benchmark" 50 "$python" -m benchmarks.bench_adapted_feature_match --dtypes bf16,fp32 \
     --out "$out/kernels.csv"
-step "training step benchmark" 80 "$python" -m benchmarks.bench_train_step --out "$out/train_step.csv"
-# Not in the default steps: the softmax_kl launch-configuration sweep (STEPS=...,tune), for tuning sessions.
-step "tune softmax_kl" 150 "$python" -m benchmarks.tune_softmax_kl --out "$out/tune_softmax_kl.csv"
+step "training step benchmark" 60 "$python" -m benchmarks.bench_train_step --out "$out/train_step.csv"
+step "tune softmax_kl" 60 "$python" -m benchmarks.tune_softmax_kl --out "$out/tune_softmax_kl.csv"
+step "profile ops" 50 "$python" -m benchmarks.profile_ops --out "$out/profile_ops.csv"
 
 echo "=== summary ==="
 for file in "$out"/*.csv; do [ -f "$file" ] && echo "$(basename "$file"): $(($(wc -l <"$file") - 1)) rows"; done

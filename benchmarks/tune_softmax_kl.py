@@ -20,7 +20,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_common import DTYPES, copy_bandwidth_gbps, environment, parse_shapes, time_step
+from benchmarks.bench_common import (
+    DTYPES,
+    copy_bandwidth_gbps,
+    cuda_device_or_exit,
+    environment,
+    parse_shapes,
+    time_step,
+)
 from gankd.kernels import softmax_kl, softmax_kl_ref
 
 softmax_kl_module = importlib.import_module("gankd.kernels.softmax_kl")  # the module: the package's name is the op
@@ -89,9 +96,7 @@ def main() -> None:
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="BLOCK_V:num_warps:programs_per_SM list")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("tune_softmax_kl needs a CUDA device: it times compiled kernels")
-    device = torch.device("cuda")
+    device = cuda_device_or_exit("tune_softmax_kl", "times compiled kernels")
     configs = [tuple(int(part) for part in item.split(":")) for item in args.configs.split(",")]
     bandwidth = copy_bandwidth_gbps(device)
     print(f"{torch.cuda.get_device_name(device)}: copy bandwidth {bandwidth:.0f} GB/s")

@@ -4,6 +4,7 @@ benchmarks/ingest_device_results.py takes a device run's CSVs into the results, 
 import csv
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,12 @@ def test_ingest_refuses_cpu_rows_and_other_columns_before_writing(tmp_path):
     with pytest.raises(SystemExit, match="holds none of kernels.csv, train_step.csv"):
         ingest_device_results.ingest(tmp_path / "empty", results, readme)
     assert (results / "kernels.csv").read_text() == unchanged and "old" in readme.read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a CUDA device")
+@pytest.mark.parametrize("tool", ["tune_softmax_kl", "profile_ops"])
+def test_gpu_tuning_tools_say_they_need_cuda(tool, tmp_path):
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{tool}", "--out", str(tmp_path / "out.csv")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 1 and f"{tool} needs a CUDA device" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
