@@ -129,6 +129,9 @@ def git_commit() -> str:
         return "unknown"
 
 
+ENVIRONMENT_COLUMNS = ["device", "torch", "triton", "commit"]
+
+
 def environment(device: torch.device) -> dict[str, str]:
     """The columns that say where and with what a row was measured."""
     if device.type == "cuda":

@@ -1,5 +1,6 @@
 """The local half of a GPU run: take the CSVs that benchmarks/device_check.sh wrote on the GPU machine into
-benchmarks/results/, redraw the figures and regenerate the README's results section.
+benchmarks/results/ (the benchmarks' rows, the softmax_kl launch sweep, the per-kernel profile), redraw the
+figures and regenerate the README's results section.
 
     python -m benchmarks.ingest_device_results /work/.device/out     # the folder the GPU run's files came to
 
@@ -14,13 +15,14 @@ import argparse
 import csv
 from pathlib import Path
 
-from benchmarks import plot
+from benchmarks import plot, profile_ops, tune_softmax_kl
 from benchmarks.bench_common import KERNEL_COLUMNS, append_rows
 from benchmarks.bench_train_step import COLUMNS as TRAIN_STEP_COLUMNS
 from benchmarks.results_table import RESULTS, ROOT, section, write_section
 
 # The CSVs a device run writes, with their columns; each is appended to the file of the same name.
-DEVICE_FILES = {"kernels.csv": KERNEL_COLUMNS, "train_step.csv": TRAIN_STEP_COLUMNS}
+DEVICE_FILES = {"kernels.csv": KERNEL_COLUMNS, "train_step.csv": TRAIN_STEP_COLUMNS,
+                "tune_softmax_kl.csv": tune_softmax_kl.COLUMNS, "profile_ops.csv": profile_ops.COLUMNS}  # fmt: skip
 
 
 def read_device_rows(folder: Path) -> dict[str, list[dict]]:
@@ -53,7 +55,8 @@ def ingest(folder: Path, results: Path = RESULTS, readme: Path = ROOT / "README.
     for name, rows in read_device_rows(folder).items():
         append_rows(results / name, rows, DEVICE_FILES[name])
         print(f"appended {len(rows)} rows to {results / name}")
-        drawn += plot.PLOTS[name.removesuffix(".csv")](results / name, results)
+        if name.removesuffix(".csv") in plot.PLOTS:  # the sweep and the profile are tables for NOTES.md
+            drawn += plot.PLOTS[name.removesuffix(".csv")](results / name, results)
     write_section(section(results), readme)
     return drawn
 

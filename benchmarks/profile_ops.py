@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.bench_common import DTYPES, cuda_device_or_exit, environment, parse_shapes
+from benchmarks.bench_common import DTYPES, ENVIRONMENT_COLUMNS, cuda_device_or_exit, environment, parse_shapes
 from gankd.kernels import adapted_feature_match, attention_transfer, feature_match, softmax_kl
 
 DEFAULT_CASES = (
@@ -27,6 +27,7 @@ DEFAULT_CASES = (
     "attention_transfer:bf16:32x512x64x64,adapted_feature_match:bf16:16x128x512x64x64"
 )
 REPEATS = 5
+COLUMNS = ["op", "dtype", "shape", "host_ms", "kernel", "launches", "device_us", *ENVIRONMENT_COLUMNS]
 
 
 def make_call(op: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
@@ -97,7 +98,7 @@ def main() -> None:
         raise SystemExit("the profiler recorded no GPU activity")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(out_rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(out_rows)
 

@@ -22,6 +22,7 @@ import torch
 
 from benchmarks.bench_common import (
     DTYPES,
+    ENVIRONMENT_COLUMNS,
     copy_bandwidth_gbps,
     cuda_device_or_exit,
     environment,
@@ -36,6 +37,7 @@ DEFAULT_SHAPES = "8192x131072,16x262144,256x1000"
 # BLOCK_V:num_warps:programs per SM; the first is the launcher's own choice for V >= 4096.
 DEFAULT_CONFIGS = "4096:8:2,2048:8:2,4096:16:2,8192:8:2,8192:16:2,4096:8:4,4096:8:8"
 TEMPERATURE = 2.0
+COLUMNS = ["shape", "dtype", "block", "warps", "per_sm", "ms", "bw_fraction", "error", "ok", *ENVIRONMENT_COLUMNS]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2}
 
 
@@ -137,7 +139,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env = environment(device)
     with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*rows[0], *env])
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(row | env for row in rows)
     print(f"{'shape':>12} {'dtype':>5} {'block':>6} {'warps':>5} {'per_sm':>6} {'ms':>9} {'%copy':>6} {'error':>9}  ok")

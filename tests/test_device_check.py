@@ -43,6 +43,8 @@ def test_ingest_appends_gpu_rows_draws_figures_and_rewrites_the_readme(tmp_path)
     for name in ("kernels.csv", "train_step.csv"):
         text = (results / name).read_text()
         assert text.startswith(before[name]) and text.count("test fixture GPU") == 2
+    for name in ("tune_softmax_kl.csv", "profile_ops.csv"):  # new files here: header and rows, no figure
+        assert (results / name).read_text() == (SAMPLE / name).read_text()
     assert any(path.name.startswith("softmax_kl_test_fixture_gpu") for path in drawn)
     assert all(path.is_file() for path in drawn)
     section = readme.read_text()
@@ -64,7 +66,7 @@ def test_ingest_refuses_cpu_rows_and_other_columns_before_writing(tmp_path):
         csv.writer(handle).writerows([["workload", "ms"], ["digits_gan", "1.0"]])
     with pytest.raises(SystemExit, match=r"train_step.csv: columns \['workload', 'ms'\] are not"):
         ingest_device_results.ingest(other, results, readme)
-    with pytest.raises(SystemExit, match="holds none of kernels.csv, train_step.csv"):
+    with pytest.raises(SystemExit, match="holds none of kernels.csv, train_step.csv, tune_softmax_kl.csv"):
         ingest_device_results.ingest(tmp_path / "empty", results, readme)
     assert (results / "kernels.csv").read_text() == unchanged and "old" in readme.read_text()
 
