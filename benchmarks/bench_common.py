@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-KERNEL_COLUMNS = ["kernel", "provider", "dtype", "shape", "ms", "gbps", "bw_fraction", "peak_extra_mb", "device",
-                  "torch", "triton", "commit"]  # fmt: skip
+# The columns that say where and with what a row was measured (environment() fills them).
+ENVIRONMENT_COLUMNS = ["device", "torch", "triton", "commit"]
+KERNEL_COLUMNS = ["kernel", "provider", "dtype", "shape", "ms", "gbps", "bw_fraction", "peak_extra_mb",
+                  *ENVIRONMENT_COLUMNS]  # fmt: skip
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
@@ -127,9 +129,6 @@ def git_commit() -> str:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-ENVIRONMENT_COLUMNS = ["device", "torch", "triton", "commit"]
 
 
 def environment(device: torch.device) -> dict[str, str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmarks.bench_common import append_rows, environment, time_step
+from benchmarks.bench_common import ENVIRONMENT_COLUMNS, append_rows, environment, time_step
 from gankd import configs
 from gankd.config import RunConfig, load_config
 from gankd.train.builders import build_dataset, build_model
@@ -42,7 +42,7 @@ WORKLOAD_TERMS = {
 }
 PROVIDERS = {"reference": "reference", "fused": "triton"}
 COLUMNS = ["workload", "provider", "precision", "batch", "step_ms", "images_per_s", "loss_ms", "loss_share",
-           "device", "torch", "triton", "commit"]  # fmt: skip
+           *ENVIRONMENT_COLUMNS]  # fmt: skip
 
 
 def workload_config(workload: str, provider: str, precision: str, batch: int | None, device: str,
