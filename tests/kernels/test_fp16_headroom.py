@@ -1,7 +1,7 @@
 """fp16 gradients of mean-reduced losses keep their value under a GradScaler-sized upstream gradient.
 
-softmax_kl's batchmean gradients are likewise (softmax difference) / rows: 2048 rows of 512 classes near
-their teacher's give ~1e-8 per element (on the interpreter: 0.3% of the elements non-zero, error 0.21).
+softmax_kl's batchmean gradients are likewise (softmax difference) / rows: 512 rows of 512 classes near
+their teacher's give ~1e-8 per element (without the headroom: error 1.2e-2 after scaling, 3.8e-4 with it).
 
 The fused ops write the gradient for an upstream gradient of 1 in the forward and scale it in the backward.
 For a mean over M elements that gradient is slope / M: with slope ~ 1e-3 (a student near its teacher) and
@@ -69,12 +69,12 @@ def test_adapted_feature_match_fp16_mean_gradients_survive_loss_scaling(kind, de
 @pytest.mark.parametrize("with_labels", [False, True], ids=["kd", "kd+ce"])
 def test_softmax_kl_fp16_batchmean_gradients_survive_loss_scaling(with_labels, device):
     torch.manual_seed(23)
-    student = torch.randn(2048, 512, device=device) * 2
+    student = torch.randn(512, 512, device=device) * 2
     teacher = (student + 0.05 * torch.randn_like(student)).half()
     inputs = dict(student_logits=student.half(), teacher_logits=teacher)
     options = dict(temperature=4.0)
-    if with_labels:  # batchmean over the 1,536 counted rows: the headroom is 1024 there
-        labels = torch.randint(0, 512, (2048,), device=device)
+    if with_labels:  # batchmean over the 384 counted rows: the headroom is 256 there
+        labels = torch.randint(0, 512, (512,), device=device)
         labels[::4] = -100
         options |= dict(labels=labels, ce_weight=0.5)
     got = grads(softmax_kl, inputs, FP16_LOSS_SCALE, impl="triton", **options)
