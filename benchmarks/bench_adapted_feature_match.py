@@ -87,14 +87,8 @@ def main() -> None:
                 teacher = torch.randn(n_samples, n_teacher, height, width, device=device, dtype=dtype)
                 adapter = torch.nn.Conv2d(n_student, n_teacher, 1, device=device, dtype=dtype)
                 inputs = (student.requires_grad_(True), teacher, adapter.weight, adapter.bias)
-
-                def step(loss_fn=loss_fn, inputs=inputs):
-                    for tensor in (inputs[0], inputs[2], inputs[3]):
-                        tensor.grad = None
-                    loss_fn(*inputs).backward()
-
                 shape = f"{n_samples}x{n_student}x{n_teacher}x{height}x{width}"
-                timing = measure(step, device, args.reps, minimum_bytes(*inputs), bandwidth)
+                timing = measure(loss_fn, inputs, device, args.reps, minimum_bytes(*inputs), bandwidth)
                 row = dict(kernel="adapted_feature_match", provider=provider, dtype=dtype_name, shape=shape, **timing,
                            **env)  # fmt: skip
                 record(args.out, row)

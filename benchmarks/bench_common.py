@@ -89,8 +89,18 @@ def shapes_for_device(text: str | None, default: str, device: torch.device, elem
     return shapes
 
 
-def measure(step: Callable[[], None], device: torch.device, reps: int, bytes_moved: int, bandwidth: float) -> dict:
-    """The timing columns of a row: ms, GB/s from the minimum bytes, fraction of copy bandwidth, peak memory."""
+def measure(loss_fn: Callable, inputs: tuple[torch.Tensor | None, ...], device: torch.device, reps: int,
+            bytes_moved: int, bandwidth: float) -> dict:  # fmt: skip
+    """The timing columns of a row for one forward+backward of loss_fn(*inputs), the gradients of the inputs
+    that require them cleared before each: ms, GB/s from the minimum bytes, fraction of copy bandwidth, peak
+    memory."""
+    leaves = [tensor for tensor in inputs if tensor is not None and tensor.requires_grad]
+
+    def step():
+        for leaf in leaves:
+            leaf.grad = None
+        loss_fn(*inputs).backward()
+
     ms = time_step(step, device, reps)
     gbps = bytes_moved / ms / 1e6
     return dict(ms=ms, gbps=gbps, bw_fraction=gbps / bandwidth, peak_extra_mb=peak_extra_mb(step, device))

@@ -85,12 +85,8 @@ def main() -> None:
                     torch.manual_seed(0)
                     student = torch.randn(shape, device=device, dtype=DTYPES[dtype_name]).requires_grad_(True)
                     teacher = torch.randn(shape, device=device, dtype=DTYPES[dtype_name])
-
-                    def step(loss_fn=loss_fn, student=student, teacher=teacher):
-                        student.grad = None
-                        loss_fn(student, teacher).backward()
-
-                    timing = measure(step, device, args.reps, bytes_moved(op, student, teacher), bandwidth)
+                    moved = bytes_moved(op, student, teacher)
+                    timing = measure(loss_fn, (student, teacher), device, args.reps, moved, bandwidth)
                     row = dict(kernel=op, provider=provider, dtype=dtype_name, shape="x".join(map(str, shape)),
                                **timing, **env)  # fmt: skip
                     record(args.out, row)
