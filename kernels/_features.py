@@ -68,7 +68,8 @@ def fp16_headroom(grad_scale: float, *tensors: Tensor) -> float:
     headroom the power of two at or under 1/grad_scale, the saved values stay near the slope itself; powers of
     two keep the scaling exact.
     """
-    if grad_scale >= 1.0 or not any(tensor.dtype == torch.float16 for tensor in tensors):
+    # The dtypes first: under torch.compile a test of grad_scale (1/M) would guard on the shape for every dtype.
+    if not any(tensor.dtype == torch.float16 for tensor in tensors) or grad_scale >= 1.0:
         return 1.0
     return 2.0 ** math.floor(-math.log2(grad_scale))
 
