@@ -122,3 +122,9 @@ def only_the_loss_is_differentiable(ctx, *buffers: torch.Tensor) -> None:
     gradient's own write."""
     ctx.mark_non_differentiable(*buffers)
     ctx.set_materialize_grads(False)
+
+
+def no_gradients(ctx) -> tuple[None, ...]:
+    """A fused op's backward when its loss got no upstream gradient (None: every path from it to the graph's root
+    returned None, which autograd passes on once `only_the_loss_is_differentiable` stopped it filling zeros)."""
+    return (None,) * len(ctx.needs_input_grad)

@@ -5,8 +5,6 @@ spatial positions and three strides, which covers contiguous NCHW (strides C·P,
 (strides P·C, 1, C) without copies; any other layout is copied to contiguous first.
 """
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -58,28 +56,33 @@ def mean_gradient_scale(reduction: str, count: int) -> float:
     return 1.0 / count if reduction == "mean" else 1.0
 
 
-def fp16_headroom(grad_scale: float, *tensors: Tensor) -> float:
-    """The factor the forward's saved gradients carry when one of `tensors` is fp16 (1 otherwise), which the
-    backward divides out with the upstream gradient (`scale_by_scalar_`'s factor).
+def fuses_gradients(reduction: str, *tensors: Tensor) -> bool:
+    """Whether the forward writes the gradients for an upstream gradient of 1, which the backward rescales in
+    place (skipped on the device when the upstream gradient is 1). Otherwise the backward computes them from
+    the upstream gradient, which costs the forward's reads of both maps once more.
 
-    The forward writes the gradient for an upstream gradient of 1, slope * grad_scale: for a mean over M
-    elements grad_scale is 1/M, and fp16 (smallest normal 2^-14, smallest subnormal 2^-24) rounds slope / M to
-    0 for large maps before a GradScaler's upstream (2^16 and up) could lift it. With grad_scale * headroom,
-    headroom the power of two at or under 1/grad_scale, the saved values stay near the slope itself; powers of
-    two keep the scaling exact.
+    Not for reduction "none" (the upstream gradient is a map), nor for "mean" when one of `tensors` is fp16:
+    slope / M there falls under fp16's smallest subnormal (2^-24) for large maps before a GradScaler's upstream
+    could lift it, and no fixed power of two lifts it without letting a large slope overflow 65504. The
+    backward then rounds upstream * slope / M once, as torch does; under a GradScaler (upstream never 1) it
+    moves as many bytes as the fused pass and its rescaling.
     """
-    # The dtypes first: under torch.compile a test of grad_scale (1/M) would guard on the shape for every dtype.
-    if not any(tensor.dtype == torch.float16 for tensor in tensors) or grad_scale >= 1.0:
-        return 1.0
-    return 2.0 ** math.floor(-math.log2(grad_scale))
+    if reduction == "none":
+        return False
+    return reduction == "sum" or not any(tensor.dtype == torch.float16 for tensor in tensors)
+
+
+def upstream_gradient(grad_loss: Tensor, reduction: str, count: int) -> Tensor:
+    """The upstream gradient of each term of a loss over `count` terms: the per-term map itself for reduction
+    "none", else the 0-d grad_loss times `mean_gradient_scale` (the kernels broadcast it with stride 0)."""
+    return grad_loss if reduction == "none" else grad_loss * mean_gradient_scale(reduction, count)
 
 
 def gradient_buffers(
-    student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool, per_element: bool = False
+    student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool, fused: bool = True
 ) -> tuple[Tensor, Tensor]:
     """The gradient outputs (grad_s, grad_t), like student and teacher; each empty when it is not wanted, and both
-    when the loss is per element (reduction "none": the backward's own launch computes the gradients then)."""
-    fused = not per_element
+    when the forward does not write them (`fuses_gradients`: the backward's own launch computes them then)."""
     return maybe_empty_like(student, student_grad and fused), maybe_empty_like(teacher, teacher_grad and fused)
 
 
@@ -124,11 +127,10 @@ def sample_positions(P, BLOCK_P: tl.constexpr):
 def _scale_kernel(
     grad_ptr,  # [M] dense gradient buffer (any dim order), scaled in place
     grad_output_ptr,  # [] upstream gradient of a scalar loss
-    factor,  # times the upstream gradient: 1 / the forward's fp16 headroom
     M,
     BLOCK: tl.constexpr,
 ):
-    g = tl.load(grad_output_ptr).to(tl.float32) * factor
+    g = tl.load(grad_output_ptr).to(tl.float32)
     # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
     if g != 1.0:
         offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -138,15 +140,14 @@ def _scale_kernel(
 
 
 @torch.library.custom_op("gankd::scale_by_scalar_", mutates_args=("grad",))
-def scale_by_scalar_(grad: Tensor, grad_output: Tensor, factor: float) -> None:
-    """grad *= grad_output * factor (grad_output a 0-d tensor) in place, skipped on the device when that is 1.
-    grad must be dense."""
+def scale_by_scalar_(grad: Tensor, grad_output: Tensor) -> None:
+    """grad *= grad_output (a 0-d tensor) in place, skipped on the device when that is 1. grad must be dense."""
     n_elements = grad.numel()
     if n_elements == 0:
         return
-    _scale_kernel[(triton.cdiv(n_elements, SCALE_BLOCK),)](grad, grad_output, factor, n_elements, BLOCK=SCALE_BLOCK)
+    _scale_kernel[(triton.cdiv(n_elements, SCALE_BLOCK),)](grad, grad_output, n_elements, BLOCK=SCALE_BLOCK)
 
 
 @scale_by_scalar_.register_fake
-def _scale_by_scalar_fake(grad, grad_output, factor):
+def _scale_by_scalar_fake(grad, grad_output):
     return None

@@ -3,8 +3,9 @@
 The student map goes through a 1x1 convolution y = W s + b (the "adapter", Cs -> Ct channels) and is
 matched to the teacher with mse or l1, without y ever being written to device memory. With reduction
 "mean"/"sum" the forward computes the loss and every gradient for upstream gradient 1, and the backward
-rescales them in place (skipped on the device when the upstream gradient is 1); with "none" the forward
-writes the per-element loss and a separate op computes the gradients from the upstream map.
+rescales them in place (skipped on the device when the upstream gradient is 1); with "none", and for fp16
+means (`_features.fuses_gradients`), the forward writes only the loss and a separate op computes the
+gradients from the upstream gradient.
 """
 
 import torch
@@ -18,16 +19,17 @@ from ._adapter_kernels import (
     positions_pass,
     weight_pass,
 )
-from ._dispatch import only_the_loss_is_differentiable, runs_triton
+from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton
 from ._features import (
     as_channels_positions,
     dense,
-    fp16_headroom,
+    fuses_gradients,
     gradient_buffers,
     maybe_empty_like,
     mean_gradient_scale,
     reduce_partials,
     scale_by_scalar_,
+    upstream_gradient,
 )
 
 
@@ -41,20 +43,21 @@ def _adapted_op(
     student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor | None, kind: str, reduction: str,
     student_grad: bool, teacher_grad: bool, weight_grad: bool, bias_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """student [N, Cs, P], teacher [N, Ct, P], weight [Ct, Cs]. "mean"/"sum": (loss, ds, dt, dW, db) for upstream
-    gradient 1, dW and db in fp32; "none": (e [N, Ct, P] fp32 laid out like teacher, [0], [0], [0], [0])."""
+    """student [N, Cs, P], teacher [N, Ct, P], weight [Ct, Cs]. Returns (loss, ds, dt, dW, db): the gradients for
+    upstream gradient 1 when `fuses_gradients` (dW and db in fp32), else [0]; "none": e [N, Ct, P] fp32 laid
+    out like teacher for the loss."""
     student, teacher = dense(student), dense(teacher)
     count = teacher.numel()
     grad_scale = mean_gradient_scale(reduction, count)
-    grad_scale *= fp16_headroom(grad_scale, student, teacher, weight)
     config = launch_config(student, weight, bias, None, kind)
     per_element = reduction == "none"
+    fused = fuses_gradients(reduction, student, teacher, weight)
     e = maybe_empty_like(teacher, per_element, torch.float32)
     partials = student.new_empty(0 if per_element else position_tiles(student, config), dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_element)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, fused)
     positions_pass(student, teacher, weight, bias, None, e, partials, grad_s, grad_t, grad_scale, config)
-    grad_w, grad_b = weight_pass(student, teacher, weight, bias, None, grad_scale, weight_grad and not per_element,
-                                 bias_grad and not per_element, config)  # fmt: skip
+    grad_w, grad_b = weight_pass(student, teacher, weight, bias, None, grad_scale, weight_grad and fused,
+                                 bias_grad and fused, config)  # fmt: skip
     return (e if per_element else reduce_partials(partials, count, reduction)), grad_s, grad_t, grad_w, grad_b
 
 
@@ -63,10 +66,11 @@ def _adapted_fake(student, teacher, weight, bias, kind, reduction, student_grad,
                   bias_grad):  # fmt: skip
     student, teacher = dense(student), dense(teacher)
     per_element = reduction == "none"
+    fused = fuses_gradients(reduction, student, teacher, weight)
     loss = torch.empty_like(teacher, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, per_element),
-            _maybe_fp32_grad(weight, weight_grad and not per_element),
-            _maybe_fp32_grad(bias if bias is not None else weight, bias_grad and not per_element))  # fmt: skip
+    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, fused),
+            _maybe_fp32_grad(weight, weight_grad and fused),
+            _maybe_fp32_grad(bias if bias is not None else weight, bias_grad and fused))  # fmt: skip
 
 
 @torch.library.custom_op("gankd::adapted_feature_match_grad", mutates_args=())
@@ -74,7 +78,7 @@ def _adapted_grad_op(
     student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor | None, grad_e: Tensor, kind: str,
     student_grad: bool, teacher_grad: bool, weight_grad: bool, bias_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
-    """Gradients of sum(grad_e * e) for reduction "none": (ds, dt, dW fp32, db fp32), each [0] when unwanted.
+    """Gradients of sum(grad_e * e): (ds, dt, dW fp32, db fp32), each [0] when unwanted.
     grad_e [N, Ct, P] is read through its own strides (an expanded upstream gradient is not copied)."""
     student, teacher = dense(student), dense(teacher)
     config = launch_config(student, weight, bias, grad_e, kind)
@@ -97,26 +101,26 @@ def _adapted_grad_fake(student, teacher, weight, bias, grad_e, kind, student_gra
 
 def _setup_context(ctx, inputs, output):
     student, teacher, weight, bias, ctx.kind, ctx.reduction = inputs[:6]
-    ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, teacher.numel()), student, teacher, weight)
+    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, weight)
     ctx.wanted = inputs[6:]  # student, teacher, weight, bias
     ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
     only_the_loss_is_differentiable(ctx, *output[1:])
-    if ctx.reduction == "none":
-        ctx.save_for_backward(student, teacher, weight, bias)
-    else:
-        ctx.save_for_backward(*output[1:])
+    ctx.save_for_backward(*(output[1:] if ctx.fused else (student, teacher, weight, bias)))
 
 
 def _backward(ctx, grad_loss, *_unused_grads):
-    if ctx.reduction == "none":
-        student, teacher, weight, bias = ctx.saved_tensors
-        grads = _adapted_grad_op(student, teacher, weight, bias, grad_loss, ctx.kind, *ctx.wanted)
-    else:
+    if grad_loss is None:
+        return no_gradients(ctx)
+    if ctx.fused:
         # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
         grads = ctx.saved_tensors
         for grad, wanted in zip(grads, ctx.wanted, strict=True):
             if wanted:
-                scale_by_scalar_(grad, grad_loss, ctx.unscale)
+                scale_by_scalar_(grad, grad_loss)
+    else:
+        student, teacher, weight, bias = ctx.saved_tensors
+        upstream = upstream_gradient(grad_loss, ctx.reduction, teacher.numel()).expand(teacher.shape)
+        grads = _adapted_grad_op(student, teacher, weight, bias, upstream, ctx.kind, *ctx.wanted)
     grad_s, grad_t, grad_w, grad_b = (grad if wanted else None for grad, wanted in zip(grads, ctx.wanted, strict=True))
     grad_w = None if grad_w is None else grad_w.to(ctx.weight_dtype)
     grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype)

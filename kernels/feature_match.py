@@ -2,9 +2,10 @@
 
 With reduction "mean" or "sum" one launch reads student and teacher once, writes per-program partial
 losses and the gradients for upstream gradient 1; backward only rescales them in place when the upstream
-gradient differs from 1 (decided on the device). With reduction "none" the forward writes the per-element
-loss and the backward computes gradients from the upstream map. Cosine keeps three numbers per position
-(dot product and both norms) so its backward is one pass.
+gradient differs from 1 (decided on the device). With reduction "none", and for fp16 means
+(`_features.fuses_gradients`), the forward writes only the loss and the backward computes the gradients from
+the upstream gradient. Cosine keeps three numbers per position (dot product and both norms) so its backward
+is one pass.
 """
 
 import torch
@@ -12,13 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice
-from ._dispatch import IMPLS, only_the_loss_is_differentiable, runs_triton, tl, triton
+from ._dispatch import IMPLS, no_gradients, only_the_loss_is_differentiable, runs_triton, tl, triton
 from ._features import (
     REDUCTIONS,
     as_channels_positions,
     check_pair,
     dense,
-    fp16_headroom,
+    fuses_gradients,
     gradient_buffers,
     like_layout,
     mean_gradient_scale,
@@ -26,6 +27,7 @@ from ._features import (
     reduce_partials,
     sample_positions,
     scale_by_scalar_,
+    upstream_gradient,
 )
 
 KINDS = ("mse", "l1", "smooth_l1", "cosine")
@@ -40,13 +42,14 @@ COSINE_BLOCK_P = 128
 def _elementwise_match_kernel(
     s_ptr,  # [M] student, flat in memory order
     t_ptr,  # [M] teacher, same memory order
-    g_ptr,  # [M] upstream gradient of the per-element loss (HAS_UPSTREAM), same order
+    g_ptr,  # [M] upstream gradient of the per-element loss (HAS_UPSTREAM), same order; or one value (g_stride 0)
     e_ptr,  # [M] fp32 per-element loss, output (WRITE_E)
     partial_ptr,  # [programs] fp32 partial sums, output (WRITE_PARTIAL)
     ds_ptr,  # [M] student gradient, output (STUDENT_GRAD)
     dt_ptr,  # [M] teacher gradient, output (TEACHER_GRAD)
     M,
     grad_scale,  # 1/M for mean, 1 otherwise
+    g_stride,  # 1, or 0 when one upstream gradient serves every element
     KIND: tl.constexpr,  # 0 mse, 1 l1, 2 smooth_l1 (beta 1)
     WRITE_E: tl.constexpr, WRITE_PARTIAL: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
     STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
@@ -74,7 +77,7 @@ def _elementwise_match_kernel(
         tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.where(in_range, loss, 0.0), axis=0))
     grad = slope * grad_scale
     if HAS_UPSTREAM:
-        grad = grad * tl.load(g_ptr + offsets, mask=in_range).to(tl.float32)
+        grad = grad * tl.load(g_ptr + offsets * g_stride, mask=in_range).to(tl.float32)
     if STUDENT_GRAD:
         tl.store(ds_ptr + offsets, grad.to(ds_ptr.dtype.element_ty), mask=in_range)
     if TEACHER_GRAD:
@@ -86,7 +89,7 @@ def _cosine_match_kernel(
     s_ptr, s_sn, s_sc, s_sp,  # [N, C, P] student and its strides; its gradient ds_ptr has the same strides
     t_ptr, t_sn, t_sc, t_sp,  # [N, C, P] teacher and its strides; its gradient dt_ptr has the same strides
     stats_ptr,  # [3, N, P] fp32: dot(s, t), |s|, |t| per position; written when not STATS_IN, else read
-    g_ptr,  # [N, P] contiguous upstream gradient of the per-position loss (HAS_UPSTREAM)
+    g_ptr, g_sn, g_sp,  # [N, P] upstream gradient of the per-position loss and its strides (HAS_UPSTREAM)
     e_ptr,  # [N, P] fp32 per-position loss 1 - cos, output (WRITE_E)
     partial_ptr,  # [programs] fp32 partial sums, output (WRITE_PARTIAL)
     ds_ptr, dt_ptr,  # student and teacher gradients, outputs (STUDENT_GRAD, TEACHER_GRAD)
@@ -137,7 +140,7 @@ def _cosine_match_kernel(
         # d(1 - cos)/ds = cos * s / |s|^2 - t / (|s| |t|); a norm under eps is a constant (as in torch).
         grad = tl.zeros([BLOCK_P], dtype=tl.float32) + grad_scale
         if HAS_UPSTREAM:
-            grad = grad * tl.load(g_ptr + stat_offsets, mask=in_p, other=0.0)
+            grad = grad * tl.load(g_ptr + n * g_sn + positions * g_sp, mask=in_p, other=0.0).to(tl.float32)
         cross = grad / (clamped_s * clamped_t)
         self_s = tl.where(norm_s > eps, grad * cos / (norm_s * clamped_s), 0.0)
         self_t = tl.where(norm_t > eps, grad * cos / (norm_t * clamped_t), 0.0)
@@ -169,20 +172,19 @@ def _grid_cosine(channels_positions: Tensor) -> tuple[int]:
 def _elementwise_op(
     student: Tensor, teacher: Tensor, kind: str, reduction: str, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """student and teacher dense with equal strides. "mean"/"sum": (loss, ds, dt) for upstream 1;
-    "none": (per-element loss shaped and laid out like student, [0], [0])."""
+    """student and teacher dense with equal strides. Returns (loss, ds, dt): ds and dt for upstream 1 when
+    `fuses_gradients`, else [0]; the loss per element (shaped and laid out like student) for "none"."""
     n_elements = student.numel()
     grid = _grid_elementwise(n_elements)
     per_element = reduction == "none"
     e = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty(0, dtype=torch.float32)
     partials = student.new_empty(0 if per_element else grid[0], dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_element)
-    grad_scale = mean_gradient_scale(reduction, n_elements)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad,
+                                      fuses_gradients(reduction, student, teacher))  # fmt: skip
     _elementwise_match_kernel[grid](
-        student, teacher, student, e, partials, grad_s, grad_t, n_elements,
-        grad_scale * fp16_headroom(grad_scale, student, teacher), KIND=_KIND_CODE[kind], WRITE_E=per_element,
-        WRITE_PARTIAL=not per_element, HAS_UPSTREAM=False, STUDENT_GRAD=grad_s.numel() > 0,
-        TEACHER_GRAD=grad_t.numel() > 0, BLOCK=ELEMENTWISE_BLOCK,
+        student, teacher, student, e, partials, grad_s, grad_t, n_elements, mean_gradient_scale(reduction, n_elements),
+        1, KIND=_KIND_CODE[kind], WRITE_E=per_element, WRITE_PARTIAL=not per_element, HAS_UPSTREAM=False,
+        STUDENT_GRAD=grad_s.numel() > 0, TEACHER_GRAD=grad_t.numel() > 0, BLOCK=ELEMENTWISE_BLOCK,
     )  # fmt: skip
     return (e if per_element else reduce_partials(partials, n_elements, reduction)), grad_s, grad_t
 
@@ -191,20 +193,21 @@ def _elementwise_op(
 def _elementwise_fake(student, teacher, kind, reduction, student_grad, teacher_grad):
     per_element = reduction == "none"
     loss = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, per_element))
+    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad,
+                                    fuses_gradients(reduction, student, teacher)))  # fmt: skip
 
 
 @torch.library.custom_op("gankd::feature_match_elementwise_grad", mutates_args=())
 def _elementwise_grad_op(
     student: Tensor, teacher: Tensor, grad_e: Tensor, kind: str, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor]:
-    """Gradients of sum(grad_e * e) for reduction "none"; grad_e has student's strides."""
+    """Gradients of sum(grad_e * e): grad_e has student's strides, or is 0-d (one value for every element)."""
     grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad)
     n_elements = student.numel()
     _elementwise_match_kernel[_grid_elementwise(n_elements)](
-        student, teacher, grad_e, grad_e, grad_e, grad_s, grad_t, n_elements, 1.0, KIND=_KIND_CODE[kind],
-        WRITE_E=False, WRITE_PARTIAL=False, HAS_UPSTREAM=True, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
-        BLOCK=ELEMENTWISE_BLOCK,
+        student, teacher, grad_e, grad_e, grad_e, grad_s, grad_t, n_elements, 1.0, 0 if grad_e.dim() == 0 else 1,
+        KIND=_KIND_CODE[kind], WRITE_E=False, WRITE_PARTIAL=False, HAS_UPSTREAM=True, STUDENT_GRAD=student_grad,
+        TEACHER_GRAD=teacher_grad, BLOCK=ELEMENTWISE_BLOCK,
     )  # fmt: skip
     return grad_s, grad_t
 
@@ -213,22 +216,22 @@ def _elementwise_grad_op(
 def _cosine_op(
     student: Tensor, teacher: Tensor, reduction: str, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """student, teacher [N, C, P] dense. Returns (loss or per-position [N, P], ds, dt, stats [3, N, P])."""
+    """student, teacher [N, C, P] dense. Returns (loss or per-position [N, P], ds, dt, stats [3, N, P]), ds and dt
+    for upstream 1 when `fuses_gradients`, else [0]."""
     n_samples, n_channels, n_positions = student.shape
     grid = _grid_cosine(student)
     per_position = reduction == "none"
     stats = student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
     e = student.new_empty((n_samples, n_positions) if per_position else 0, dtype=torch.float32)
     partials = student.new_empty(0 if per_position else grid[0], dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, per_position)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad,
+                                      fuses_gradients(reduction, student, teacher))  # fmt: skip
     count = n_samples * n_positions
-    grad_scale = mean_gradient_scale(reduction, count)
     _cosine_match_kernel[grid](
-        student, *student.stride(), teacher, *teacher.stride(), stats, stats, e, partials, grad_s, grad_t,
-        n_samples, n_channels, n_positions, grad_scale * fp16_headroom(grad_scale, student, teacher), COSINE_EPS,
-        STATS_IN=False, WRITE_E=per_position, WRITE_PARTIAL=not per_position, HAS_UPSTREAM=False,
-        STUDENT_GRAD=grad_s.numel() > 0, TEACHER_GRAD=grad_t.numel() > 0, BLOCK_C=COSINE_BLOCK_C,
-        BLOCK_P=COSINE_BLOCK_P,
+        student, *student.stride(), teacher, *teacher.stride(), stats, stats, 0, 0, e, partials, grad_s, grad_t,
+        n_samples, n_channels, n_positions, mean_gradient_scale(reduction, count), COSINE_EPS, STATS_IN=False,
+        WRITE_E=per_position, WRITE_PARTIAL=not per_position, HAS_UPSTREAM=False, STUDENT_GRAD=grad_s.numel() > 0,
+        TEACHER_GRAD=grad_t.numel() > 0, BLOCK_C=COSINE_BLOCK_C, BLOCK_P=COSINE_BLOCK_P,
     )  # fmt: skip
     return (e if per_position else reduce_partials(partials, count, reduction)), grad_s, grad_t, stats
 
@@ -238,22 +241,23 @@ def _cosine_fake(student, teacher, reduction, student_grad, teacher_grad):
     n_samples, _, n_positions = student.shape
     per_position = reduction == "none"
     loss = student.new_empty((n_samples, n_positions) if per_position else (), dtype=torch.float32)
-    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, per_position),
-            student.new_empty((3, n_samples, n_positions), dtype=torch.float32))  # fmt: skip
+    grads = gradient_buffers(student, teacher, student_grad, teacher_grad, fuses_gradients(reduction, student, teacher))
+    return loss, *grads, student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
 
 
 @torch.library.custom_op("gankd::feature_match_cosine_grad", mutates_args=())
 def _cosine_grad_op(
     student: Tensor, teacher: Tensor, stats: Tensor, grad_e: Tensor, student_grad: bool, teacher_grad: bool
 ) -> tuple[Tensor, Tensor]:
-    """Gradients of sum(grad_e * (1 - cos)) from the saved per-position stats; grad_e [N, P] contiguous."""
+    """Gradients of sum(grad_e * (1 - cos)) from the saved per-position stats; grad_e [N, P] is read through its
+    own strides (an expanded upstream gradient is not copied)."""
     grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad)
     n_samples, n_channels, n_positions = student.shape
     _cosine_match_kernel[_grid_cosine(student)](
-        student, *student.stride(), teacher, *teacher.stride(), stats, grad_e, grad_e, grad_e, grad_s, grad_t,
-        n_samples, n_channels, n_positions, 1.0, COSINE_EPS, STATS_IN=True, WRITE_E=False, WRITE_PARTIAL=False,
-        HAS_UPSTREAM=True, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad, BLOCK_C=COSINE_BLOCK_C,
-        BLOCK_P=COSINE_BLOCK_P,
+        student, *student.stride(), teacher, *teacher.stride(), stats, grad_e, *grad_e.stride(), grad_e, grad_e,
+        grad_s, grad_t, n_samples, n_channels, n_positions, 1.0, COSINE_EPS, STATS_IN=True, WRITE_E=False,
+        WRITE_PARTIAL=False, HAS_UPSTREAM=True, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
+        BLOCK_C=COSINE_BLOCK_C, BLOCK_P=COSINE_BLOCK_P,
     )  # fmt: skip
     return grad_s, grad_t
 
@@ -269,51 +273,51 @@ _cosine_grad_op.register_fake(_gradients_fake)
 
 def _setup_elementwise(ctx, inputs, output):
     student, teacher, ctx.kind, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
-    ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, student.numel()), student, teacher)
+    ctx.fused = fuses_gradients(ctx.reduction, student, teacher)
     _, grad_s, grad_t = output
     only_the_loss_is_differentiable(ctx, grad_s, grad_t)
-    if ctx.reduction == "none":
-        ctx.save_for_backward(student, teacher)
-    else:
-        ctx.save_for_backward(grad_s, grad_t)
+    ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else (student, teacher)))
 
 
 def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
-    if ctx.reduction == "none":
-        student, teacher = ctx.saved_tensors
-        grad_s, grad_t = _elementwise_grad_op(student, teacher, like_layout(grad_loss, student), ctx.kind,
-                                              ctx.student_grad, ctx.teacher_grad)  # fmt: skip
-    else:
+    if grad_loss is None:
+        return no_gradients(ctx)
+    if ctx.fused:
         # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
         grad_s, grad_t = ctx.saved_tensors
         for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
             if wanted:
-                scale_by_scalar_(grad, grad_loss, ctx.unscale)
+                scale_by_scalar_(grad, grad_loss)
+    else:
+        student, teacher = ctx.saved_tensors
+        upstream = upstream_gradient(grad_loss, ctx.reduction, student.numel())
+        upstream = upstream if upstream.dim() == 0 else like_layout(upstream, student)
+        grad_s, grad_t = _elementwise_grad_op(student, teacher, upstream, ctx.kind, ctx.student_grad,
+                                              ctx.teacher_grad)  # fmt: skip
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None, None, None, None, None)
 
 
 def _setup_cosine(ctx, inputs, output):
     student, teacher, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
-    count = student.shape[0] * student.shape[2]
-    ctx.unscale = 1.0 / fp16_headroom(mean_gradient_scale(ctx.reduction, count), student, teacher)
+    ctx.fused = fuses_gradients(ctx.reduction, student, teacher)
     _, grad_s, grad_t, stats = output
     only_the_loss_is_differentiable(ctx, grad_s, grad_t, stats)
-    if ctx.reduction == "none":
-        ctx.save_for_backward(student, teacher, stats)
-    else:
-        ctx.save_for_backward(grad_s, grad_t)
+    ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else (student, teacher, stats)))
 
 
 def _backward_cosine(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_stats):
-    if ctx.reduction == "none":
-        student, teacher, stats = ctx.saved_tensors
-        grad_s, grad_t = _cosine_grad_op(student, teacher, stats, grad_loss.contiguous(), ctx.student_grad,
-                                         ctx.teacher_grad)  # fmt: skip
-    else:
+    if grad_loss is None:
+        return no_gradients(ctx)
+    if ctx.fused:
         grad_s, grad_t = ctx.saved_tensors
         for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
             if wanted:
-                scale_by_scalar_(grad, grad_loss, ctx.unscale)
+                scale_by_scalar_(grad, grad_loss)
+    else:
+        student, teacher, stats = ctx.saved_tensors
+        n_samples, _, n_positions = student.shape
+        upstream = upstream_gradient(grad_loss, ctx.reduction, n_samples * n_positions).expand(n_samples, n_positions)
+        grad_s, grad_t = _cosine_grad_op(student, teacher, stats, upstream, ctx.student_grad, ctx.teacher_grad)
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None, None, None, None)
 
 

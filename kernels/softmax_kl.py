@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._dispatch import only_the_loss_is_differentiable, runs_triton, triton
+from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton, triton
 from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
 from ._softmax_kl_kernels import (
     STATS,
@@ -133,8 +133,9 @@ def _row_weight(inv_count: Tensor, grad_s: Tensor, grad_t: Tensor) -> tuple[Tens
     fp16's normal range (2^-14) for a few thousand rows, and under its subnormals for more, before the
     backward's upstream gradient (a GradScaler's 2^16 and up) could lift them: the weight becomes inv_count
     times the headroom, the power of two at or under the rows counted (so in (1/2, 1]), computed on the device
-    without a host sync, and the backward divides it out exactly (see _features.fp16_headroom)."""
-    if torch.float16 not in (grad_s.dtype, grad_t.dtype):
+    without a host sync, and the backward divides it out exactly. The saved values stay near the slope itself,
+    which softmaxes keep small (forward KL: at most kd_scale / T + ce_weight), far under fp16's 65504."""
+    if not any(grad.dtype == torch.float16 and grad.numel() > 0 for grad in (grad_s, grad_t)):
         return inv_count, inv_count.new_empty(0)
     headroom = torch.exp2(torch.floor(torch.log2(inv_count.reciprocal())))
     return inv_count * headroom, headroom
@@ -179,6 +180,8 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_headroom):
     # Saved buffers are rescaled in place; a second backward through the same graph then fails
     # autograd's version check loudly instead of returning a gradient scaled twice.
+    if grad_loss is None:
+        return no_gradients(ctx)
     grad_s, grad_t, headroom = ctx.saved_tensors
     headroom = headroom if headroom.numel() else None  # [0]: no fp16 gradient, nothing to divide out
     grad_loss = grad_loss.reshape(-1) if grad_loss.dim() > 0 else grad_loss
@@ -186,8 +189,8 @@ def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_headroom):
         _scale_rows_(grad_s, grad_loss, headroom)
     if ctx.teacher_grad:
         _scale_rows_(grad_t, grad_loss, headroom)
-    no_gradients = (None,) * (len(ctx.needs_input_grad) - 2)  # the op's other inputs, however many
-    return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + no_gradients
+    other_inputs = (None,) * (len(ctx.needs_input_grad) - 2)
+    return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + other_inputs
 
 
 _softmax_kl_op.register_autograd(_backward, setup_context=_setup_context)

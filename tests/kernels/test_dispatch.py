@@ -136,3 +136,36 @@ def test_backward_fills_no_zero_gradients_for_the_saved_buffers(op, device):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         loss.backward()
     assert not [event.name for event in profile.events() if event.name in ("aten::zeros", "aten::zero_")]
+
+
+class _NoGradient(torch.autograd.Function):
+    """The identity, whose backward returns None: the graph below it then gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None
+
+
+def _leaves(node) -> list[torch.Tensor]:
+    """The tensors whose gradients accumulate below autograd node `node`."""
+    if node is None:
+        return []
+    if hasattr(node, "variable"):
+        return [node.variable]
+    return [leaf for child, _ in node.next_functions for leaf in _leaves(child)]
+
+
+@pytest.mark.parametrize("op", FUSED_LOSSES)
+def test_backward_takes_a_loss_that_gets_no_gradient(op, device):
+    # With zero-filling off (above) autograd passes None on to the fused op when every path from its loss
+    # returns None; the op's backward must then give None for its inputs instead of scaling by None.
+    loss = FUSED_LOSSES[op](device)
+    leaves = _leaves(loss.grad_fn)
+    anchor = torch.ones((), device=device, requires_grad=True)
+    (_NoGradient.apply(loss).sum() + anchor).backward()
+    assert anchor.grad is not None
+    assert leaves and all(leaf.grad is None for leaf in leaves)

@@ -1,12 +1,14 @@
 """fp16 gradients of mean-reduced losses keep their value under a GradScaler-sized upstream gradient.
 
-softmax_kl's batchmean gradients are likewise (softmax difference) / rows: 512 rows of 512 classes near
-their teacher's give ~1e-8 per element (without the headroom: error 1.2e-2 after scaling, 3.8e-4 with it).
-
 The fused ops write the gradient for an upstream gradient of 1 in the forward and scale it in the backward.
 For a mean over M elements that gradient is slope / M: with slope ~ 1e-3 (a student near its teacher) and
 M = 262,144 it is ~4e-9, under fp16's smallest subnormal. Written as such it would be 0, and the upstream
 2^16 of a GradScaler could not bring it back (on an H100 the kernels returned 0 where torch gave 1e-3).
+The feature ops therefore compute fp16 means' gradients in the backward, from the upstream gradient; a
+power-of-two headroom saved with them instead let large slopes overflow (the last tests).
+
+softmax_kl's batchmean gradients are likewise (softmax difference) / rows: 512 rows of 512 classes near
+their teacher's give ~1e-8 per element (without its headroom: error 1.2e-2 after scaling, 3.8e-4 with it).
 """
 
 import pytest
@@ -21,7 +23,6 @@ from gankd.kernels import (
     softmax_kl,
     softmax_kl_ref,
 )
-from gankd.kernels._features import fp16_headroom
 
 GRAD_TOL = 2e-3  # fp16's: the gradient is rounded once more than torch's, when the upstream scales it
 
@@ -84,9 +85,39 @@ def test_softmax_kl_fp16_batchmean_gradients_survive_loss_scaling(with_labels, d
         assert relative_error(got[name], want[name]) <= GRAD_TOL, name
 
 
-def test_headroom_is_a_power_of_two_for_fp16_means_only():
-    half, single = torch.empty(0, dtype=torch.float16), torch.empty(0)
-    assert fp16_headroom(1 / 65536, half, single) == 65536.0
-    assert fp16_headroom(1 / 100_000, single, half) == 65536.0  # at or under 1 / grad_scale: no overflow
-    assert fp16_headroom(1 / 65536, single, torch.empty(0, dtype=torch.bfloat16)) == 1.0  # bf16 has the range
-    assert fp16_headroom(1.0, half) == 1.0  # sums: nothing to lift
+def test_large_fp16_slopes_do_not_overflow(device):
+    # mse's slope 2 (s - t) = 80000 is over fp16's 65504, its gradient 80000 / 2^18 * 2^16 = 20000 is not.
+    student = torch.zeros(1, 4, 256, 256, dtype=torch.float16, device=device)
+    teacher = torch.zeros_like(student)
+    student[0, 0, 0, 0], teacher[0, 0, 0, 0] = 30000.0, -10000.0
+    inputs = dict(student=student, teacher=teacher)
+    got = grads(feature_match, inputs, FP16_LOSS_SCALE, impl="triton")
+    want = grads(feature_match_ref, inputs, FP16_LOSS_SCALE)
+    assert want["student"][0, 0, 0, 0] == 20000.0
+    for name in inputs:
+        assert torch.equal(got[name], want[name]), name
+
+
+def test_small_fp16_cosine_norms_do_not_overflow(device):
+    # cosine's slope grows as 1 / |s|: ~3e4 for students of norm 3e-5, gradients of the mean ~35 (upstream 1).
+    torch.manual_seed(24)
+    student, teacher = torch.randn(2, 1, 8, 64, 64, device=device).half()
+    inputs = dict(student=(student * 1e-5).half(), teacher=teacher)
+    got = grads(feature_match, inputs, 1.0, kind="cosine", impl="triton")
+    want = grads(feature_match_ref, inputs, 1.0, kind="cosine")
+    for name in inputs:
+        assert want[name].isfinite().all(), name
+        assert relative_error(got[name], want[name]) <= GRAD_TOL, name
+
+
+def test_large_fp16_adapter_slopes_do_not_overflow(device):
+    # Adapted values ~1e4 away from the teacher: the weight's slope reaches ~1e6, its gradient of the mean ~3e4.
+    torch.manual_seed(25)
+    student = (torch.randn(1, 64, 32, 32, device=device) * 500).half()
+    weight = torch.randn(64, 64, 1, 1, device=device).half()
+    inputs = dict(student=student, teacher=torch.zeros_like(student), weight=weight)
+    got = grads(adapted_feature_match, inputs, 1.0, impl="triton")
+    want = grads(adapted_feature_match_ref, inputs, 1.0)
+    for name in inputs:
+        assert want[name].isfinite().all(), name
+        assert relative_error(got[name], want[name]) <= GRAD_TOL, name
