@@ -42,7 +42,8 @@ def check_number(name: str, value: object, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     number = float(value)
-    if not math.isfinite(number):
+    # Not math.isfinite: under torch.compile(dynamic=True) a float argument is symbolic, and a comparison traces.
+    if not abs(number) < math.inf:
         raise ValueError(f"{name} must be finite, got {number}")
     if positive and number <= 0:
         raise ValueError(f"{name} must be > 0, got {number}")

@@ -32,12 +32,20 @@ def check_pair(student: object, teacher: object, reduction: str) -> None:
 
 def dense_layout(x: Tensor) -> bool:
     """True when x covers its memory without gaps or overlap: contiguous in some dim order (NCHW, channels_last
-    or any other), so empty_like keeps its strides, which the kernels assume of their outputs."""
-    expected = 1
-    for stride, size in sorted((stride, size) for size, stride in zip(x.shape, x.stride(), strict=True) if size != 1):
-        if stride != expected:
+    or any other), so empty_like keeps its strides, which the kernels assume of their outputs.
+
+    Each stride (of a dim longer than 1) must be the product of the sizes of the dims with smaller strides, and
+    no two equal. Pairwise comparisons, not a sort: torch.compile traces these for symbolic strides."""
+    dims = [(stride, size) for size, stride in zip(x.shape, x.stride(), strict=True) if size != 1]
+    for number, (stride, _) in enumerate(dims):
+        below = 1
+        for other, (other_stride, other_size) in enumerate(dims):
+            if other != number and other_stride == stride:
+                return False
+            if other_stride < stride:
+                below *= other_size
+        if stride != below:
             return False
-        expected *= size
     return True
 
 
