@@ -81,7 +81,8 @@ export GANKD_ERROR_LOG="$out/kernel_errors.tsv"  # each relative error a kernel 
 step "kernel tests" 150 "$python" -m pytest -q ${TESTS:-tests/kernels} --ignore=tests/kernels/test_compile_gate.py -p no:cacheprovider \
     "${workers[@]}" --junitxml="$out/kernel_tests.xml"
 step "softmax_kl benchmark" 90 "$python" -m benchmarks.bench_softmax_kl --dtypes bf16,fp32 --out "$out/kernels.csv"
-step "feature_match benchmark" 70 "$python" -m benchmarks.bench_feature_match --dtypes bf16,fp32 --out "$out/kernels.csv"
+step "feature_match benchmark" 90 "$python" -m benchmarks.bench_feature_match --dtypes bf16,fp32,fp16 \
+    --out "$out/kernels.csv"
 step "adapted_feature_match benchmark" 50 "$python" -m benchmarks.bench_adapted_feature_match --dtypes bf16,fp32 \
     --out "$out/kernels.csv"
 step "training step benchmark" 60 "$python" -m benchmarks.bench_train_step --out "$out/train_step.csv"
