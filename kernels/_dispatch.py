@@ -124,6 +124,12 @@ def only_the_loss_is_differentiable(ctx, *buffers: torch.Tensor) -> None:
     ctx.set_materialize_grads(False)
 
 
+def saveable(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """`tensors` as a fused op's setup_context may save them for backward: an inference tensor (a teacher's
+    features computed under torch.inference_mode) is copied, since autograd refuses to save one."""
+    return tuple(x.clone() if x is not None and x.is_inference() else x for x in tensors)
+
+
 def no_gradients(ctx) -> tuple[None, ...]:
     """A fused op's backward when its loss got no upstream gradient (None: every path from it to the graph's root
     returned None, which autograd passes on once `only_the_loss_is_differentiable` stopped it filling zeros)."""

@@ -19,7 +19,7 @@ from ._adapter_kernels import (
     positions_pass,
     weight_pass,
 )
-from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton
+from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton, saveable
 from ._features import (
     as_channels_positions,
     dense,
@@ -51,10 +51,10 @@ def _adapted_op(
     grad_scale = mean_gradient_scale(reduction, count)
     config = launch_config(student, weight, bias, None, kind)
     per_element = reduction == "none"
-    fused = fuses_gradients(reduction, student, teacher, weight)
+    fused = fuses_gradients(reduction, student, teacher, student_grad, teacher_grad)
     e = maybe_empty_like(teacher, per_element, torch.float32)
     partials = student.new_empty(0 if per_element else position_tiles(student, config), dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, fused)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
     positions_pass(student, teacher, weight, bias, None, e, partials, grad_s, grad_t, grad_scale, config)
     grad_w, grad_b = weight_pass(student, teacher, weight, bias, None, grad_scale, weight_grad and fused,
                                  bias_grad and fused, config)  # fmt: skip
@@ -66,9 +66,9 @@ def _adapted_fake(student, teacher, weight, bias, kind, reduction, student_grad,
                   bias_grad):  # fmt: skip
     student, teacher = dense(student), dense(teacher)
     per_element = reduction == "none"
-    fused = fuses_gradients(reduction, student, teacher, weight)
+    fused = fuses_gradients(reduction, student, teacher, student_grad, teacher_grad)
     loss = torch.empty_like(teacher, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, fused),
+    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, reduction),
             _maybe_fp32_grad(weight, weight_grad and fused),
             _maybe_fp32_grad(bias if bias is not None else weight, bias_grad and fused))  # fmt: skip
 
@@ -101,11 +101,11 @@ def _adapted_grad_fake(student, teacher, weight, bias, grad_e, kind, student_gra
 
 def _setup_context(ctx, inputs, output):
     student, teacher, weight, bias, ctx.kind, ctx.reduction = inputs[:6]
-    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, weight)
     ctx.wanted = inputs[6:]  # student, teacher, weight, bias
+    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, *ctx.wanted[:2])
     ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
     only_the_loss_is_differentiable(ctx, *output[1:])
-    ctx.save_for_backward(*(output[1:] if ctx.fused else (student, teacher, weight, bias)))
+    ctx.save_for_backward(*(output[1:] if ctx.fused else saveable(student, teacher, weight, bias)))
 
 
 def _backward(ctx, grad_loss, *_unused_grads):

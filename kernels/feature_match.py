@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice
-from ._dispatch import IMPLS, no_gradients, only_the_loss_is_differentiable, runs_triton, tl, triton
+from ._dispatch import IMPLS, no_gradients, only_the_loss_is_differentiable, runs_triton, saveable, tl, triton
 from ._features import (
     REDUCTIONS,
     as_channels_positions,
@@ -179,8 +179,7 @@ def _elementwise_op(
     per_element = reduction == "none"
     e = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty(0, dtype=torch.float32)
     partials = student.new_empty(0 if per_element else grid[0], dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad,
-                                      fuses_gradients(reduction, student, teacher))  # fmt: skip
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
     _elementwise_match_kernel[grid](
         student, teacher, student, e, partials, grad_s, grad_t, n_elements, mean_gradient_scale(reduction, n_elements),
         1, KIND=_KIND_CODE[kind], WRITE_E=per_element, WRITE_PARTIAL=not per_element, HAS_UPSTREAM=False,
@@ -193,8 +192,7 @@ def _elementwise_op(
 def _elementwise_fake(student, teacher, kind, reduction, student_grad, teacher_grad):
     per_element = reduction == "none"
     loss = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad,
-                                    fuses_gradients(reduction, student, teacher)))  # fmt: skip
+    return loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
 
 
 @torch.library.custom_op("gankd::feature_match_elementwise_grad", mutates_args=())
@@ -224,8 +222,7 @@ def _cosine_op(
     stats = student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
     e = student.new_empty((n_samples, n_positions) if per_position else 0, dtype=torch.float32)
     partials = student.new_empty(0 if per_position else grid[0], dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad,
-                                      fuses_gradients(reduction, student, teacher))  # fmt: skip
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
     count = n_samples * n_positions
     _cosine_match_kernel[grid](
         student, *student.stride(), teacher, *teacher.stride(), stats, stats, 0, 0, e, partials, grad_s, grad_t,
@@ -241,7 +238,13 @@ def _cosine_fake(student, teacher, reduction, student_grad, teacher_grad):
     n_samples, _, n_positions = student.shape
     per_position = reduction == "none"
     loss = student.new_empty((n_samples, n_positions) if per_position else (), dtype=torch.float32)
-    grads = gradient_buffers(student, teacher, student_grad, teacher_grad, fuses_gradients(reduction, student, teacher))
+    grads = gradient_buffers(
+        student,
+        teacher,
+        student_grad,
+        teacher_grad,
+        fuses_gradients(reduction, student, teacher, student_grad, teacher_grad),
+    )
     return loss, *grads, student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
 
 
@@ -273,10 +276,10 @@ _cosine_grad_op.register_fake(_gradients_fake)
 
 def _setup_elementwise(ctx, inputs, output):
     student, teacher, ctx.kind, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
-    ctx.fused = fuses_gradients(ctx.reduction, student, teacher)
+    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, ctx.student_grad, ctx.teacher_grad)
     _, grad_s, grad_t = output
     only_the_loss_is_differentiable(ctx, grad_s, grad_t)
-    ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else (student, teacher)))
+    ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else saveable(student, teacher)))
 
 
 def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
@@ -299,10 +302,10 @@ def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
 
 def _setup_cosine(ctx, inputs, output):
     student, teacher, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
-    ctx.fused = fuses_gradients(ctx.reduction, student, teacher)
+    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, ctx.student_grad, ctx.teacher_grad)
     _, grad_s, grad_t, stats = output
     only_the_loss_is_differentiable(ctx, grad_s, grad_t, stats)
-    ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else (student, teacher, stats)))
+    ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else (*saveable(student, teacher), stats)))
 
 
 def _backward_cosine(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_stats):

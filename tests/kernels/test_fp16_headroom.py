@@ -11,6 +11,8 @@ softmax_kl's batchmean gradients are likewise (softmax difference) / rows: 512 r
 their teacher's give ~1e-8 per element (without its headroom: error 1.2e-2 after scaling, 3.8e-4 with it).
 """
 
+import importlib
+
 import pytest
 import torch
 from compare import FP16_LOSS_SCALE, relative_error
@@ -121,3 +123,40 @@ def test_large_fp16_adapter_slopes_do_not_overflow(device):
     for name in inputs:
         assert want[name].isfinite().all(), name
         assert relative_error(got[name], want[name]) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize("op", ["mse", "cosine", "adapted"])
+def test_fp16_means_take_a_teacher_made_under_inference_mode(op, device):
+    # The backward of an fp16 mean reads the maps again, so it saves them; an inference tensor (a frozen
+    # teacher run under torch.inference_mode) cannot be saved as it is.
+    torch.manual_seed(26)
+    student = torch.randn(2, 8, 16, 16, device=device).half()
+    with torch.inference_mode():
+        teacher = torch.randn(2, 8, 16, 16, device=device).half()
+    inputs = dict(student=student, teacher=teacher)
+    if op == "adapted":
+        inputs["weight"] = (torch.randn(8, 8, 1, 1, device=device) / 3).half()
+        fused, reference, options = adapted_feature_match, adapted_feature_match_ref, {}
+    else:
+        fused, reference, options = feature_match, feature_match_ref, dict(kind=op)
+    leaves = {name: value.clone().requires_grad_(name != "teacher") for name, value in inputs.items()}
+    leaves["teacher"] = teacher
+    (fused(**leaves, impl="triton", **options) * FP16_LOSS_SCALE).backward()
+    want = grads(reference, {name: value.clone() for name, value in inputs.items()}, FP16_LOSS_SCALE, **options)
+    assert relative_error(leaves["student"].grad, want["student"]) <= GRAD_TOL
+
+
+def test_gradients_beside_an_fp16_input_keep_the_fused_path(monkeypatch, device):
+    # Only the gradients written decide: an fp32 student's gradient next to an fp16 teacher is fused as before.
+    feature_match_module = importlib.import_module("gankd.kernels.feature_match")
+
+    def unexpected(*args):
+        raise AssertionError("the backward recomputed a gradient the forward should have written")
+
+    monkeypatch.setattr(feature_match_module, "_elementwise_grad_op", unexpected)
+    torch.manual_seed(27)
+    student = torch.randn(2, 8, 16, 16, device=device, requires_grad=True)
+    teacher = torch.randn(2, 8, 16, 16, device=device).half()
+    feature_match(student, teacher, impl="triton").backward()
+    want = grads(feature_match_ref, dict(student=student, teacher=teacher), 1.0)
+    assert relative_error(student.grad, want["student"]) <= 1e-5
