@@ -64,21 +64,21 @@ def mean_gradient_scale(reduction: str, count: int) -> float:
     return 1.0 / count if reduction == "mean" else 1.0
 
 
-def fuses_gradients(reduction: str, student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool) -> bool:
-    """Whether the forward writes the wanted gradients of student and teacher for an upstream gradient of 1,
-    which the backward rescales in place (skipped on the device when the upstream gradient is 1). Otherwise the
-    backward computes them from the upstream gradient, which costs the forward's reads of the maps once more.
+def fuses_gradients(reduction: str, *rounded: tuple[Tensor, bool]) -> bool:
+    """Whether the forward writes the gradients for an upstream gradient of 1, which the backward rescales in
+    place (skipped on the device when the upstream gradient is 1). Otherwise the backward computes them from
+    the upstream gradient, which costs the forward's reads of the maps once more.
 
-    Not for reduction "none" (the upstream gradient is a map), nor for "mean" when a gradient to write is fp16:
-    slope / M there falls under fp16's smallest subnormal (2^-24) for large maps before a GradScaler's upstream
-    could lift it, and no fixed power of two lifts it without letting a large slope overflow 65504. The
-    backward then rounds upstream * slope / M once, as torch does. (fp32 gradients of an adapter's weight and
-    bias are never the reason.)
+    `rounded`: (tensor, wanted) pairs, a gradient the forward would round to tensor's dtype when it is wanted
+    (the student's and the teacher's; an adapter's dy before fp16 products). Not for reduction "none" (the
+    upstream gradient is a map), nor for "mean" when one of them is wanted and fp16: slope / M there falls
+    under fp16's smallest subnormal (2^-24) for large maps before a GradScaler's upstream could lift it, and no
+    fixed power of two lifts it without letting a large slope overflow 65504. The backward then rounds
+    upstream * slope / M once, as torch does.
     """
     if reduction == "none":
         return False
-    written = [x.dtype for x, wanted in ((student, student_grad), (teacher, teacher_grad)) if wanted]
-    return reduction == "sum" or torch.float16 not in written
+    return reduction == "sum" or not any(wanted and x.dtype == torch.float16 for x, wanted in rounded)
 
 
 def upstream_gradient(grad_loss: Tensor, reduction: str, count: int) -> Tensor:
@@ -88,12 +88,10 @@ def upstream_gradient(grad_loss: Tensor, reduction: str, count: int) -> Tensor:
 
 
 def gradient_buffers(
-    student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool, reduction: str | None = None
+    student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool, fused: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """The gradient outputs (grad_s, grad_t), like student and teacher; each empty when it is not wanted. For a
-    forward (its `reduction` given) both are also empty when it does not write them (`fuses_gradients`: the
-    backward's own launch computes them then)."""
-    fused = reduction is None or fuses_gradients(reduction, student, teacher, student_grad, teacher_grad)
+    """The gradient outputs (grad_s, grad_t), like student and teacher; each empty when it is not wanted, and both
+    when the forward does not write them (`fuses_gradients`: the backward's own launch computes them then)."""
     return maybe_empty_like(student, student_grad and fused), maybe_empty_like(teacher, teacher_grad and fused)
 
 

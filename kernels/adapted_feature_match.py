@@ -14,6 +14,7 @@ from torch import Tensor
 from ._adapter_args import check_adapted_feature_match_options, check_adapter_inputs, compute_dtype
 from ._adapter_kernels import (
     launch_config,
+    low_precision_products,
     max_student_channels,
     position_tiles,
     positions_pass,
@@ -38,6 +39,13 @@ def _maybe_fp32_grad(x: Tensor, wanted: bool) -> Tensor:
     return x.new_empty(x.shape if wanted else 0, dtype=torch.float32)
 
 
+def _fused(reduction, student, teacher, weight, student_grad, teacher_grad, weight_grad) -> bool:
+    # With fp16 products the weight kernel rounds dy to fp16 before dW's product (as a half-precision conv
+    # backward rounds its incoming gradient): an fp16 mean's dy must carry the upstream gradient then too.
+    rounded_dy = weight_grad and low_precision_products(student.dtype, weight.dtype)
+    return fuses_gradients(reduction, (student, student_grad), (teacher, teacher_grad), (student, rounded_dy))
+
+
 @torch.library.custom_op("gankd::adapted_feature_match", mutates_args=())
 def _adapted_op(
     student: Tensor, teacher: Tensor, weight: Tensor, bias: Tensor | None, kind: str, reduction: str,
@@ -51,10 +59,10 @@ def _adapted_op(
     grad_scale = mean_gradient_scale(reduction, count)
     config = launch_config(student, weight, bias, None, kind)
     per_element = reduction == "none"
-    fused = fuses_gradients(reduction, student, teacher, student_grad, teacher_grad)
+    fused = _fused(reduction, student, teacher, weight, student_grad, teacher_grad, weight_grad)
     e = maybe_empty_like(teacher, per_element, torch.float32)
     partials = student.new_empty(0 if per_element else position_tiles(student, config), dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, fused)
     positions_pass(student, teacher, weight, bias, None, e, partials, grad_s, grad_t, grad_scale, config)
     grad_w, grad_b = weight_pass(student, teacher, weight, bias, None, grad_scale, weight_grad and fused,
                                  bias_grad and fused, config)  # fmt: skip
@@ -66,9 +74,9 @@ def _adapted_fake(student, teacher, weight, bias, kind, reduction, student_grad,
                   bias_grad):  # fmt: skip
     student, teacher = dense(student), dense(teacher)
     per_element = reduction == "none"
-    fused = fuses_gradients(reduction, student, teacher, student_grad, teacher_grad)
+    fused = _fused(reduction, student, teacher, weight, student_grad, teacher_grad, weight_grad)
     loss = torch.empty_like(teacher, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, reduction),
+    return (loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, fused),
             _maybe_fp32_grad(weight, weight_grad and fused),
             _maybe_fp32_grad(bias if bias is not None else weight, bias_grad and fused))  # fmt: skip
 
@@ -102,7 +110,7 @@ def _adapted_grad_fake(student, teacher, weight, bias, grad_e, kind, student_gra
 def _setup_context(ctx, inputs, output):
     student, teacher, weight, bias, ctx.kind, ctx.reduction = inputs[:6]
     ctx.wanted = inputs[6:]  # student, teacher, weight, bias
-    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, *ctx.wanted[:2])
+    ctx.fused = _fused(ctx.reduction, student, teacher, weight, *ctx.wanted[:3])
     ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
     only_the_loss_is_differentiable(ctx, *output[1:])
     ctx.save_for_backward(*(output[1:] if ctx.fused else saveable(student, teacher, weight, bias)))

@@ -159,6 +159,10 @@ def _cosine_match_kernel(
                          mask=tile)  # fmt: skip
 
 
+def _fused(reduction: str, student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool) -> bool:
+    return fuses_gradients(reduction, (student, student_grad), (teacher, teacher_grad))
+
+
 def _grid_elementwise(n_elements: int) -> tuple[int]:
     return (triton.cdiv(n_elements, ELEMENTWISE_BLOCK),)
 
@@ -179,7 +183,8 @@ def _elementwise_op(
     per_element = reduction == "none"
     e = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty(0, dtype=torch.float32)
     partials = student.new_empty(0 if per_element else grid[0], dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad,
+                                      _fused(reduction, student, teacher, student_grad, teacher_grad))  # fmt: skip
     _elementwise_match_kernel[grid](
         student, teacher, student, e, partials, grad_s, grad_t, n_elements, mean_gradient_scale(reduction, n_elements),
         1, KIND=_KIND_CODE[kind], WRITE_E=per_element, WRITE_PARTIAL=not per_element, HAS_UPSTREAM=False,
@@ -192,7 +197,8 @@ def _elementwise_op(
 def _elementwise_fake(student, teacher, kind, reduction, student_grad, teacher_grad):
     per_element = reduction == "none"
     loss = torch.empty_like(student, dtype=torch.float32) if per_element else student.new_empty((), dtype=torch.float32)
-    return loss, *gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
+    return loss, *gradient_buffers(student, teacher, student_grad, teacher_grad,
+                                   _fused(reduction, student, teacher, student_grad, teacher_grad))  # fmt: skip
 
 
 @torch.library.custom_op("gankd::feature_match_elementwise_grad", mutates_args=())
@@ -222,7 +228,8 @@ def _cosine_op(
     stats = student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
     e = student.new_empty((n_samples, n_positions) if per_position else 0, dtype=torch.float32)
     partials = student.new_empty(0 if per_position else grid[0], dtype=torch.float32)
-    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad, reduction)
+    grad_s, grad_t = gradient_buffers(student, teacher, student_grad, teacher_grad,
+                                      _fused(reduction, student, teacher, student_grad, teacher_grad))  # fmt: skip
     count = n_samples * n_positions
     _cosine_match_kernel[grid](
         student, *student.stride(), teacher, *teacher.stride(), stats, stats, 0, 0, e, partials, grad_s, grad_t,
@@ -238,13 +245,8 @@ def _cosine_fake(student, teacher, reduction, student_grad, teacher_grad):
     n_samples, _, n_positions = student.shape
     per_position = reduction == "none"
     loss = student.new_empty((n_samples, n_positions) if per_position else (), dtype=torch.float32)
-    grads = gradient_buffers(
-        student,
-        teacher,
-        student_grad,
-        teacher_grad,
-        fuses_gradients(reduction, student, teacher, student_grad, teacher_grad),
-    )
+    grads = gradient_buffers(student, teacher, student_grad, teacher_grad,
+                             _fused(reduction, student, teacher, student_grad, teacher_grad))  # fmt: skip
     return loss, *grads, student.new_empty((3, n_samples, n_positions), dtype=torch.float32)
 
 
@@ -276,7 +278,7 @@ _cosine_grad_op.register_fake(_gradients_fake)
 
 def _setup_elementwise(ctx, inputs, output):
     student, teacher, ctx.kind, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
-    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, ctx.student_grad, ctx.teacher_grad)
+    ctx.fused = _fused(ctx.reduction, student, teacher, ctx.student_grad, ctx.teacher_grad)
     _, grad_s, grad_t = output
     only_the_loss_is_differentiable(ctx, grad_s, grad_t)
     ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else saveable(student, teacher)))
@@ -302,7 +304,7 @@ def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
 
 def _setup_cosine(ctx, inputs, output):
     student, teacher, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
-    ctx.fused = fuses_gradients(ctx.reduction, student, teacher, ctx.student_grad, ctx.teacher_grad)
+    ctx.fused = _fused(ctx.reduction, student, teacher, ctx.student_grad, ctx.teacher_grad)
     _, grad_s, grad_t, stats = output
     only_the_loss_is_differentiable(ctx, grad_s, grad_t, stats)
     ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else (*saveable(student, teacher), stats)))

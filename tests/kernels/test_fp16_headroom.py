@@ -160,3 +160,22 @@ def test_gradients_beside_an_fp16_input_keep_the_fused_path(monkeypatch, device)
     feature_match(student, teacher, impl="triton").backward()
     want = grads(feature_match_ref, dict(student=student, teacher=teacher), 1.0)
     assert relative_error(student.grad, want["student"]) <= 1e-5
+
+
+def test_an_fp16_adapter_weight_gradient_alone_takes_the_backward_path(monkeypatch, device):
+    # With fp16 products the weight kernel rounds dy to fp16 before dW's product, as a half-precision conv
+    # backward does; dy = slope / M without the upstream gradient would be the value that underflows.
+    adapted_module = importlib.import_module("gankd.kernels.adapted_feature_match")
+    calls = []
+    grad_op = adapted_module._adapted_grad_op
+    monkeypatch.setattr(adapted_module, "_adapted_grad_op", lambda *args: calls.append(1) or grad_op(*args))
+    torch.manual_seed(28)
+    student = torch.randn(1, 16, 64, 64, device=device).half()  # frozen: only the adapter learns
+    weight = (torch.randn(32, 16, 1, 1, device=device) / 4).half()
+    adapted = torch.nn.functional.conv2d(student.float(), weight.float())
+    inputs = dict(student=student, teacher=(adapted + 1e-3 * torch.randn_like(adapted)).half(), weight=weight)
+    leaf = weight.clone().requires_grad_()
+    (adapted_feature_match(student, inputs["teacher"], leaf, impl="triton") * FP16_LOSS_SCALE).backward()
+    assert calls  # the weight gradient came from the backward, with the upstream gradient
+    want = grads(adapted_feature_match_ref, inputs, FP16_LOSS_SCALE)
+    assert relative_error(leaf.grad, want["weight"]) <= GRAD_TOL
