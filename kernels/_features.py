@@ -71,14 +71,15 @@ def fuses_gradients(reduction: str, *rounded: tuple[Tensor, bool]) -> bool:
 
     `rounded`: (tensor, wanted) pairs, a gradient the forward would round to tensor's dtype when it is wanted
     (the student's and the teacher's; an adapter's dy before fp16 products). Not for reduction "none" (the
-    upstream gradient is a map), nor for "mean" when one of them is wanted and fp16: slope / M there falls
-    under fp16's smallest subnormal (2^-24) for large maps before a GradScaler's upstream could lift it, and no
-    fixed power of two lifts it without letting a large slope overflow 65504. The backward then rounds
-    upstream * slope / M once, as torch does.
+    upstream gradient is a map), nor when one of them is wanted and fp16, whose range cannot hold the
+    gradient for an upstream gradient of 1: a mean's slope / M falls under fp16's smallest subnormal (2^-24)
+    for large maps before a GradScaler's upstream could lift it, and a slope over 65504 (mse's 2 (s - t),
+    cosine's ~1 / |s|) overflows where upstream * slope would not. The backward then rounds upstream * slope
+    (/ M) once, as torch does.
     """
     if reduction == "none":
         return False
-    return reduction == "sum" or not any(wanted and x.dtype == torch.float16 for x, wanted in rounded)
+    return not any(wanted and x.dtype == torch.float16 for x, wanted in rounded)
 
 
 def upstream_gradient(grad_loss: Tensor, reduction: str, count: int) -> Tensor:

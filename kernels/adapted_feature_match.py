@@ -4,7 +4,7 @@ The student map goes through a 1x1 convolution y = W s + b (the "adapter", Cs ->
 matched to the teacher with mse or l1, without y ever being written to device memory. With reduction
 "mean"/"sum" the forward computes the loss and every gradient for upstream gradient 1, and the backward
 rescales them in place (skipped on the device when the upstream gradient is 1); with "none", and for fp16
-means (`_features.fuses_gradients`), the forward writes only the loss and a separate op computes the
+gradients (`_features.fuses_gradients`), the forward writes only the loss and a separate op computes the
 gradients from the upstream gradient.
 """
 
@@ -41,7 +41,7 @@ def _maybe_fp32_grad(x: Tensor, wanted: bool) -> Tensor:
 
 def _fused(reduction, student, teacher, weight, student_grad, teacher_grad, weight_grad) -> bool:
     # With fp16 products the weight kernel rounds dy to fp16 before dW's product (as a half-precision conv
-    # backward rounds its incoming gradient): an fp16 mean's dy must carry the upstream gradient then too.
+    # backward rounds its incoming gradient): an fp16 dy must carry the upstream gradient then too.
     rounded_dy = weight_grad and low_precision_products(student.dtype, weight.dtype)
     return fuses_gradients(reduction, (student, student_grad), (teacher, teacher_grad), (student, rounded_dy))
 

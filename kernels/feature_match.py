@@ -2,7 +2,7 @@
 
 With reduction "mean" or "sum" one launch reads student and teacher once, writes per-program partial
 losses and the gradients for upstream gradient 1; backward only rescales them in place when the upstream
-gradient differs from 1 (decided on the device). With reduction "none", and for fp16 means
+gradient differs from 1 (decided on the device). With reduction "none", and for fp16 gradients
 (`_features.fuses_gradients`), the forward writes only the loss and the backward computes the gradients from
 the upstream gradient. Cosine keeps three numbers per position (dot product and both norms) so its backward
 is one pass.

@@ -179,3 +179,43 @@ def test_an_fp16_adapter_weight_gradient_alone_takes_the_backward_path(monkeypat
     assert calls  # the weight gradient came from the backward, with the upstream gradient
     want = grads(adapted_feature_match_ref, inputs, FP16_LOSS_SCALE)
     assert relative_error(leaf.grad, want["weight"]) <= GRAD_TOL
+
+
+@pytest.mark.parametrize("kind", ["mse", "cosine"])
+def test_fp16_sums_do_not_overflow_under_a_small_upstream_gradient(kind, device):
+    # A sum's slope itself can pass 65504 (mse: 2 x 40000; cosine: 1 / eps at a student position of zeros)
+    # where upstream x slope does not: written for an upstream gradient of 1 it was inf.
+    torch.manual_seed(29)
+    if kind == "mse":
+        student = torch.full((1, 4, 8, 8), 20000.0, device=device).half()
+        teacher, upstream = torch.full_like(student, -20000.0), 0.25
+    else:
+        student = torch.zeros(1, 4, 8, 8, device=device).half()
+        teacher, upstream = torch.randn(1, 4, 8, 8, device=device).half(), 1e-5
+    inputs = dict(student=student, teacher=teacher)
+    got = grads(feature_match, inputs, upstream, kind=kind, reduction="sum", impl="triton")
+    want = grads(feature_match_ref, inputs, upstream, kind=kind, reduction="sum")
+    for name in inputs:
+        assert want[name].isfinite().all(), name
+        assert relative_error(got[name], want[name]) <= GRAD_TOL, name
+
+
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float16), (torch.bfloat16, torch.bfloat16)],
+                         ids=["fp32 maps, fp16 weight", "bf16"])  # fmt: skip
+def test_adapter_gradients_without_fp16_rounding_keep_the_fused_path(dtypes, monkeypatch, device):
+    adapted_module = importlib.import_module("gankd.kernels.adapted_feature_match")
+
+    def unexpected(*args):
+        raise AssertionError("the backward recomputed gradients the forward should have written")
+
+    monkeypatch.setattr(adapted_module, "_adapted_grad_op", unexpected)
+    maps_dtype, weight_dtype = dtypes
+    torch.manual_seed(30)
+    student = torch.randn(2, 8, 16, 16, device=device).to(maps_dtype).requires_grad_()
+    weight = torch.randn(12, 8, 1, 1, device=device).to(weight_dtype).requires_grad_()
+    teacher = torch.randn(2, 12, 16, 16, device=device).to(maps_dtype)
+    adapted_feature_match(student, teacher, weight, impl="triton").backward()
+    want = grads(adapted_feature_match_ref, dict(student=student, teacher=teacher, weight=weight), 1.0)
+    tolerance = 1.6e-2 if maps_dtype == torch.bfloat16 else GRAD_TOL
+    assert relative_error(student.grad, want["student"]) <= tolerance
+    assert relative_error(weight.grad, want["weight"]) <= tolerance
