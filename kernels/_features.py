@@ -161,3 +161,10 @@ def scale_by_scalar_(grad: Tensor, grad_output: Tensor) -> None:
 @scale_by_scalar_.register_fake
 def _scale_by_scalar_fake(grad, grad_output):
     return None
+
+
+def scale_wanted_(grads, wanted, grad_output: Tensor) -> None:
+    """`scale_by_scalar_` on each of the forward's saved gradients that is wanted (the others are [0])."""
+    for grad, is_wanted in zip(grads, wanted, strict=True):
+        if is_wanted:
+            scale_by_scalar_(grad, grad_output)

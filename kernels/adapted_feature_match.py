@@ -29,7 +29,7 @@ from ._features import (
     maybe_empty_like,
     mean_gradient_scale,
     reduce_partials,
-    scale_by_scalar_,
+    scale_wanted_,
     upstream_gradient,
 )
 
@@ -122,9 +122,7 @@ def _backward(ctx, grad_loss, *_unused_grads):
     if ctx.fused:
         # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
         grads = ctx.saved_tensors
-        for grad, wanted in zip(grads, ctx.wanted, strict=True):
-            if wanted:
-                scale_by_scalar_(grad, grad_loss)
+        scale_wanted_(grads, ctx.wanted, grad_loss)
     else:
         student, teacher, weight, bias = ctx.saved_tensors
         upstream = upstream_gradient(grad_loss, ctx.reduction, teacher.numel()).expand(teacher.shape)

@@ -26,7 +26,7 @@ from ._features import (
     nan_sign,
     reduce_partials,
     sample_positions,
-    scale_by_scalar_,
+    scale_wanted_,
     upstream_gradient,
 )
 
@@ -290,9 +290,7 @@ def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
     if ctx.fused:
         # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
         grad_s, grad_t = ctx.saved_tensors
-        for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
-            if wanted:
-                scale_by_scalar_(grad, grad_loss)
+        scale_wanted_((grad_s, grad_t), (ctx.student_grad, ctx.teacher_grad), grad_loss)
     else:
         student, teacher = ctx.saved_tensors
         upstream = upstream_gradient(grad_loss, ctx.reduction, student.numel())
@@ -315,9 +313,7 @@ def _backward_cosine(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_sta
         return no_gradients(ctx)
     if ctx.fused:
         grad_s, grad_t = ctx.saved_tensors
-        for grad, wanted in ((grad_s, ctx.student_grad), (grad_t, ctx.teacher_grad)):
-            if wanted:
-                scale_by_scalar_(grad, grad_loss)
+        scale_wanted_((grad_s, grad_t), (ctx.student_grad, ctx.teacher_grad), grad_loss)
     else:
         student, teacher, stats = ctx.saved_tensors
         n_samples, _, n_positions = student.shape

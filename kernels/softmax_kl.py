@@ -178,10 +178,10 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_headroom):
-    # Saved buffers are rescaled in place; a second backward through the same graph then fails
-    # autograd's version check loudly instead of returning a gradient scaled twice.
     if grad_loss is None:
         return no_gradients(ctx)
+    # Saved buffers are rescaled in place; a second backward through the same graph then fails
+    # autograd's version check loudly instead of returning a gradient scaled twice.
     grad_s, grad_t, headroom = ctx.saved_tensors
     headroom = headroom if headroom.numel() else None  # [0]: no fp16 gradient, nothing to divide out
     grad_loss = grad_loss.reshape(-1) if grad_loss.dim() > 0 else grad_loss
