@@ -148,10 +148,11 @@ def _feature_cases() -> list[Case]:
                                 reduction=reduction)  # fmt: skip
             table.append(Case("feature_match", f"{kind} {reduction} {tag}", run))
         student_shape = (shape[0], shape[1] // 2, *shape[2:])
-        for p in (2, 1, 3):
+        for p, reduction in itertools.product((2, 1, 3), ("mean", "none")):
             run = _feature_case("attention_transfer", student_shape, dtype, channels_last, teacher_grad,
-                                teacher_shape=shape, p=p)  # fmt: skip
-            table.append(Case("attention_transfer", f"p={p} {tag} (student {shape[1] // 2} channels)", run))
+                                teacher_shape=shape, p=p, reduction=reduction)  # fmt: skip
+            table.append(Case("attention_transfer",
+                              f"p={p} {reduction} {tag} (student {shape[1] // 2} channels)", run))  # fmt: skip
     return table
 
 

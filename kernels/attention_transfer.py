@@ -1,9 +1,12 @@
-"""Attention transfer (Zagoruyko & Komodakis): Triton kernels, custom op, reference and dispatcher.
+"""Attention transfer (Zagoruyko & Komodakis): Triton kernels, custom ops, reference and dispatcher.
 
-The attention map of a feature map x [N, C, *spatial] is a(x) = normalize_P(mean_C |x|^p): one pass over x
-builds the small map q = mean_C |x|^p ([N, P], fp32), and everything after it (normalization over
-positions, squared difference, reduction) runs on those small maps with ordinary autograd. The backward of
-q re-reads x once and writes its gradient, dq · p/C · |x|^(p-1) · sign(x), in x's layout and dtype.
+The attention map of a feature map x [N, C, *spatial] is a(x) = normalize_P(mean_C |x|^p). The forward is
+two launches: one pass over student and teacher builds their small maps q = mean_C |x|^p ([2, N, P], fp32);
+then one program per sample normalizes its two maps and writes its loss (per sample, or per position for
+reduction "none"), and for "mean" and "sum" overwrites the maps with the loss's gradients with respect to
+them (dq, for an upstream gradient of 1). The backward re-reads each wanted x once and writes
+g · dq · p/C · |x|^(p-1) · sign(x) in x's layout and dtype (g the upstream gradient, rounded once); for
+"none", whose upstream gradient is a map, a per-sample launch first computes dq from it and the saved maps.
 """
 
 import torch
@@ -11,12 +14,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice, check_number
-from ._dispatch import IMPLS, runs_triton, tl, triton
-from ._features import REDUCTIONS, as_channels_positions, check_pair, nan_sign, sample_positions
+from ._dispatch import IMPLS, no_gradients, only_the_loss_is_differentiable, runs_triton, saveable, tl, triton
+from ._features import REDUCTIONS, as_channels_positions, check_pair, mean_gradient_scale, nan_sign, sample_positions
 
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 BLOCK_C = 16
 BLOCK_P = 128
+# The per-sample tail: positions per step, and warps. One program per sample walks its maps three times, so
+# wide steps keep a few samples of large maps (N = 1, 256 x 256 positions: 16 steps a pass) from serializing.
+TAIL_BLOCK = 4096
+TAIL_WARPS = 8
 
 
 @triton.jit
@@ -45,32 +52,111 @@ def _abs_power_slope(x, power, POWER: tl.constexpr):
 
 
 @triton.jit
-def _channel_power_mean_kernel(
-    x_ptr, x_sn, x_sc, x_sp,  # [N, C, P] feature map and its strides
-    q_ptr,  # [N, P] fp32 output: mean over channels of |x|^power
-    C, P, inv_channels, power,
-    POWER: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):  # fmt: skip
-    n, positions, in_p = sample_positions(P, BLOCK_P)  # (sample, position block) flattened on axis 0
+def _channel_power_mean(x_ptr, x_sn, x_sc, x_sp, C, n, positions, in_p, power, POWER: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):  # fmt: skip
+    # mean over the C channels of |x|^power at one block of a sample's positions.
     base = x_ptr + n * x_sn + positions[None, :] * x_sp
     total = tl.zeros([BLOCK_P], dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         c = (c0 + tl.arange(0, BLOCK_C))[:, None].to(tl.int64)
         x = tl.load(base + c * x_sc, mask=(c < C) & in_p[None, :], other=0.0).to(tl.float32)
         total += tl.sum(_abs_power(x, power, POWER), axis=0)
-    tl.store(q_ptr + n * P + positions, total * inv_channels, mask=in_p)
+    return total / C
 
 
 @triton.jit
-def _channel_power_mean_grad_kernel(
-    x_ptr, x_sn, x_sc, x_sp,  # [N, C, P] feature map and its strides; dx_ptr has the same strides
-    dq_ptr,  # [N, P] fp32 gradient of the map q, contiguous
-    dx_ptr,  # [N, C, P] gradient output, x's dtype
-    C, P, inv_channels, power,
+def _attention_maps_kernel(
+    s_ptr, s_sn, s_sc, s_sp, s_C,  # [N, Cs, P] student map, its strides and channels
+    t_ptr, t_sn, t_sc, t_sp, t_C,  # [N, Ct, P] teacher map, its strides and channels
+    maps_ptr,  # [2, N, P] fp32 output: mean over channels of |x|^power, student then teacher
+    N, P, power,
     POWER: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    n, positions, in_p = sample_positions(P, BLOCK_P)  # (sample, position block) flattened on axis 0
-    dq = tl.load(dq_ptr + n * P + positions, mask=in_p, other=0.0) * inv_channels
+    # Program (sample and position block flattened on axis 0, side on axis 1: 0 student, 1 teacher).
+    n, positions, in_p = sample_positions(P, BLOCK_P)
+    side = tl.program_id(1)
+    if side == 0:
+        q = _channel_power_mean(s_ptr, s_sn, s_sc, s_sp, s_C, n, positions, in_p, power, POWER, BLOCK_C, BLOCK_P)
+    else:
+        q = _channel_power_mean(t_ptr, t_sn, t_sc, t_sp, t_C, n, positions, in_p, power, POWER, BLOCK_C, BLOCK_P)
+    tl.store(maps_ptr + (side * N + n) * P + positions, q, mask=in_p)
+
+
+@triton.jit
+def _normalized_block(q_row, offsets, P, inverse_norm):
+    in_p = offsets < P
+    return tl.load(q_row + offsets, mask=in_p, other=0.0) * inverse_norm, in_p
+
+
+@triton.jit
+def _attention_tail_kernel(
+    maps_ptr,  # [2, N, P] fp32 maps q of student and teacher
+    dmaps_ptr,  # [2, N, P] fp32 output dL/dq (WRITE_GRAD); may be maps_ptr itself (each value read, then written)
+    loss_ptr,  # output: [N] fp32 sample losses times scale (LOSS 1), or [N, P] per-position losses (LOSS 2)
+    g_ptr, g_sn, g_sp,  # [N, P] upstream gradient of the per-position loss and its strides (HAS_UPSTREAM)
+    N, P,
+    scale,  # 1 / (N * P) for reduction "mean", else 1
+    eps,
+    LOSS: tl.constexpr,  # 0 none, 1 per sample, 2 per position
+    WRITE_GRAD: tl.constexpr, HAS_UPSTREAM: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    # One program per sample, three passes over its two maps: the norms; the loss, and the dot products of each
+    # normalized map with u = g (a_s - a_t); the gradients. a = q / max(|q|, eps) has Jacobian (I - a a^T) / |q|
+    # where |q| >= eps (clamp_min passes the gradient at equality, as torch's normalize), else I / eps.
+    n = tl.program_id(0).to(tl.int64)
+    qs_row = maps_ptr + n * P
+    qt_row = maps_ptr + (N + n) * P
+    sq_s = 0.0
+    sq_t = 0.0
+    for start in range(0, P, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        q_s, _ = _normalized_block(qs_row, offsets, P, 1.0)
+        q_t, _ = _normalized_block(qt_row, offsets, P, 1.0)
+        sq_s += tl.sum(q_s * q_s, axis=0)
+        sq_t += tl.sum(q_t * q_t, axis=0)
+    norm_s = tl.sqrt(sq_s)
+    norm_t = tl.sqrt(sq_t)
+    inverse_s = 1.0 / tl.maximum(norm_s, eps)
+    inverse_t = 1.0 / tl.maximum(norm_t, eps)
+    loss = 0.0
+    dot_s = 0.0
+    dot_t = 0.0
+    for start in range(0, P, BLOCK):
+        offsets = start + tl.arange(0, BLOCK)
+        a_s, in_p = _normalized_block(qs_row, offsets, P, inverse_s)
+        a_t, _ = _normalized_block(qt_row, offsets, P, inverse_t)
+        d = a_s - a_t
+        if LOSS == 1:
+            loss += tl.sum(d * d, axis=0)
+        if LOSS == 2:
+            tl.store(loss_ptr + n * P + offsets, d * d, mask=in_p)
+        if WRITE_GRAD:
+            if HAS_UPSTREAM:
+                d = d * tl.load(g_ptr + n * g_sn + offsets * g_sp, mask=in_p, other=0.0).to(tl.float32)
+            dot_s += tl.sum(a_s * d, axis=0)
+            dot_t += tl.sum(a_t * d, axis=0)
+    if LOSS == 1:
+        tl.store(loss_ptr + n, loss * scale)
+    if WRITE_GRAD:
+        # Both maps' gradients are written (they are small); the backward reads the wanted ones.
+        project_s = tl.where(norm_s >= eps, dot_s, 0.0)
+        project_t = tl.where(norm_t >= eps, dot_t, 0.0)
+        for start in range(0, P, BLOCK):
+            offsets = start + tl.arange(0, BLOCK)
+            a_s, in_p = _normalized_block(qs_row, offsets, P, inverse_s)
+            a_t, _ = _normalized_block(qt_row, offsets, P, inverse_t)
+            u = a_s - a_t
+            if HAS_UPSTREAM:
+                u = u * tl.load(g_ptr + n * g_sn + offsets * g_sp, mask=in_p, other=0.0).to(tl.float32)
+            tl.store(dmaps_ptr + n * P + offsets, 2.0 * scale * inverse_s * (u - a_s * project_s), mask=in_p)
+            tl.store(dmaps_ptr + (N + n) * P + offsets, 2.0 * scale * inverse_t * (a_t * project_t - u), mask=in_p)
+
+
+@triton.jit
+def _channel_power_mean_grad(x_ptr, x_sn, x_sc, x_sp, C, dx_ptr, dq, n, positions, in_p, power,
+                             POWER: tl.constexpr, BLOCK_C: tl.constexpr):  # fmt: skip
+    # dx = dq / C * d|x|^power/dx at one block of a sample's positions, in dx's dtype (x's strides).
+    dq = dq / C
     offsets = n * x_sn + positions[None, :] * x_sp
     for c0 in range(0, C, BLOCK_C):
         c = (c0 + tl.arange(0, BLOCK_C))[:, None].to(tl.int64)
@@ -80,60 +166,158 @@ def _channel_power_mean_grad_kernel(
         tl.store(dx_ptr + offsets + c * x_sc, dx.to(dx_ptr.dtype.element_ty), mask=tile)
 
 
+@triton.jit
+def _attention_maps_grad_kernel(
+    s_ptr, s_sn, s_sc, s_sp, s_C,  # [N, Cs, P] student map and its strides; ds_ptr has the same strides
+    t_ptr, t_sn, t_sc, t_sp, t_C,  # [N, Ct, P] teacher map and its strides; dt_ptr has the same strides
+    ds_ptr, dt_ptr,  # gradient outputs, in the maps' dtypes
+    dmaps_ptr,  # [2, N, P] fp32 gradients of the maps q, contiguous
+    g_ptr,  # [] upstream gradient multiplying dmaps (HAS_UPSTREAM)
+    N, P, power,
+    first_side,  # 0 when the student's gradient is wanted, else 1 (the teacher's alone)
+    POWER: tl.constexpr, HAS_UPSTREAM: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):  # fmt: skip
+    # Program (sample and position block on axis 0, side first_side + axis 1).
+    n, positions, in_p = sample_positions(P, BLOCK_P)
+    side = first_side + tl.program_id(1)
+    dq = tl.load(dmaps_ptr + (side * N + n) * P + positions, mask=in_p, other=0.0)
+    if HAS_UPSTREAM:
+        dq = dq * tl.load(g_ptr).to(tl.float32)
+    if side == 0:
+        _channel_power_mean_grad(s_ptr, s_sn, s_sc, s_sp, s_C, ds_ptr, dq, n, positions, in_p, power, POWER, BLOCK_C)
+    else:
+        _channel_power_mean_grad(t_ptr, t_sn, t_sc, t_sp, t_C, dt_ptr, dq, n, positions, in_p, power, POWER, BLOCK_C)
+
+
 def _power_code(power: float) -> int:
     return 2 if power == 2.0 else 1 if power == 1.0 else 0
 
 
-def _grid(channels_positions: Tensor) -> tuple[int]:
+def _map_arguments(x: Tensor) -> tuple:
+    # A [N, C, P] map as the kernels take it: pointer, three strides, channels.
+    return (x, *x.stride(), x.shape[1])
+
+
+def _maps_grid(channels_positions: Tensor, sides: int) -> tuple[int, int]:
     n_samples, _, n_positions = channels_positions.shape
-    return (triton.cdiv(n_positions, BLOCK_P) * n_samples,)
+    return (triton.cdiv(n_positions, BLOCK_P) * n_samples, sides)
 
 
-@torch.library.custom_op("gankd::channel_power_mean", mutates_args=())
-def _channel_power_mean_op(features: Tensor, power: float) -> Tensor:
-    """features [N, C, P] (any strides) -> fp32 [N, P] mean over channels of |x|^power."""
-    n_samples, n_channels, n_positions = features.shape
-    maps = features.new_empty((n_samples, n_positions), dtype=torch.float32)
-    _channel_power_mean_kernel[_grid(features)](
-        features, *features.stride(), maps, n_channels, n_positions, 1.0 / n_channels, power,
+def _attention_maps(student: Tensor, teacher: Tensor, power: float) -> Tensor:
+    """student [N, Cs, P], teacher [N, Ct, P] (any strides) -> fp32 [2, N, P]: mean over channels of |x|^power."""
+    n_samples, _, n_positions = student.shape
+    maps = student.new_empty((2, n_samples, n_positions), dtype=torch.float32)
+    _attention_maps_kernel[_maps_grid(student, 2)](
+        *_map_arguments(student), *_map_arguments(teacher), maps, n_samples, n_positions, power,
         POWER=_power_code(power), BLOCK_C=BLOCK_C, BLOCK_P=BLOCK_P,
     )  # fmt: skip
     return maps
 
 
-@_channel_power_mean_op.register_fake
-def _channel_power_mean_fake(features, power):
-    return features.new_empty((features.shape[0], features.shape[2]), dtype=torch.float32)
+def _maps_fake(student: Tensor) -> Tensor:
+    return student.new_empty((2, student.shape[0], student.shape[2]), dtype=torch.float32)
 
 
-@torch.library.custom_op("gankd::channel_power_mean_grad", mutates_args=())
-def _channel_power_mean_grad_op(features: Tensor, grad_maps: Tensor, power: float) -> Tensor:
-    """Gradient w.r.t. features [N, C, P] of sum(grad_maps * q); same layout and dtype as features."""
-    n_samples, n_channels, n_positions = features.shape
-    grad = torch.empty_like(features)
-    _channel_power_mean_grad_kernel[_grid(features)](
-        features, *features.stride(), grad_maps, grad, n_channels, n_positions, 1.0 / n_channels, power,
-        POWER=_power_code(power), BLOCK_C=BLOCK_C, BLOCK_P=BLOCK_P,
+def _launch_tail(maps: Tensor, dmaps: Tensor, loss: Tensor, upstream: Tensor | None, scale: float, loss_kind: int,
+                 write_grad: bool) -> None:  # fmt: skip
+    # _attention_tail_kernel on maps [2, N, P]; `upstream` [N, P] (any strides) or None for 1.
+    _, n_samples, n_positions = maps.shape
+    g, g_strides = (upstream, upstream.stride()) if upstream is not None else (maps, (0, 0))
+    _attention_tail_kernel[(n_samples,)](
+        maps, dmaps, loss, g, *g_strides, n_samples, n_positions, scale, NORMALIZE_EPS, LOSS=loss_kind,
+        WRITE_GRAD=write_grad, HAS_UPSTREAM=upstream is not None, BLOCK=TAIL_BLOCK, num_warps=TAIL_WARPS,
     )  # fmt: skip
-    return grad
 
 
-@_channel_power_mean_grad_op.register_fake
-def _channel_power_mean_grad_fake(features, grad_maps, power):
-    return torch.empty_like(features)
+@torch.library.custom_op("gankd::attention_transfer", mutates_args=())
+def _attention_transfer_op(student: Tensor, teacher: Tensor, power: float, reduction: str, student_grad: bool,
+                           teacher_grad: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """student [N, Cs, P], teacher [N, Ct, P] (any strides). Returns (loss, maps [2, N, P] fp32): the loss is
+    per position ([N, P]) for reduction "none", and the maps are the unnormalized attention maps q then; for
+    "mean" and "sum" they are dL/dq for upstream 1 when a gradient is wanted."""
+    maps = _attention_maps(student, teacher, power)
+    n_samples, _, n_positions = student.shape
+    if reduction == "none":
+        loss = maps.new_empty((n_samples, n_positions))
+        _launch_tail(maps, maps, loss, None, 1.0, loss_kind=2, write_grad=False)
+        return loss, maps
+    loss_rows = maps.new_empty(n_samples)
+    scale = mean_gradient_scale(reduction, n_samples * n_positions)
+    _launch_tail(maps, maps, loss_rows, None, scale, loss_kind=1, write_grad=student_grad or teacher_grad)
+    return loss_rows.sum(), maps
 
 
-def _setup_context(ctx, inputs, output):
-    features, ctx.power = inputs
-    ctx.save_for_backward(features)
+@_attention_transfer_op.register_fake
+def _attention_transfer_fake(student, teacher, power, reduction, student_grad, teacher_grad):
+    loss_shape = (student.shape[0], student.shape[2]) if reduction == "none" else ()
+    return student.new_empty(loss_shape, dtype=torch.float32), _maps_fake(student)
 
 
-def _backward(ctx, grad_maps):
-    (features,) = ctx.saved_tensors
-    return _channel_power_mean_grad_op(features, grad_maps.contiguous(), ctx.power), None
+@torch.library.custom_op("gankd::attention_tail_grad", mutates_args=())
+def _attention_tail_grad_op(maps: Tensor, grad_loss: Tensor) -> Tensor:
+    """dL/dq [2, N, P] of L = sum(grad_loss * e), e the per-position losses of the maps q [2, N, P]."""
+    grad_maps = torch.empty_like(maps)
+    _launch_tail(maps, grad_maps, maps, grad_loss, 1.0, loss_kind=0, write_grad=True)
+    return grad_maps
 
 
-_channel_power_mean_op.register_autograd(_backward, setup_context=_setup_context)
+@_attention_tail_grad_op.register_fake
+def _attention_tail_grad_fake(maps, grad_loss):
+    return torch.empty_like(maps)
+
+
+@torch.library.custom_op("gankd::attention_maps_grad", mutates_args=())
+def _attention_maps_grad_op(student: Tensor | None, teacher: Tensor | None, grad_maps: Tensor,
+                            upstream: Tensor | None, power: float) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Gradients (of student, of teacher; [0] for None) of sum(upstream * grad_maps * q), q the attention maps
+    (upstream a 0-d tensor, or None for 1); grad_maps [2, N, P] fp32 contiguous."""
+    present = student if student is not None else teacher
+    grad_s, grad_t = _input_gradient_buffers(student, teacher)
+    n_samples, _, n_positions = present.shape
+    _attention_maps_grad_kernel[_maps_grid(present, (student is not None) + (teacher is not None))](
+        *_map_arguments(student if student is not None else present),
+        *_map_arguments(teacher if teacher is not None else present),
+        grad_s, grad_t, grad_maps, upstream if upstream is not None else grad_maps, n_samples, n_positions, power,
+        0 if student is not None else 1, POWER=_power_code(power), HAS_UPSTREAM=upstream is not None,
+        BLOCK_C=BLOCK_C, BLOCK_P=BLOCK_P,
+    )  # fmt: skip
+    return grad_s, grad_t
+
+
+def _input_gradient_buffers(student: Tensor | None, teacher: Tensor | None) -> tuple[Tensor, Tensor]:
+    # Like each map that is given (its strides and dtype), [0] for the other.
+    present = student if student is not None else teacher
+    return tuple(torch.empty_like(x) if x is not None else present.new_empty(0) for x in (student, teacher))
+
+
+@_attention_maps_grad_op.register_fake
+def _attention_maps_grad_fake(student, teacher, grad_maps, upstream, power):
+    return _input_gradient_buffers(student, teacher)
+
+
+def _setup_attention_transfer(ctx, inputs, output):
+    student, teacher, ctx.power, ctx.reduction, ctx.student_grad, ctx.teacher_grad = inputs
+    _, maps = output
+    only_the_loss_is_differentiable(ctx, maps)
+    # Only the feature maps whose gradients are wanted are saved: a teacher made under inference mode is copied
+    # to be saved (`saveable`), which one that gets no gradient does not need.
+    wanted = (student if ctx.student_grad else None, teacher if ctx.teacher_grad else None)
+    ctx.save_for_backward(*saveable(*wanted), maps)
+
+
+def _backward_attention_transfer(ctx, grad_loss, _unused_maps):
+    if grad_loss is None or not (ctx.student_grad or ctx.teacher_grad):
+        return no_gradients(ctx)
+    student, teacher, maps = ctx.saved_tensors
+    if ctx.reduction == "none":
+        grad_s, grad_t = _attention_maps_grad_op(student, teacher, _attention_tail_grad_op(maps, grad_loss), None,
+                                                 ctx.power)  # fmt: skip
+    else:
+        grad_s, grad_t = _attention_maps_grad_op(student, teacher, maps, grad_loss, ctx.power)
+    return (grad_s if ctx.student_grad else None), (grad_t if ctx.teacher_grad else None), None, None, None, None
+
+
+_attention_transfer_op.register_autograd(_backward_attention_transfer, setup_context=_setup_attention_transfer)
 
 
 def check_attention_transfer_options(p: float = 2, *, reduction: str = "mean", impl: str = "auto") -> float:
@@ -203,6 +387,8 @@ def attention_transfer(
     power = _check_attention_transfer(student, teacher, p, reduction)
     if not runs_triton(impl, "attention_transfer", student, teacher):
         return attention_transfer_ref(student, teacher, p=power, reduction=reduction)
-    student_map = _channel_power_mean_op(as_channels_positions(student), power)
-    teacher_map = _channel_power_mean_op(as_channels_positions(teacher), power)
-    return _loss_from_maps(student_map, teacher_map, reduction, student.shape[:1] + student.shape[2:])
+    student_grad = student.requires_grad and torch.is_grad_enabled()
+    teacher_grad = teacher.requires_grad and torch.is_grad_enabled()
+    loss = _attention_transfer_op(as_channels_positions(student), as_channels_positions(teacher), power, reduction,
+                                  student_grad, teacher_grad)[0]  # fmt: skip
+    return loss.reshape(student.shape[:1] + student.shape[2:]) if reduction == "none" else loss

@@ -21,6 +21,7 @@ LOSS_TOL = {torch.float32: 1e-5, torch.float16: 1e-5, torch.bfloat16: 1e-5}
 def small_blocks(monkeypatch):
     monkeypatch.setattr(attention_module, "BLOCK_C", 4)
     monkeypatch.setattr(attention_module, "BLOCK_P", 16)
+    monkeypatch.setattr(attention_module, "TAIL_BLOCK", 16)
 
 
 def oracle(student, teacher, *, p, reduction):
@@ -95,6 +96,55 @@ def test_teacher_without_grad_and_compile(device):
         results.append((loss.detach(), conv.weight.grad.clone()))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
     assert relative_error(results[0][1], results[1][1]) < 1e-5
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_teacher_gradient_alone(reduction, device, small_blocks, record_error):
+    # Only the teacher wants a gradient: the gradient kernel's one side is the teacher's.
+    torch.manual_seed(4)
+    student, teacher = torch.randn(3, 4, 5, 6, device=device), torch.randn(3, 7, 5, 6, device=device)
+    inputs = dict(student=student, teacher=teacher.requires_grad_(True))
+    kernel = loss_and_grads(attention_transfer, inputs, impl="triton", reduction=reduction)
+    reference = loss_and_grads(attention_transfer_ref, inputs, reduction=reduction)
+    assert kernel[1]["student"] is None
+    assert relative_error(kernel[0], reference[0]) < 1e-5
+    assert relative_error(kernel[1]["teacher"], reference[1]["teacher"]) < 1e-5
+
+
+@pytest.mark.parametrize("p", [2, 1.5])
+def test_maps_under_the_normalize_eps(p, device, small_blocks, record_error):
+    # A student of ~1e-7 has a map whose norm (~1e-13 for p = 2) is under eps = 1e-12: normalize divides by eps,
+    # whose Jacobian is I / eps, not the projection used above it. Sample 1 is ordinary, for contrast.
+    torch.manual_seed(5)
+    student = torch.randn(2, 3, 5, 5, device=device)
+    student[0] *= 1e-7 if p == 2 else 1e-9
+    compare(student, torch.randn(2, 6, 5, 5, device=device), record_error, f"under eps p={p}", p=p, reduction="sum")
+
+
+def test_per_position_loss_with_a_broadcast_upstream(device, small_blocks):
+    # reduction="none" followed by .mean() hands the backward an expanded (stride 0) upstream gradient.
+    torch.manual_seed(6)
+    inputs = dict(student=torch.randn(2, 3, 6, 5, device=device).requires_grad_(True),
+                  teacher=torch.randn(2, 5, 6, 5, device=device).requires_grad_(True))  # fmt: skip
+    per_position = loss_and_grads(lambda **x: attention_transfer(**x, reduction="none", impl="triton").mean(),
+                                  inputs, upstream=torch.tensor(3.0))  # fmt: skip
+    mean = loss_and_grads(attention_transfer_ref, inputs, upstream=torch.tensor(3.0))
+    assert relative_error(per_position[0], mean[0]) < 1e-6
+    for name in inputs:
+        assert relative_error(per_position[1][name], mean[1][name]) < 1e-5, name
+
+
+def test_inference_teacher_without_gradient_is_not_copied(device, monkeypatch):
+    # Only the maps that get gradients are saved for backward: a teacher made under inference mode needs no copy.
+    saved = []
+    real_saveable = attention_module.saveable
+    monkeypatch.setattr(attention_module, "saveable", lambda *x: saved.append(x) or real_saveable(*x))
+    with torch.inference_mode():
+        teacher = torch.randn(2, 4, 3, 3, device=device)
+    student = torch.randn(2, 3, 3, 3, device=device, requires_grad=True)
+    attention_transfer(student, teacher, impl="triton").backward()
+    assert len(saved) == 1 and saved[0][0].shape == (2, 3, 9) and saved[0][1] is None
+    assert student.grad is not None and student.grad.abs().sum() > 0
 
 
 def test_identical_attention_gives_zero(device):
