@@ -1,13 +1,14 @@
 """Tuning sweep for softmax_kl on a GPU: launch configurations, each checked against the reference, then timed.
 
-For each shape and dtype it times forward+backward under each (BLOCK_V, num_warps, programs per SM)
-configuration, overriding the launcher's choice (kernels/softmax_kl.py: _launch_config, PROGRAMS_PER_SM),
+For each shape and dtype it times forward+backward under each (BLOCK_V, num_warps, programs per SM, pass order)
+configuration, overriding the launcher's choice (kernels/softmax_kl.py: _launch_config, PROGRAMS_PER_SM,
+ALTERNATE_PASSES: "a" streams each pass after a row's first the other way, "o" every pass in order),
 after checking loss and gradient against softmax_kl_ref on fresh random inputs. It also profiles the host
 side of the smallest shape (where the launch path, not the GPU, sets the time) and times that shape's
 forward+backward replayed from a CUDA graph. Rows go to --out (CSV); the table is printed last.
 
     python -m benchmarks.tune_softmax_kl --out /tmp/tune.csv
-    python -m benchmarks.tune_softmax_kl --shapes 8192x131072 --configs 4096:8:2,8192:16:2
+    python -m benchmarks.tune_softmax_kl --shapes 8192x131072 --configs 4096:8:2:a,4096:8:2:o
 """
 
 import argparse
@@ -33,11 +34,25 @@ from gankd.kernels import softmax_kl, softmax_kl_ref
 
 softmax_kl_module = importlib.import_module("gankd.kernels.softmax_kl")  # the module: the package's name is the op
 
-DEFAULT_SHAPES = "8192x131072,16x262144,256x1000"
-# BLOCK_V:num_warps:programs per SM; the first is the launcher's own choice for V >= 4096.
-DEFAULT_CONFIGS = "4096:8:2,2048:8:2,4096:16:2,8192:8:2,8192:16:2,4096:8:4,4096:8:8"
+DEFAULT_SHAPES = "4096x32768,8192x131072,16x262144,256x1000"
+# BLOCK_V:num_warps:programs per SM:pass order; the first is the launcher's own choice for V >= 4096. (16 warps
+# and 8 programs per SM were slower or no faster at 8192 x 131072 in the first GPU run: benchmarks/NOTES.md.)
+DEFAULT_CONFIGS = "4096:8:2:a,4096:8:2:o,2048:8:2:a,8192:8:2:a,4096:8:4:a"
+ORDERS = {"a": True, "o": False}  # ALTERNATE_PASSES
 TEMPERATURE = 2.0
-COLUMNS = ["shape", "dtype", "block", "warps", "per_sm", "ms", "bw_fraction", "error", "ok", *ENVIRONMENT_COLUMNS]
+COLUMNS = [
+    "shape",
+    "dtype",
+    "block",
+    "warps",
+    "per_sm",
+    "order",
+    "ms",
+    "bw_fraction",
+    "error",
+    "ok",
+    *ENVIRONMENT_COLUMNS,
+]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2}
 
 
@@ -53,9 +68,18 @@ def loss_and_grad(fn, student: torch.Tensor, teacher: torch.Tensor):
     return loss.detach(), leaf.grad
 
 
-def configure(block: int, warps: int, per_sm: int) -> None:
+def configure(block: int, warps: int, per_sm: int, order: str) -> None:
     softmax_kl_module._launch_config = lambda n_cols: (min(block, 1 << (n_cols - 1).bit_length()), warps)
     softmax_kl_module.PROGRAMS_PER_SM = per_sm
+    softmax_kl_module.ALTERNATE_PASSES = ORDERS[order]
+
+
+def parse_config(item: str) -> tuple[int, int, int, str]:
+    """'BLOCK_V:warps:per_sm[:order]' -> (block, warps, per_sm, order); the order defaults to "a"."""
+    parts = item.split(":")
+    if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] not in ORDERS):
+        raise SystemExit(f"--configs: each item must be BLOCK_V:warps:per_sm[:a|o], got {item!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2]), parts[3] if len(parts) == 4 else "a"
 
 
 def host_profile(student: torch.Tensor, teacher: torch.Tensor, calls: int = 200) -> str:
@@ -95,14 +119,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
     parser.add_argument("--dtypes", default="bf16")
-    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="BLOCK_V:num_warps:programs_per_SM list")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="BLOCK_V:num_warps:programs_per_SM[:a|o] list")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     device = cuda_device_or_exit("tune_softmax_kl", "times compiled kernels")
-    configs = [tuple(int(part) for part in item.split(":")) for item in args.configs.split(",")]
+    configs = [parse_config(item) for item in args.configs.split(",")]
     bandwidth = copy_bandwidth_gbps(device)
     print(f"{torch.cuda.get_device_name(device)}: copy bandwidth {bandwidth:.0f} GB/s")
-    default_config = softmax_kl_module._launch_config, softmax_kl_module.PROGRAMS_PER_SM
+    default_config = (softmax_kl_module._launch_config, softmax_kl_module.PROGRAMS_PER_SM,
+                      softmax_kl_module.ALTERNATE_PASSES)  # fmt: skip
     rows = []
     for dtype_name in args.dtypes.split(","):
         dtype = DTYPES[dtype_name]
@@ -111,9 +136,10 @@ def main() -> None:
             teacher = torch.randn(n_rows, n_cols, device=device, dtype=dtype) * 3
             expected = loss_and_grad(lambda s, t: softmax_kl_ref(s, t, TEMPERATURE), student, teacher)
             moved = 3 * student.numel() * student.element_size()
-            for block, warps, per_sm in configs:
-                configure(block, warps, per_sm)
-                row = dict(shape=f"{n_rows}x{n_cols}", dtype=dtype_name, block=block, warps=warps, per_sm=per_sm)
+            for block, warps, per_sm, order in configs:
+                configure(block, warps, per_sm, order)
+                row = dict(shape=f"{n_rows}x{n_cols}", dtype=dtype_name, block=block, warps=warps, per_sm=per_sm,
+                           order=order)  # fmt: skip
                 try:
                     got = loss_and_grad(lambda s, t: softmax_kl(s, t, TEMPERATURE, impl="triton"), student, teacher)
                     error = max(relative_error(got[0], expected[0]), relative_error(got[1], expected[1]))
@@ -131,7 +157,11 @@ def main() -> None:
                                 ok=f"{type(failure).__name__}: {str(failure).splitlines()[0][:80]}")  # fmt: skip
                 rows.append(row)
                 print(row, flush=True)
-            softmax_kl_module._launch_config, softmax_kl_module.PROGRAMS_PER_SM = default_config
+            (
+                softmax_kl_module._launch_config,
+                softmax_kl_module.PROGRAMS_PER_SM,
+                softmax_kl_module.ALTERNATE_PASSES,
+            ) = default_config
             if n_rows * n_cols <= 1 << 20:
                 print(f"CUDA-graph replay {n_rows}x{n_cols} {dtype_name}: {graph_replay_ms(student, teacher):.4f} ms")
                 print(host_profile(student, teacher))
@@ -142,10 +172,12 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(row | env for row in rows)
-    print(f"{'shape':>12} {'dtype':>5} {'block':>6} {'warps':>5} {'per_sm':>6} {'ms':>9} {'%copy':>6} {'error':>9}  ok")
+    print(f"{'shape':>12} {'dtype':>5} {'block':>6} {'warps':>5} {'per_sm':>6} {'order':>5} {'ms':>9} {'%copy':>6} "
+          f"{'error':>9}  ok")  # fmt: skip
     for row in rows:
         print(f"{row['shape']:>12} {row['dtype']:>5} {row['block']:>6} {row['warps']:>5} {row['per_sm']:>6} "
-              f"{row['ms']:9.4f} {100 * row['bw_fraction']:6.1f} {row['error']:9.2e}  {row['ok']}")  # fmt: skip
+              f"{row['order']:>5} {row['ms']:9.4f} {100 * row['bw_fraction']:6.1f} {row['error']:9.2e}  "
+              f"{row['ok']}")  # fmt: skip
 
 
 if __name__ == "__main__":

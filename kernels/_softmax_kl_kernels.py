@@ -7,7 +7,8 @@ variant, for few long rows, gives each of a row's programs one slice: `_split_st
 slice's partial statistics; `_combine_stats` merges a row's partials, in every program of the row (at most
 MAX_SPLITS of them, a constexpr, so the number of slices adds no compiled variants); `_split_mixture_kernel`
 (JSD only) writes each slice's KL to the mixture; `_split_loss_grad_kernel` writes the row loss (from the
-row's first program) and each slice's gradients.
+row's first program) and each slice's gradients. With ALTERNATE each pass after the first runs over its
+blocks in the other direction from the pass before it (`_block_start`).
 """
 
 from ._dispatch import tl, triton
@@ -25,6 +26,17 @@ def _online_lse_step(m, z, x, scale):
     alpha = tl.exp((m - m_safe) * scale)
     e = tl.exp((x - m_safe) * scale)
     return m_new, z * alpha + tl.sum(e, axis=0), alpha, e, m_safe
+
+
+@triton.jit
+def _block_start(lo, hi, step, BACKWARDS: tl.constexpr, BLOCK_V: tl.constexpr):
+    # Column where step `step` of a pass over [lo, hi) starts: blocks in order, or last to first. A pass that
+    # starts where the previous one ended finds those blocks still in L2 (the reuse distance of a row's last
+    # blocks is a few blocks, not the row).
+    if BACKWARDS:
+        return lo + (tl.cdiv(hi - lo, BLOCK_V) - 1 - step) * BLOCK_V
+    else:
+        return lo + step * BLOCK_V
 
 
 @triton.jit
@@ -118,12 +130,12 @@ def _kl_divergence(kl_num, z_s, z_t, scale, DIRECTION: tl.constexpr):
 
 @triton.jit
 def _slice_mixture_kl(s_row, t_row, lo, hi, V, m_s, log_z_s, m_t, log_z_t, scale, log_beta, log_one_minus_beta,
-                      BLOCK_V: tl.constexpr):  # fmt: skip
+                      BACKWARDS: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     # JSD's pass 2 over [lo, hi): KL of each distribution to the mixture M = beta * p_t + (1 - beta) * p_s.
     kl_t_mix = 0.0
     kl_s_mix = 0.0
-    for start in range(lo, hi, BLOCK_V):
-        cols = start + tl.arange(0, BLOCK_V)
+    for step in range(0, tl.cdiv(hi - lo, BLOCK_V)):
+        cols = _block_start(lo, hi, step, BACKWARDS, BLOCK_V) + tl.arange(0, BLOCK_V)
         in_slice = cols < V  # slices are whole blocks: only the row's end is partial
         log_ps = _log_softmax_block(s_row, cols, in_slice, m_s, log_z_s, scale)
         log_pt = _log_softmax_block(t_row, cols, in_slice, m_t, log_z_t, scale)
@@ -147,11 +159,11 @@ def _store_row_loss(s_row, loss_ptr, row, V, divergence, kd_scale, ce_weight, m_
 def _slice_gradients(s_row, t_row, ds_row, dt_row, lo, hi, V, m_s, log_z_s, m_t, log_z_t, log_z_1, divergence,
                      kl_t_mix, kl_s_mix, weight, label, scale, kd_scale, ce_weight, beta, log_beta,
                      log_one_minus_beta, DIRECTION: tl.constexpr, HAS_CE: tl.constexpr, STUDENT_GRAD: tl.constexpr,
-                     TEACHER_GRAD: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+                     TEACHER_GRAD: tl.constexpr, BACKWARDS: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
     # Last pass over [lo, hi): gradients of the weighted row loss, d/ds = d/da / T, in the inputs' dtypes.
     grad_scale = kd_scale * scale * weight
-    for start in range(lo, hi, BLOCK_V):
-        cols = start + tl.arange(0, BLOCK_V)
+    for step in range(0, tl.cdiv(hi - lo, BLOCK_V)):
+        cols = _block_start(lo, hi, step, BACKWARDS, BLOCK_V) + tl.arange(0, BLOCK_V)
         in_slice = cols < V  # slices are whole blocks: only the row's end is partial
         s_raw = tl.load(s_row + cols, mask=in_slice, other=float("-inf")).to(tl.float32)
         log_ps = (s_raw - m_s) * scale - log_z_s
@@ -196,6 +208,7 @@ def _softmax_kl_kernel(
     DIRECTION: tl.constexpr,  # 0 forward KL(t||s), 1 reverse KL(s||t), 2 JSD
     HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr, STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    ALTERNATE: tl.constexpr,  # each pass after the first streams the row the other way (see _block_start)
     S_ALIGN: tl.constexpr,  # the largest powers of two up to 16 dividing the row strides and V: passed as
     T_ALIGN: tl.constexpr,  # counts of these units, strides and V are known multiples of them, so rows
     V_ALIGN: tl.constexpr,  # whose length is not a multiple of 16 (V = 1000) still get vector accesses
@@ -213,7 +226,7 @@ def _softmax_kl_kernel(
     kl_s_mix = 0.0
     if DIRECTION == 2:
         kl_t_mix, kl_s_mix = _slice_mixture_kl(s_row, t_row, 0, V, V, m_s, log_z_s, m_t, log_z_t, inv_temperature,
-                                               log_beta, log_one_minus_beta, BLOCK_V)  # fmt: skip
+                                               log_beta, log_one_minus_beta, ALTERNATE, BLOCK_V)  # fmt: skip
         divergence = beta * kl_t_mix + (1.0 - beta) * kl_s_mix
     else:
         divergence = _kl_divergence(kl_num, z_s, z_t, inv_temperature, DIRECTION)
@@ -223,7 +236,7 @@ def _softmax_kl_kernel(
         _slice_gradients(s_row, t_row, ds_ptr + row * V, dt_ptr + row * V, 0, V, V, m_s, log_z_s, m_t, log_z_t,
                          log_z_1, divergence, kl_t_mix, kl_s_mix, weight, label, inv_temperature, kd_scale,
                          ce_weight, beta, log_beta, log_one_minus_beta, DIRECTION, HAS_CE, STUDENT_GRAD,
-                         TEACHER_GRAD, BLOCK_V)  # fmt: skip
+                         TEACHER_GRAD, ALTERNATE and DIRECTION != 2, BLOCK_V)  # fmt: skip
 
 
 @triton.jit
@@ -248,9 +261,10 @@ def _split_stats_kernel(
     splits,  # slices per row
     inv_temperature,
     DIRECTION: tl.constexpr, HAS_CE: tl.constexpr,
-    BLOCK_V: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr, V_ALIGN: tl.constexpr,
+    BLOCK_V: tl.constexpr, ALTERNATE: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr,
+    V_ALIGN: tl.constexpr,
 ):  # fmt: skip
-    # Program (row, k): the statistics of slice k of the row.
+    # Program (row, k): the statistics of slice k of the row (a first pass: ALTERNATE does not apply).
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
     m_s, z_s, m_t, z_t, z_1, kl_num = _slice_stats(s_row, t_row, lo, hi, V, inv_temperature, DIRECTION, HAS_CE, BLOCK_V)
@@ -303,14 +317,16 @@ def _split_mixture_kernel(
     mixture_ptr,  # [N, splits, 2] fp32 partial KL(p_t || M), KL(p_s || M), output
     v_units, chunk_blocks, splits, inv_temperature, log_beta, log_one_minus_beta,
     MAX_SPLITS: tl.constexpr,  # a power of two, at least splits
-    BLOCK_V: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr, V_ALIGN: tl.constexpr,
+    BLOCK_V: tl.constexpr, ALTERNATE: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr,
+    V_ALIGN: tl.constexpr,
 ):  # fmt: skip
     # JSD only. Program (row, k): slice k's part of the KL of each distribution to the mixture.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
     m_s, z_s, m_t, z_t, _, _ = _combine_stats(stats_ptr + row * splits * 8, splits, inv_temperature, 2, MAX_SPLITS)
     kl_t_mix, kl_s_mix = _slice_mixture_kl(s_row, t_row, lo, hi, V, m_s, tl.log(z_s), m_t, tl.log(z_t),
-                                           inv_temperature, log_beta, log_one_minus_beta, BLOCK_V)  # fmt: skip
+                                           inv_temperature, log_beta, log_one_minus_beta, ALTERNATE,
+                                           BLOCK_V)  # fmt: skip
     out = mixture_ptr + (row * splits + split) * 2
     tl.store(out + 0, kl_t_mix)
     tl.store(out + 1, kl_s_mix)
@@ -330,7 +346,8 @@ def _split_loss_grad_kernel(
     inv_temperature, kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
     MAX_SPLITS: tl.constexpr, DIRECTION: tl.constexpr, HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr,
     STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
-    BLOCK_V: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr, V_ALIGN: tl.constexpr,
+    BLOCK_V: tl.constexpr, ALTERNATE: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr,
+    V_ALIGN: tl.constexpr,
 ):  # fmt: skip
     # Program (row, k): the row's statistics merged, its loss (k = 0), and slice k's gradients.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
@@ -356,7 +373,7 @@ def _split_loss_grad_kernel(
         _slice_gradients(s_row, t_row, ds_ptr + row * V, dt_ptr + row * V, lo, hi, V, m_s, tl.log(z_s), m_t,
                          tl.log(z_t), log_z_1, divergence, kl_t_mix, kl_s_mix, weight, label, inv_temperature,
                          kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, DIRECTION, HAS_CE,
-                         STUDENT_GRAD, TEACHER_GRAD, BLOCK_V)  # fmt: skip
+                         STUDENT_GRAD, TEACHER_GRAD, ALTERNATE and DIRECTION != 2, BLOCK_V)  # fmt: skip
 
 
 @triton.jit

@@ -38,6 +38,10 @@ PROGRAMS_PER_SM = 2
 MIN_SPLIT_BLOCKS = 2
 MAX_SPLITS = 64  # a power of two: the kernels merge a row's partials in one block of this size
 DEFAULT_SM_COUNT = 132  # an H100 SXM's, where no CUDA device says (the interpreter, the compile gate)
+# Passes after a row's first stream it the other way: the blocks the previous pass read last are read first,
+# while L2 still holds them (_softmax_kl_kernels._block_start). Not yet measured on a GPU: the device run's
+# tune step times both (benchmarks/tune_softmax_kl.py).
+ALTERNATE_PASSES = True
 
 
 def _alignment(count: int) -> int:
@@ -97,8 +101,8 @@ def _softmax_kl_op(
     block, num_warps = _launch_config(n_cols)
     s_align, t_align, v_align = _alignment(student.stride(0)), _alignment(teacher.stride(0)), _alignment(n_cols)
     rows = (student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align)
-    layout = dict(BLOCK_V=block, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align, num_warps=num_warps,
-                  maxnreg=MAX_REGISTERS)  # fmt: skip
+    layout = dict(BLOCK_V=block, ALTERNATE=ALTERNATE_PASSES, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align,
+                  num_warps=num_warps, maxnreg=MAX_REGISTERS)  # fmt: skip
     code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
     row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad)
     labels = labels if labels is not None else loss_rows

@@ -78,3 +78,12 @@ def test_gpu_tuning_tools_say_they_need_cuda(tool, tmp_path):
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 1 and f"{tool} needs a CUDA device" in result.stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_tune_configs_parse_with_their_pass_order():
+    from benchmarks.tune_softmax_kl import parse_config
+
+    assert parse_config("4096:8:2") == (4096, 8, 2, "a") and parse_config("2048:4:4:o") == (2048, 4, 4, "o")
+    for bad in ("4096:8", "4096:8:2:x", "4096:8:2:a:1"):
+        with pytest.raises(SystemExit, match=f"BLOCK_V:warps:per_sm\\[:a\\|o\\], got '{bad}'"):
+            parse_config(bad)
