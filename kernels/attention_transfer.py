@@ -102,27 +102,27 @@ def _attention_tail_kernel(
 ):  # fmt: skip
     # One program per sample, three passes over its two maps: the norms; the loss, and the dot products of each
     # normalized map with u = g (a_s - a_t); the gradients. a = q / max(|q|, eps) has Jacobian (I - a a^T) / |q|
-    # where |q| >= eps (clamp_min passes the gradient at equality, as torch's normalize), else I / eps.
+    # where |q| > eps, else I / eps (torch's clamp_min passes no gradient at equality). A NaN norm stays NaN.
     n = tl.program_id(0).to(tl.int64)
     qs_row = maps_ptr + n * P
     qt_row = maps_ptr + (N + n) * P
     sq_s = 0.0
     sq_t = 0.0
     for start in range(0, P, BLOCK):
-        offsets = start + tl.arange(0, BLOCK)
+        offsets = start + tl.arange(0, BLOCK).to(tl.int64)
         q_s, _ = _normalized_block(qs_row, offsets, P, 1.0)
         q_t, _ = _normalized_block(qt_row, offsets, P, 1.0)
         sq_s += tl.sum(q_s * q_s, axis=0)
         sq_t += tl.sum(q_t * q_t, axis=0)
     norm_s = tl.sqrt(sq_s)
     norm_t = tl.sqrt(sq_t)
-    inverse_s = 1.0 / tl.maximum(norm_s, eps)
-    inverse_t = 1.0 / tl.maximum(norm_t, eps)
+    inverse_s = 1.0 / tl.maximum(norm_s, eps, propagate_nan=tl.PropagateNan.ALL)
+    inverse_t = 1.0 / tl.maximum(norm_t, eps, propagate_nan=tl.PropagateNan.ALL)
     loss = 0.0
     dot_s = 0.0
     dot_t = 0.0
     for start in range(0, P, BLOCK):
-        offsets = start + tl.arange(0, BLOCK)
+        offsets = start + tl.arange(0, BLOCK).to(tl.int64)
         a_s, in_p = _normalized_block(qs_row, offsets, P, inverse_s)
         a_t, _ = _normalized_block(qt_row, offsets, P, inverse_t)
         d = a_s - a_t
@@ -139,10 +139,10 @@ def _attention_tail_kernel(
         tl.store(loss_ptr + n, loss * scale)
     if WRITE_GRAD:
         # Both maps' gradients are written (they are small); the backward reads the wanted ones.
-        project_s = tl.where(norm_s >= eps, dot_s, 0.0)
-        project_t = tl.where(norm_t >= eps, dot_t, 0.0)
+        project_s = tl.where(norm_s > eps, dot_s, 0.0)
+        project_t = tl.where(norm_t > eps, dot_t, 0.0)
         for start in range(0, P, BLOCK):
-            offsets = start + tl.arange(0, BLOCK)
+            offsets = start + tl.arange(0, BLOCK).to(tl.int64)
             a_s, in_p = _normalized_block(qs_row, offsets, P, inverse_s)
             a_t, _ = _normalized_block(qt_row, offsets, P, inverse_t)
             u = a_s - a_t

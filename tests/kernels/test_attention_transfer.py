@@ -121,6 +121,34 @@ def test_maps_under_the_normalize_eps(p, device, small_blocks, record_error):
     compare(student, torch.randn(2, 6, 5, 5, device=device), record_error, f"under eps p={p}", p=p, reduction="sum")
 
 
+def test_map_norm_exactly_eps_takes_the_clamped_branch(device):
+    # |q| = |(6e-13, 8e-13)| is fp32's 1e-12 exactly: torch's clamp_min passes no gradient at equality, so the
+    # normalize's Jacobian is I / eps there, not the projection above it.
+    student = torch.tensor([[[6e-13, 8e-13]]], device=device)
+    assert torch.linalg.vector_norm(student).item() == torch.tensor(1e-12).item()
+    inputs = dict(student=student.requires_grad_(True), teacher=torch.tensor([[[1.0, 3.0]]], device=device))
+    kernel = loss_and_grads(attention_transfer, inputs, impl="triton", p=1, reduction="sum")
+    reference = loss_and_grads(attention_transfer_ref, inputs, p=1, reduction="sum")
+    assert relative_error(kernel[1]["student"], reference[1]["student"]) < 1e-5
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_nan_spreads_over_its_sample(reduction, device):
+    # A NaN feature makes its sample's norm NaN, hence every position's loss and gradient of that sample (as in
+    # the reference), and leaves the other sample finite.
+    student, teacher = torch.randn(2, 3, 4, 4, device=device), torch.randn(2, 5, 4, 4, device=device)
+    student[0, 1, 2, 3] = float("nan")
+    inputs = dict(student=student.requires_grad_(True), teacher=teacher.requires_grad_(True))
+    for function, options in ((attention_transfer, dict(impl="triton")), (attention_transfer_ref, {})):
+        loss, grads = loss_and_grads(function, inputs, reduction=reduction, **options)
+        if reduction == "none":
+            assert loss[0].isnan().all() and loss[1].isfinite().all()
+        else:
+            assert loss.isnan()
+        for grad in grads.values():
+            assert grad[0].isnan().all() and grad[1].isfinite().all()
+
+
 def test_per_position_loss_with_a_broadcast_upstream(device, small_blocks):
     # reduction="none" followed by .mean() hands the backward an expanded (stride 0) upstream gradient.
     torch.manual_seed(6)
