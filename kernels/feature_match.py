@@ -144,7 +144,11 @@ def _cosine_match_kernel(
         cross = grad / (clamped_s * clamped_t)
         self_s = tl.where(norm_s > eps, grad * cos / (norm_s * clamped_s), 0.0)
         self_t = tl.where(norm_t > eps, grad * cos / (norm_t * clamped_t), 0.0)
-        for c0 in range(0, C, BLOCK_C):
+        # Right after this program's statistics pass the channels go last to first: the blocks it read last are
+        # read first again, while L2 still holds them.
+        channel_blocks = tl.cdiv(C, BLOCK_C)
+        for step in range(0, channel_blocks):
+            c0 = step * BLOCK_C if STATS_IN else (channel_blocks - 1 - step) * BLOCK_C
             c = (c0 + channels)[:, None].to(tl.int64)
             tile = (c < C) & in_p[None, :]
             s = tl.load(s_base + c * s_sc, mask=tile, other=0.0).to(tl.float32)
