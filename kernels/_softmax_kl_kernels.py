@@ -69,10 +69,22 @@ def _log_mixture(log_p, log_q, log_w_p, log_w_q):
 
 
 @triton.jit
-def _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS: tl.constexpr):
+def _fp16_headroom(inv_count):
+    # The power of two at or under 1 / inv_count (the rows counted, so the product is in (1/2, 1]), which fp16
+    # gradients carry: a batchmean's (softmax difference) / rows would fall under fp16's normal range (2^-14) for
+    # a few thousand rows, under its subnormals for more, before the backward's upstream gradient (a
+    # GradScaler's 2^16 and up) could lift it. Softmax slopes are bounded (forward KL: at most kd_scale / T +
+    # ce_weight), so the lifted values stay far under 65504. The backward divides the same value out, exactly.
+    return tl.exp2(tl.floor(tl.log2(1.0 / inv_count)))
+
+
+@triton.jit
+def _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS: tl.constexpr, HEADROOM: tl.constexpr):
     # (weight, label) of a row: 0 for an ignored row, NaN for a label outside [0, V) (never a silently wrong
-    # answer), else 1 / rows counted (batchmean) or 1.
+    # answer), else 1 / rows counted (batchmean) or 1, times the fp16 headroom when HEADROOM.
     weight = tl.load(inv_count_ptr)
+    if HEADROOM:
+        weight = weight * _fp16_headroom(weight)
     label = -1
     if HAS_LABELS:
         label = tl.load(labels_ptr + row).to(tl.int64)
@@ -207,6 +219,7 @@ def _softmax_kl_kernel(
     ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
     DIRECTION: tl.constexpr,  # 0 forward KL(t||s), 1 reverse KL(s||t), 2 JSD
     HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr, STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
+    HEADROOM: tl.constexpr,  # gradients carry _fp16_headroom (a wanted gradient is fp16)
     BLOCK_V: tl.constexpr,
     ALTERNATE: tl.constexpr,  # each pass after the first streams the row the other way (see _block_start)
     S_ALIGN: tl.constexpr,  # the largest powers of two up to 16 dividing the row strides and V: passed as
@@ -218,7 +231,7 @@ def _softmax_kl_kernel(
     V = v_units * V_ALIGN
     s_row = s_ptr + row * (s_row_units * S_ALIGN)
     t_row = t_ptr + row * (t_row_units * T_ALIGN)
-    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS)
+    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS, HEADROOM)
     m_s, z_s, m_t, z_t, z_1, kl_num = _slice_stats(s_row, t_row, 0, V, V, inv_temperature, DIRECTION, HAS_CE, BLOCK_V)
     log_z_s = tl.log(z_s)
     log_z_t = tl.log(z_t)
@@ -345,14 +358,14 @@ def _split_loss_grad_kernel(
     v_units, chunk_blocks, splits,
     inv_temperature, kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
     MAX_SPLITS: tl.constexpr, DIRECTION: tl.constexpr, HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
+    STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr, HEADROOM: tl.constexpr,
     BLOCK_V: tl.constexpr, ALTERNATE: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr,
     V_ALIGN: tl.constexpr,
 ):  # fmt: skip
     # Program (row, k): the row's statistics merged, its loss (k = 0), and slice k's gradients.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
-    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS)
+    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS, HEADROOM)
     m_s, z_s, m_t, z_t, z_1, kl_num = _combine_stats(stats_ptr + row * splits * 8, splits, inv_temperature,
                                                      DIRECTION, MAX_SPLITS)  # fmt: skip
     kl_t_mix = 0.0
@@ -380,7 +393,7 @@ def _split_loss_grad_kernel(
 def _scale_rows_kernel(
     grad_ptr,  # [N, V] gradient buffer, contiguous, scaled in place
     grad_output_ptr,  # [N] (stride g_stride) or scalar (stride 0) upstream gradient
-    headroom_ptr,  # [1] fp32 power of two the forward's fp16 gradients carry, divided out here (HAS_HEADROOM)
+    inv_count_ptr,  # [1] fp32 (HAS_HEADROOM): the forward's fp16 gradients carry its _fp16_headroom, divided out
     g_stride,
     v_units,  # V in units of V_ALIGN elements (see _softmax_kl_kernel)
     HAS_HEADROOM: tl.constexpr,
@@ -391,7 +404,7 @@ def _scale_rows_kernel(
     row = tl.program_id(0).to(tl.int64)
     g = tl.load(grad_output_ptr + row * g_stride).to(tl.float32)
     if HAS_HEADROOM:
-        g = g / tl.load(headroom_ptr)
+        g = g / _fp16_headroom(tl.load(inv_count_ptr))
     # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
     if g != 1.0:
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)

@@ -91,9 +91,9 @@ def _softmax_kl_op(
     reduction: str,
     student_grad: bool,
     teacher_grad: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Reduced fp32 loss, the gradients of that loss (student [N, V] and teacher [N, V], each [0] if unwanted)
-    times the headroom, and the headroom ([1] fp32 where a gradient is fp16, else [0]: `_row_weight`)."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reduced fp32 loss and the gradients of that loss (student [N, V] and teacher [N, V], each [0] if unwanted),
+    those in fp16 times the kernels' headroom (`_carries_headroom`)."""
     n_rows, n_cols = student.shape
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=student.device)
     grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
@@ -104,17 +104,17 @@ def _softmax_kl_op(
     layout = dict(BLOCK_V=block, ALTERNATE=ALTERNATE_PASSES, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align,
                   num_warps=num_warps, maxnreg=MAX_REGISTERS)  # fmt: skip
     code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
-    row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad)
+    row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
+                              HEADROOM=_carries_headroom(grad_s, grad_t))  # fmt: skip
     labels = labels if labels is not None else loss_rows
-    row_weight, headroom = _row_weight(inv_count, grad_s, grad_t)
     inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
     splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
     if splits == 1:
         _softmax_kl_kernel[(n_rows,)](
-            *rows, labels, row_weight, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
+            *rows, labels, inv_count, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
             log_beta, log_one_minus_beta, ignore_index, **row_options, **layout,
         )  # fmt: skip
-        return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t, headroom
+        return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
     stats = torch.empty((n_rows, splits, STATS), dtype=torch.float32, device=student.device)
     mixture = torch.empty((n_rows, splits, 2) if direction == "jsd" else (0,), dtype=torch.float32,
                           device=student.device)  # fmt: skip
@@ -125,24 +125,16 @@ def _softmax_kl_op(
                                                 MAX_SPLITS=MAX_SPLITS, **layout)  # fmt: skip
     # Without gradients only each row's program 0 has work: the loss.
     _split_loss_grad_kernel[(n_rows, splits if student_grad or teacher_grad else 1)](
-        *rows, labels, row_weight, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
+        *rows, labels, inv_count, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
         beta, log_beta, log_one_minus_beta, ignore_index, MAX_SPLITS=MAX_SPLITS, **row_options, **layout,
     )  # fmt: skip
-    return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t, headroom
+    return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 
 
-def _row_weight(inv_count: Tensor, grad_s: Tensor, grad_t: Tensor) -> tuple[Tensor, Tensor]:
-    """(the weight the kernels give each counted row's gradient, its headroom): inv_count and [0], unless a
-    gradient is fp16. Then a batchmean's gradients, (softmax difference) / rows counted, would fall under
-    fp16's normal range (2^-14) for a few thousand rows, and under its subnormals for more, before the
-    backward's upstream gradient (a GradScaler's 2^16 and up) could lift them: the weight becomes inv_count
-    times the headroom, the power of two at or under the rows counted (so in (1/2, 1]), computed on the device
-    without a host sync, and the backward divides it out exactly. The saved values stay near the slope itself,
-    which softmaxes keep small (forward KL: at most kd_scale / T + ce_weight), far under fp16's 65504."""
-    if not any(grad.dtype == torch.float16 and grad.numel() > 0 for grad in (grad_s, grad_t)):
-        return inv_count, inv_count.new_empty(0)
-    headroom = torch.exp2(torch.floor(torch.log2(inv_count.reciprocal())))
-    return inv_count * headroom, headroom
+def _carries_headroom(grad_s: Tensor, grad_t: Tensor) -> bool:
+    """Whether the kernels lift the gradients by the power of two at or under the rows counted, computed on the
+    device from inv_count (`_softmax_kl_kernels._fp16_headroom`, which says why): when one of them is fp16."""
+    return any(grad.dtype == torch.float16 and grad.numel() > 0 for grad in (grad_s, grad_t))
 
 
 @_softmax_kl_op.register_fake
@@ -152,47 +144,48 @@ def _softmax_kl_fake(student, teacher, labels, inv_count, temperature, direction
     loss = student.new_empty(n_rows if reduction == "none" else (), dtype=torch.float32)
     grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
     grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
-    return loss, grad_s, grad_t, _row_weight(inv_count, grad_s, grad_t)[1]
+    return loss, grad_s, grad_t
 
 
 @torch.library.custom_op("gankd::scale_rows_", mutates_args=("grad",))
-def _scale_rows_(grad: Tensor, grad_output: Tensor, headroom: Tensor | None = None) -> None:
-    """grad[i, :] *= grad_output[i] (or the scalar grad_output) / headroom ([1] fp32, if given), skipped on the
-    device where that is 1."""
+def _scale_rows_(grad: Tensor, grad_output: Tensor, headroom_of: Tensor | None = None) -> None:
+    """grad[i, :] *= grad_output[i] (or the scalar grad_output), divided by the fp16 headroom of inv_count
+    `headroom_of` ([1] fp32, if given); skipped on the device where that is 1."""
     n_rows, n_cols = grad.shape
     g_stride = 0 if grad_output.dim() == 0 else grad_output.stride(0)
     block = min(triton.next_power_of_2(n_cols), SCALE_BLOCK)
     v_align = _alignment(n_cols)
     _scale_rows_kernel[(n_rows, triton.cdiv(n_cols, block))](
-        grad, grad_output, headroom, g_stride, n_cols // v_align, HAS_HEADROOM=headroom is not None, BLOCK=block,
+        grad, grad_output, headroom_of, g_stride, n_cols // v_align, HAS_HEADROOM=headroom_of is not None, BLOCK=block,
         V_ALIGN=v_align,
     )  # fmt: skip
 
 
 @_scale_rows_.register_fake
-def _scale_rows_fake(grad, grad_output, headroom=None):
+def _scale_rows_fake(grad, grad_output, headroom_of=None):
     return None
 
 
 def _setup_context(ctx, inputs, output):
-    _, grad_s, grad_t, headroom = output
+    _, grad_s, grad_t = output
     ctx.student_grad, ctx.teacher_grad = inputs[-2:]
-    only_the_loss_is_differentiable(ctx, grad_s, grad_t, headroom)
-    ctx.save_for_backward(grad_s, grad_t, headroom)
+    ctx.headroom = _carries_headroom(grad_s, grad_t)
+    only_the_loss_is_differentiable(ctx, grad_s, grad_t)
+    ctx.save_for_backward(grad_s, grad_t, inputs[3])  # inputs[3]: inv_count, whose fp16 headroom is divided out
 
 
-def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_headroom):
+def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
     if grad_loss is None:
         return no_gradients(ctx)
     # Saved buffers are rescaled in place; a second backward through the same graph then fails
     # autograd's version check loudly instead of returning a gradient scaled twice.
-    grad_s, grad_t, headroom = ctx.saved_tensors
-    headroom = headroom if headroom.numel() else None  # [0]: no fp16 gradient, nothing to divide out
+    grad_s, grad_t, inv_count = ctx.saved_tensors
+    headroom_of = inv_count if ctx.headroom else None
     grad_loss = grad_loss.reshape(-1) if grad_loss.dim() > 0 else grad_loss
     if ctx.student_grad:
-        _scale_rows_(grad_s, grad_loss, headroom)
+        _scale_rows_(grad_s, grad_loss, headroom_of)
     if ctx.teacher_grad:
-        _scale_rows_(grad_t, grad_loss, headroom)
+        _scale_rows_(grad_t, grad_loss, headroom_of)
     other_inputs = (None,) * (len(ctx.needs_input_grad) - 2)
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + other_inputs
 
