@@ -77,7 +77,8 @@ def configure(block: int, warps: int, per_sm: int, order: str) -> None:
 def parse_config(item: str) -> tuple[int, int, int, str]:
     """'BLOCK_V:warps:per_sm[:order]' -> (block, warps, per_sm, order); the order defaults to "a"."""
     parts = item.split(":")
-    if len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] not in ORDERS):
+    numbers_ok = len(parts) >= 3 and all(part.isdigit() and int(part) > 0 for part in parts[:3])
+    if not numbers_ok or len(parts) not in (3, 4) or (len(parts) == 4 and parts[3] not in ORDERS):
         raise SystemExit(f"--configs: each item must be BLOCK_V:warps:per_sm[:a|o], got {item!r}")
     return int(parts[0]), int(parts[1]), int(parts[2]), parts[3] if len(parts) == 4 else "a"
 

@@ -274,10 +274,9 @@ def _split_stats_kernel(
     splits,  # slices per row
     inv_temperature,
     DIRECTION: tl.constexpr, HAS_CE: tl.constexpr,
-    BLOCK_V: tl.constexpr, ALTERNATE: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr,
-    V_ALIGN: tl.constexpr,
+    BLOCK_V: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr, V_ALIGN: tl.constexpr,
 ):  # fmt: skip
-    # Program (row, k): the statistics of slice k of the row (a first pass: ALTERNATE does not apply).
+    # Program (row, k): the statistics of slice k of the row (a first pass, always in order).
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
     m_s, z_s, m_t, z_t, z_1, kl_num = _slice_stats(s_row, t_row, lo, hi, V, inv_temperature, DIRECTION, HAS_CE, BLOCK_V)

@@ -101,8 +101,9 @@ def _softmax_kl_op(
     block, num_warps = _launch_config(n_cols)
     s_align, t_align, v_align = _alignment(student.stride(0)), _alignment(teacher.stride(0)), _alignment(n_cols)
     rows = (student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align)
-    layout = dict(BLOCK_V=block, ALTERNATE=ALTERNATE_PASSES, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align,
-                  num_warps=num_warps, maxnreg=MAX_REGISTERS)  # fmt: skip
+    layout = dict(BLOCK_V=block, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align, num_warps=num_warps,
+                  maxnreg=MAX_REGISTERS)  # fmt: skip
+    later_passes = dict(ALTERNATE=ALTERNATE_PASSES)  # for the kernels with a pass after the first
     code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
     row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
                               HEADROOM=_carries_headroom(grad_s, grad_t))  # fmt: skip
@@ -112,7 +113,7 @@ def _softmax_kl_op(
     if splits == 1:
         _softmax_kl_kernel[(n_rows,)](
             *rows, labels, inv_count, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
-            log_beta, log_one_minus_beta, ignore_index, **row_options, **layout,
+            log_beta, log_one_minus_beta, ignore_index, **row_options, **layout, **later_passes,
         )  # fmt: skip
         return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
     stats = torch.empty((n_rows, splits, STATS), dtype=torch.float32, device=student.device)
@@ -122,11 +123,12 @@ def _softmax_kl_op(
     _split_stats_kernel[(n_rows, splits)](*rows, stats, *slices, inv_t, **code, **layout)
     if direction == "jsd":
         _split_mixture_kernel[(n_rows, splits)](*rows, stats, mixture, *slices, inv_t, log_beta, log_one_minus_beta,
-                                                MAX_SPLITS=MAX_SPLITS, **layout)  # fmt: skip
+                                                MAX_SPLITS=MAX_SPLITS, **layout, **later_passes)  # fmt: skip
     # Without gradients only each row's program 0 has work: the loss.
     _split_loss_grad_kernel[(n_rows, splits if student_grad or teacher_grad else 1)](
         *rows, labels, inv_count, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
         beta, log_beta, log_one_minus_beta, ignore_index, MAX_SPLITS=MAX_SPLITS, **row_options, **layout,
+        **later_passes,
     )  # fmt: skip
     return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 

@@ -84,6 +84,6 @@ def test_tune_configs_parse_with_their_pass_order():
     from benchmarks.tune_softmax_kl import parse_config
 
     assert parse_config("4096:8:2") == (4096, 8, 2, "a") and parse_config("2048:4:4:o") == (2048, 4, 4, "o")
-    for bad in ("4096:8", "4096:8:2:x", "4096:8:2:a:1"):
+    for bad in ("4096:8", "4096:8:2:x", "4096:8:2:a:1", "4096:x:2", "0:8:2"):
         with pytest.raises(SystemExit, match=f"BLOCK_V:warps:per_sm\\[:a\\|o\\], got '{bad}'"):
             parse_config(bad)

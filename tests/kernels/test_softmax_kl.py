@@ -466,6 +466,22 @@ def test_passes_in_either_direction_agree(direction, alternate, device, small_bl
         assert relative_error(value, reference) <= 1e-5
 
 
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("split", [(2, 3), (2, 2), (1, 4)], ids=["3-block slices", "2-block slices", "one row"])
+def test_backward_passes_over_slices_of_several_blocks(split, direction, device, monkeypatch):
+    # V = 61 in 16-wide blocks (4 blocks, the last partial): slices of 3 + 1, 2 + 2 blocks, and the whole row in
+    # one program, each later pass walking its slice's blocks last to first.
+    monkeypatch.setattr(softmax_kl_module, "MAX_BLOCK_V", 16)
+    monkeypatch.setattr(softmax_kl_module, "_row_splits", lambda n_rows, n_cols, block, sm_count: split)
+    torch.manual_seed(8)
+    student, teacher = torch.randn(3, 61, device=device) * 3, torch.randn(3, 61, device=device) * 3
+    options = dict(direction=direction, labels=torch.tensor([3, 60, 33], device=device), ce_weight=0.4)
+    got = run_with_grads(softmax_kl, student, teacher.requires_grad_(), torch.tensor(1.3), impl="triton", **options)
+    expected = run_with_grads(softmax_kl_ref, student, teacher, torch.tensor(1.3), **options)
+    for value, reference in zip(got, expected, strict=True):
+        assert relative_error(value, reference) <= 1e-5
+
+
 def test_rows_split_only_when_too_few_to_fill_the_gpu():
     splits = softmax_kl_module._row_splits
     h100 = 132
