@@ -52,6 +52,20 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn)
 
 
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected|, in float64."""
+    actual, expected = actual.double(), expected.double()
+    return ((actual - expected).abs().max() / expected.abs().max().clamp(min=1e-12)).item()
+
+
+def loss_and_grad(fn: Callable, student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, student gradient) of fn(student, teacher) on a fresh leaf copy of student (the tuning tools' check)."""
+    leaf = student.detach().clone().requires_grad_(True)
+    loss = fn(leaf, teacher)
+    loss.backward()
+    return loss.detach(), leaf.grad
+
+
 def time_step(step: Callable[[], None], device: torch.device, reps: int) -> float:
     """Median milliseconds of one call of `step` (a forward+backward): do_bench on CUDA, wall clock on CPU."""
     if device.type == "cuda":
@@ -175,6 +189,22 @@ def copy_bandwidth_gbps(device: torch.device, megabytes: int | None = None) -> f
             times.append(time.perf_counter() - start)
         ms = sorted(times)[len(times) // 2] * 1e3
     return moved / ms / 1e6
+
+
+def failed_measurement(failure: Exception) -> dict:
+    """A tuning row's measured fields for a configuration that did not build or run: NaNs and why, in `ok`."""
+    return dict(ms=float("nan"), bw_fraction=float("nan"), error=float("nan"),
+                ok=f"{type(failure).__name__}: {str(failure).splitlines()[0][:80]}")  # fmt: skip
+
+
+def write_rows(path: Path, rows: list[dict], columns: list[str], device: torch.device) -> None:
+    """A tuning tool's CSV: `rows` stamped with the environment of `device`, under the header `columns`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = environment(device)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(row | stamp for row in rows)
 
 
 def append_rows(path: Path, rows: list[dict], columns: list[str] = KERNEL_COLUMNS) -> None:

@@ -16,6 +16,7 @@
 #   3. the distillation training step, fused losses against the reference   -> OUT_DIR/train_step.csv
 #   4. softmax_kl's launch-configuration sweep (benchmarks/tune_softmax_kl.py) -> OUT_DIR/tune_softmax_kl.csv
 #   5. every GPU kernel of one call of each op, host and device time        -> OUT_DIR/profile_ops.csv
+#   6. feature_match's launch-configuration sweep (tune_feature_match.py)   -> OUT_DIR/tune_feature_match.csv
 # and a log of everything, OUT_DIR/device_check.log. Back on a development machine,
 # `python -m benchmarks.ingest_device_results OUT_DIR` appends the rows to benchmarks/results/, redraws the
 # figures and regenerates the README's tables. Without a CUDA device it says so and exits with status 2.
@@ -60,7 +61,7 @@ print(f"torch {torch.__version__}, triton {triton.__version__}, {p.name}, {p.mul
 
 failed=()
 # STEPS picks steps by their first word (a rerun of some of them); TESTS narrows the kernel tests.
-steps=",${STEPS:-kernel,softmax_kl,feature_match,adapted_feature_match,training,tune,profile},"
+steps=",${STEPS:-kernel,softmax_kl,feature_match,adapted_feature_match,training,tune,profile,sweep},"
 step() {  # step NAME SECONDS COMMAND...: run it under its limit, record a failure, go on
     local name=$1 limit=$2
     shift 2
@@ -88,6 +89,7 @@ step "adapted_feature_match benchmark" 50 "$python" -m benchmarks.bench_adapted_
 step "training step benchmark" 60 "$python" -m benchmarks.bench_train_step --out "$out/train_step.csv"
 step "tune softmax_kl" 60 "$python" -m benchmarks.tune_softmax_kl --out "$out/tune_softmax_kl.csv"
 step "profile ops" 50 "$python" -m benchmarks.profile_ops --out "$out/profile_ops.csv"
+step "sweep feature_match" 45 "$python" -m benchmarks.tune_feature_match --out "$out/tune_feature_match.csv"
 
 echo "=== summary ==="
 for file in "$out"/*.csv; do [ -f "$file" ] && echo "$(basename "$file"): $(($(wc -l <"$file") - 1)) rows"; done

@@ -1,5 +1,5 @@
 """The local half of a GPU run: take the CSVs that benchmarks/device_check.sh wrote on the GPU machine into
-benchmarks/results/ (the benchmarks' rows, the softmax_kl launch sweep, the per-kernel profile), redraw the
+benchmarks/results/ (the benchmarks' rows, the launch sweeps, the per-kernel profile), redraw the
 figures and regenerate the README's results section.
 
     python -m benchmarks.ingest_device_results /work/.device/out     # the folder the GPU run's files came to
@@ -15,14 +15,15 @@ import argparse
 import csv
 from pathlib import Path
 
-from benchmarks import plot, profile_ops, tune_softmax_kl
+from benchmarks import plot, profile_ops, tune_feature_match, tune_softmax_kl
 from benchmarks.bench_common import KERNEL_COLUMNS, append_rows
 from benchmarks.bench_train_step import COLUMNS as TRAIN_STEP_COLUMNS
 from benchmarks.results_table import RESULTS, ROOT, section, write_section
 
 # The CSVs a device run writes, with their columns; each is appended to the file of the same name.
 DEVICE_FILES = {"kernels.csv": KERNEL_COLUMNS, "train_step.csv": TRAIN_STEP_COLUMNS,
-                "tune_softmax_kl.csv": tune_softmax_kl.COLUMNS, "profile_ops.csv": profile_ops.COLUMNS}  # fmt: skip
+                "tune_softmax_kl.csv": tune_softmax_kl.COLUMNS, "tune_feature_match.csv": tune_feature_match.COLUMNS,
+                "profile_ops.csv": profile_ops.COLUMNS}  # fmt: skip
 
 
 def read_device_rows(folder: Path) -> dict[str, list[dict]]:

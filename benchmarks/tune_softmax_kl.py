@@ -13,7 +13,6 @@ forward+backward replayed from a CUDA graph. Rows go to --out (CSV); the table i
 
 import argparse
 import cProfile
-import csv
 import importlib
 import io
 import pstats
@@ -26,9 +25,12 @@ from benchmarks.bench_common import (
     ENVIRONMENT_COLUMNS,
     copy_bandwidth_gbps,
     cuda_device_or_exit,
-    environment,
+    failed_measurement,
+    loss_and_grad,
     parse_shapes,
+    relative_error,
     time_step,
+    write_rows,
 )
 from gankd.kernels import softmax_kl, softmax_kl_ref
 
@@ -54,18 +56,6 @@ COLUMNS = [
     *ENVIRONMENT_COLUMNS,
 ]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2}
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    actual, expected = actual.double(), expected.double()
-    return ((actual - expected).abs().max() / expected.abs().max().clamp(min=1e-12)).item()
-
-
-def loss_and_grad(fn, student: torch.Tensor, teacher: torch.Tensor):
-    leaf = student.detach().clone().requires_grad_(True)
-    loss = fn(leaf, teacher)
-    loss.backward()
-    return loss.detach(), leaf.grad
 
 
 def configure(block: int, warps: int, per_sm: int, order: str) -> None:
@@ -154,8 +144,7 @@ def main() -> None:
                     row |= dict(ms=ms, bw_fraction=moved / ms / 1e6 / bandwidth, error=error,
                                 ok=error <= TOLERANCE[dtype])  # fmt: skip
                 except Exception as failure:  # a configuration that does not build or run: say so, go on
-                    row |= dict(ms=float("nan"), bw_fraction=float("nan"), error=float("nan"),
-                                ok=f"{type(failure).__name__}: {str(failure).splitlines()[0][:80]}")  # fmt: skip
+                    row |= failed_measurement(failure)
                 rows.append(row)
                 print(row, flush=True)
             (
@@ -167,12 +156,7 @@ def main() -> None:
                 print(f"CUDA-graph replay {n_rows}x{n_cols} {dtype_name}: {graph_replay_ms(student, teacher):.4f} ms")
                 print(host_profile(student, teacher))
             del student, teacher, expected
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    env = environment(device)
-    with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(row | env for row in rows)
+    write_rows(args.out, rows, COLUMNS, device)
     print(f"{'shape':>12} {'dtype':>5} {'block':>6} {'warps':>5} {'per_sm':>6} {'order':>5} {'ms':>9} {'%copy':>6} "
           f"{'error':>9}  ok")  # fmt: skip
     for row in rows:

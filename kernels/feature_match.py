@@ -33,9 +33,12 @@ from ._features import (
 KINDS = ("mse", "l1", "smooth_l1", "cosine")
 _KIND_CODE = {"mse": 0, "l1": 1, "smooth_l1": 2}
 COSINE_EPS = 1e-8  # as torch.nn.functional.cosine_similarity
+# Launch configurations (benchmarks/tune_feature_match.py sweeps them on a GPU).
 ELEMENTWISE_BLOCK = 4096
+ELEMENTWISE_WARPS = 4
 COSINE_BLOCK_C = 16
 COSINE_BLOCK_P = 128
+COSINE_WARPS = 4
 
 
 @triton.jit
@@ -193,6 +196,7 @@ def _elementwise_op(
         student, teacher, student, e, partials, grad_s, grad_t, n_elements, mean_gradient_scale(reduction, n_elements),
         1, KIND=_KIND_CODE[kind], WRITE_E=per_element, WRITE_PARTIAL=not per_element, HAS_UPSTREAM=False,
         STUDENT_GRAD=grad_s.numel() > 0, TEACHER_GRAD=grad_t.numel() > 0, BLOCK=ELEMENTWISE_BLOCK,
+        num_warps=ELEMENTWISE_WARPS,
     )  # fmt: skip
     return (e if per_element else reduce_partials(partials, n_elements, reduction)), grad_s, grad_t
 
@@ -215,7 +219,7 @@ def _elementwise_grad_op(
     _elementwise_match_kernel[_grid_elementwise(n_elements)](
         student, teacher, grad_e, grad_e, grad_e, grad_s, grad_t, n_elements, 1.0, 0 if grad_e.dim() == 0 else 1,
         KIND=_KIND_CODE[kind], WRITE_E=False, WRITE_PARTIAL=False, HAS_UPSTREAM=True, STUDENT_GRAD=student_grad,
-        TEACHER_GRAD=teacher_grad, BLOCK=ELEMENTWISE_BLOCK,
+        TEACHER_GRAD=teacher_grad, BLOCK=ELEMENTWISE_BLOCK, num_warps=ELEMENTWISE_WARPS,
     )  # fmt: skip
     return grad_s, grad_t
 
@@ -239,7 +243,7 @@ def _cosine_op(
         student, *student.stride(), teacher, *teacher.stride(), stats, stats, 0, 0, e, partials, grad_s, grad_t,
         n_samples, n_channels, n_positions, mean_gradient_scale(reduction, count), COSINE_EPS, STATS_IN=False,
         WRITE_E=per_position, WRITE_PARTIAL=not per_position, HAS_UPSTREAM=False, STUDENT_GRAD=grad_s.numel() > 0,
-        TEACHER_GRAD=grad_t.numel() > 0, BLOCK_C=COSINE_BLOCK_C, BLOCK_P=COSINE_BLOCK_P,
+        TEACHER_GRAD=grad_t.numel() > 0, BLOCK_C=COSINE_BLOCK_C, BLOCK_P=COSINE_BLOCK_P, num_warps=COSINE_WARPS,
     )  # fmt: skip
     return (e if per_position else reduce_partials(partials, count, reduction)), grad_s, grad_t, stats
 
@@ -266,7 +270,7 @@ def _cosine_grad_op(
         student, *student.stride(), teacher, *teacher.stride(), stats, grad_e, *grad_e.stride(), grad_e, grad_e,
         grad_s, grad_t, n_samples, n_channels, n_positions, 1.0, COSINE_EPS, STATS_IN=True, WRITE_E=False,
         WRITE_PARTIAL=False, HAS_UPSTREAM=True, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
-        BLOCK_C=COSINE_BLOCK_C, BLOCK_P=COSINE_BLOCK_P,
+        BLOCK_C=COSINE_BLOCK_C, BLOCK_P=COSINE_BLOCK_P, num_warps=COSINE_WARPS,
     )  # fmt: skip
     return grad_s, grad_t
 

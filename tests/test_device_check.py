@@ -43,7 +43,7 @@ def test_ingest_appends_gpu_rows_draws_figures_and_rewrites_the_readme(tmp_path)
     for name in ("kernels.csv", "train_step.csv"):
         text = (results / name).read_text()
         assert text.startswith(before[name]) and text.count("test fixture GPU") == 2
-    for name in ("tune_softmax_kl.csv", "profile_ops.csv"):  # new files here: header and rows, no figure
+    for name in ("tune_softmax_kl.csv", "tune_feature_match.csv", "profile_ops.csv"):  # new here: no figure
         assert (results / name).read_text() == (SAMPLE / name).read_text()
     assert any(path.name.startswith("softmax_kl_test_fixture_gpu") for path in drawn)
     assert all(path.is_file() for path in drawn)
@@ -72,7 +72,7 @@ def test_ingest_refuses_cpu_rows_and_other_columns_before_writing(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a CUDA device")
-@pytest.mark.parametrize("tool", ["tune_softmax_kl", "profile_ops"])
+@pytest.mark.parametrize("tool", ["tune_softmax_kl", "tune_feature_match", "profile_ops"])
 def test_gpu_tuning_tools_say_they_need_cuda(tool, tmp_path):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{tool}", "--out", str(tmp_path / "out.csv")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -86,4 +86,13 @@ def test_tune_configs_parse_with_their_pass_order():
     assert parse_config("4096:8:2") == (4096, 8, 2, "a") and parse_config("2048:4:4:o") == (2048, 4, 4, "o")
     for bad in ("4096:8", "4096:8:2:x", "4096:8:2:a:1", "4096:x:2", "0:8:2"):
         with pytest.raises(SystemExit, match=f"BLOCK_V:warps:per_sm\\[:a\\|o\\], got '{bad}'"):
+            parse_config(bad)
+
+
+def test_feature_match_sweep_configs_parse():
+    from benchmarks.tune_feature_match import parse_config
+
+    assert parse_config("mse:4096:8") == ("mse", 4096, 8) and parse_config("cosine:64:4") == ("cosine", 64, 4)
+    for bad in ("mse:4096", "l1:4096:4", "mse:x:4", "cosine:128:0"):
+        with pytest.raises(SystemExit, match=f"mse\\|cosine:block:warps, got '{bad}'"):
             parse_config(bad)
