@@ -114,8 +114,8 @@ def _attention_tail_kernel(
         q_t, _ = _normalized_block(qt_row, offsets, P, 1.0)
         sq_s += tl.sum(q_s * q_s, axis=0)
         sq_t += tl.sum(q_t * q_t, axis=0)
-    norm_s = tl.sqrt(sq_s)
-    norm_t = tl.sqrt(sq_t)
+    norm_s = tl.sqrt_rn(sq_s)  # rounded as torch's norm is: which side of eps a norm lies decides the branch
+    norm_t = tl.sqrt_rn(sq_t)
     inverse_s = 1.0 / tl.maximum(norm_s, eps, propagate_nan=tl.PropagateNan.ALL)
     inverse_t = 1.0 / tl.maximum(norm_t, eps, propagate_nan=tl.PropagateNan.ALL)
     loss = 0.0
