@@ -158,7 +158,7 @@ def test_per_position_loss_with_a_broadcast_upstream(device, small_blocks):
     per_position = loss_and_grads(lambda **x: attention_transfer(**x, reduction="none", impl="triton").mean(),
                                   inputs, upstream=torch.tensor(3.0))  # fmt: skip
     mean = loss_and_grads(attention_transfer_ref, inputs, upstream=torch.tensor(3.0))
-    assert relative_error(per_position[0], mean[0]) < 1e-6
+    assert relative_error(per_position[0], mean[0]) < 1e-5
     for name in inputs:
         assert relative_error(per_position[1][name], mean[1][name]) < 1e-5, name
 
