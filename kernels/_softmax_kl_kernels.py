@@ -69,22 +69,19 @@ def _log_mixture(log_p, log_q, log_w_p, log_w_q):
 
 
 @triton.jit
-def _fp16_headroom(inv_count):
-    # The power of two at or under 1 / inv_count (the rows counted, so the product is in (1/2, 1]), which fp16
-    # gradients carry: a batchmean's (softmax difference) / rows would fall under fp16's normal range (2^-14) for
-    # a few thousand rows, under its subnormals for more, before the backward's upstream gradient (a
-    # GradScaler's 2^16 and up) could lift it. Softmax slopes are bounded (forward KL: at most kd_scale / T +
-    # ce_weight), so the lifted values stay far under 65504. The backward divides the same value out, exactly.
-    return tl.exp2(tl.floor(tl.log2(1.0 / inv_count)))
+def _times_upstream(weight, g_ptr, row, g_stride, HAS_UPSTREAM: tl.constexpr):
+    # A row's gradient weight times its upstream gradient (g_stride 0: one value for every row), so that fp16
+    # gradients are rounded once, from upstream x slope, as torch rounds them.
+    if HAS_UPSTREAM:
+        weight = weight * tl.load(g_ptr + row * g_stride).to(tl.float32)
+    return weight
 
 
 @triton.jit
-def _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS: tl.constexpr, HEADROOM: tl.constexpr):
+def _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS: tl.constexpr):
     # (weight, label) of a row: 0 for an ignored row, NaN for a label outside [0, V) (never a silently wrong
-    # answer), else 1 / rows counted (batchmean) or 1, times the fp16 headroom when HEADROOM.
+    # answer), else 1 / rows counted (batchmean) or 1.
     weight = tl.load(inv_count_ptr)
-    if HEADROOM:
-        weight = weight * _fp16_headroom(weight)
     label = -1
     if HAS_LABELS:
         label = tl.load(labels_ptr + row).to(tl.int64)
@@ -210,6 +207,7 @@ def _softmax_kl_kernel(
     t_ptr, t_row_units,  # [N, V] teacher logits, last dim contiguous; the row stride in units of T_ALIGN elements
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
     inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
+    g_ptr, g_stride,  # [N] upstream gradient of the row losses (stride 0: one value), read when HAS_UPSTREAM
     loss_ptr,  # [N] fp32 per-row loss, output
     ds_ptr,  # [N, V] student gradient, output, contiguous (written when STUDENT_GRAD)
     dt_ptr,  # [N, V] teacher gradient, output, contiguous (written when TEACHER_GRAD)
@@ -219,7 +217,7 @@ def _softmax_kl_kernel(
     ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
     DIRECTION: tl.constexpr,  # 0 forward KL(t||s), 1 reverse KL(s||t), 2 JSD
     HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr, STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
-    HEADROOM: tl.constexpr,  # gradients carry _fp16_headroom (a wanted gradient is fp16)
+    HAS_UPSTREAM: tl.constexpr,  # gradients for the upstream gradient at g_ptr, else for 1
     BLOCK_V: tl.constexpr,
     ALTERNATE: tl.constexpr,  # each pass after the first streams the row the other way (see _block_start)
     S_ALIGN: tl.constexpr,  # the largest powers of two up to 16 dividing the row strides and V: passed as
@@ -231,7 +229,7 @@ def _softmax_kl_kernel(
     V = v_units * V_ALIGN
     s_row = s_ptr + row * (s_row_units * S_ALIGN)
     t_row = t_ptr + row * (t_row_units * T_ALIGN)
-    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS, HEADROOM)
+    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS)
     m_s, z_s, m_t, z_t, z_1, kl_num = _slice_stats(s_row, t_row, 0, V, V, inv_temperature, DIRECTION, HAS_CE, BLOCK_V)
     log_z_s = tl.log(z_s)
     log_z_t = tl.log(z_t)
@@ -247,8 +245,9 @@ def _softmax_kl_kernel(
     _store_row_loss(s_row, loss_ptr, row, V, divergence, kd_scale, ce_weight, m_s, log_z_1, label, weight, HAS_CE)
     if STUDENT_GRAD or TEACHER_GRAD:
         _slice_gradients(s_row, t_row, ds_ptr + row * V, dt_ptr + row * V, 0, V, V, m_s, log_z_s, m_t, log_z_t,
-                         log_z_1, divergence, kl_t_mix, kl_s_mix, weight, label, inv_temperature, kd_scale,
-                         ce_weight, beta, log_beta, log_one_minus_beta, DIRECTION, HAS_CE, STUDENT_GRAD,
+                         log_z_1, divergence, kl_t_mix, kl_s_mix,
+                         _times_upstream(weight, g_ptr, row, g_stride, HAS_UPSTREAM), label, inv_temperature,
+                         kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, DIRECTION, HAS_CE, STUDENT_GRAD,
                          TEACHER_GRAD, ALTERNATE and DIRECTION != 2, BLOCK_V)  # fmt: skip
 
 
@@ -349,6 +348,7 @@ def _split_loss_grad_kernel(
     s_ptr, s_row_units, t_ptr, t_row_units,  # student and teacher logits (as _split_stats_kernel)
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
     inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
+    g_ptr, g_stride,  # [N] upstream gradient of the row losses (stride 0: one value), read when HAS_UPSTREAM
     stats_ptr,  # [N, splits, STATS] fp32 partial statistics (from _split_stats_kernel)
     mixture_ptr,  # [N, splits, 2] fp32 partial KLs to the mixture (JSD, from _split_mixture_kernel)
     loss_ptr,  # [N] fp32 per-row loss, output (by each row's program 0)
@@ -357,14 +357,14 @@ def _split_loss_grad_kernel(
     v_units, chunk_blocks, splits,
     inv_temperature, kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
     MAX_SPLITS: tl.constexpr, DIRECTION: tl.constexpr, HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr,
-    STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr, HEADROOM: tl.constexpr,
+    STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
     BLOCK_V: tl.constexpr, ALTERNATE: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr,
     V_ALIGN: tl.constexpr,
 ):  # fmt: skip
     # Program (row, k): the row's statistics merged, its loss (k = 0), and slice k's gradients.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
-    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS, HEADROOM)
+    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS)
     m_s, z_s, m_t, z_t, z_1, kl_num = _combine_stats(stats_ptr + row * splits * 8, splits, inv_temperature,
                                                      DIRECTION, MAX_SPLITS)  # fmt: skip
     kl_t_mix = 0.0
@@ -383,7 +383,8 @@ def _split_loss_grad_kernel(
                         HAS_CE)  # fmt: skip
     if STUDENT_GRAD or TEACHER_GRAD:
         _slice_gradients(s_row, t_row, ds_ptr + row * V, dt_ptr + row * V, lo, hi, V, m_s, tl.log(z_s), m_t,
-                         tl.log(z_t), log_z_1, divergence, kl_t_mix, kl_s_mix, weight, label, inv_temperature,
+                         tl.log(z_t), log_z_1, divergence, kl_t_mix, kl_s_mix,
+                         _times_upstream(weight, g_ptr, row, g_stride, HAS_UPSTREAM), label, inv_temperature,
                          kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, DIRECTION, HAS_CE,
                          STUDENT_GRAD, TEACHER_GRAD, ALTERNATE and DIRECTION != 2, BLOCK_V)  # fmt: skip
 
@@ -392,18 +393,14 @@ def _split_loss_grad_kernel(
 def _scale_rows_kernel(
     grad_ptr,  # [N, V] gradient buffer, contiguous, scaled in place
     grad_output_ptr,  # [N] (stride g_stride) or scalar (stride 0) upstream gradient
-    inv_count_ptr,  # [1] fp32 (HAS_HEADROOM): the forward's fp16 gradients carry its _fp16_headroom, divided out
     g_stride,
     v_units,  # V in units of V_ALIGN elements (see _softmax_kl_kernel)
-    HAS_HEADROOM: tl.constexpr,
     BLOCK: tl.constexpr,
     V_ALIGN: tl.constexpr,
 ):
     V = v_units * V_ALIGN
     row = tl.program_id(0).to(tl.int64)
     g = tl.load(grad_output_ptr + row * g_stride).to(tl.float32)
-    if HAS_HEADROOM:
-        g = g / _fp16_headroom(tl.load(inv_count_ptr))
     # The common upstream gradient of 1 leaves the buffer untouched: no traffic, decided on the device.
     if g != 1.0:
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)

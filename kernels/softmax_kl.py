@@ -4,7 +4,8 @@ The forward computes each row's loss and writes the student gradient (and the te
 grad) for upstream gradient 1: one launch with a program per row, or, when the rows are too few to fill the
 GPU, the split-row kernels (several programs per row; see _softmax_kl_kernels.py). Backward only rescales
 that buffer in place when the upstream gradient differs from 1, and reads the upstream value on the device
-to decide, so there is no host sync.
+to decide, so there is no host sync. fp16 gradients are computed in the backward instead, by the same launch
+with the upstream gradient (`_fuses_gradients`).
 """
 
 import math
@@ -12,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton, triton
+from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton, saveable, triton
 from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
 from ._softmax_kl_kernels import (
     STATS,
@@ -76,6 +77,68 @@ def _row_splits(n_rows: int, n_cols: int, block: int, sm_count: int) -> tuple[in
     return triton.cdiv(blocks, chunk_blocks), chunk_blocks
 
 
+def _fuses_gradients(student: Tensor, teacher: Tensor, student_grad: bool, teacher_grad: bool) -> bool:
+    """Whether the forward writes the gradients for an upstream gradient of 1 (the backward rescales them in place):
+    unless a wanted one is fp16. Small softmax differences (a confident student that agrees with its teacher, a
+    low temperature, a batchmean over many rows) fall under fp16's normal range, even under its subnormals, before
+    a GradScaler's upstream gradient could lift them; the backward then computes them from the upstream gradient,
+    rounding upstream x slope once, as torch does, at the cost of reading the logits again."""
+    pairs = ((student, student_grad), (teacher, teacher_grad))
+    return not any(wanted and x.dtype == torch.float16 for x, wanted in pairs)
+
+
+def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor, temperature: float,
+            direction: str, beta: float, kd_scale: float, ce_weight: float, ignore_index: int, student_grad: bool,
+            teacher_grad: bool, upstream: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(fp32 row losses, student gradient, teacher gradient; each [0] if unwanted) for the upstream gradient
+    `upstream` ([N] or 0-d) of the row losses, or for 1."""
+    n_rows, n_cols = student.shape
+    loss_rows = torch.empty(n_rows, dtype=torch.float32, device=student.device)
+    grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
+    grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
+    block, num_warps = _launch_config(n_cols)
+    s_align, t_align, v_align = _alignment(student.stride(0)), _alignment(teacher.stride(0)), _alignment(n_cols)
+    rows = (student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align)
+    layout = dict(BLOCK_V=block, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align, num_warps=num_warps,
+                  maxnreg=MAX_REGISTERS)  # fmt: skip
+    later_passes = dict(ALTERNATE=ALTERNATE_PASSES)  # for the kernels with a pass after the first
+    code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
+    row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
+                              HAS_UPSTREAM=upstream is not None)  # fmt: skip
+    labels = labels if labels is not None else loss_rows
+    row_weights = (labels, inv_count, *_upstream_args(upstream, inv_count))
+    inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
+    splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
+    if splits == 1:
+        _softmax_kl_kernel[(n_rows,)](
+            *rows, *row_weights, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
+            log_beta, log_one_minus_beta, ignore_index, **row_options, **layout, **later_passes,
+        )  # fmt: skip
+        return loss_rows, grad_s, grad_t
+    stats = torch.empty((n_rows, splits, STATS), dtype=torch.float32, device=student.device)
+    mixture = torch.empty((n_rows, splits, 2) if direction == "jsd" else (0,), dtype=torch.float32,
+                          device=student.device)  # fmt: skip
+    slices = (n_cols // v_align, chunk_blocks, splits)
+    _split_stats_kernel[(n_rows, splits)](*rows, stats, *slices, inv_t, **code, **layout)
+    if direction == "jsd":
+        _split_mixture_kernel[(n_rows, splits)](*rows, stats, mixture, *slices, inv_t, log_beta, log_one_minus_beta,
+                                                MAX_SPLITS=MAX_SPLITS, **layout, **later_passes)  # fmt: skip
+    # Without gradients only each row's program 0 has work: the loss.
+    _split_loss_grad_kernel[(n_rows, splits if student_grad or teacher_grad else 1)](
+        *rows, *row_weights, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
+        beta, log_beta, log_one_minus_beta, ignore_index, MAX_SPLITS=MAX_SPLITS, **row_options, **layout,
+        **later_passes,
+    )  # fmt: skip
+    return loss_rows, grad_s, grad_t
+
+
+def _upstream_args(upstream: Tensor | None, placeholder: Tensor) -> tuple[Tensor, int]:
+    # (pointer, row stride) of the upstream gradient: 0-d or [N]; a placeholder never read where there is none.
+    if upstream is None:
+        return placeholder, 0
+    return upstream, 0 if upstream.dim() == 0 else upstream.stride(0)
+
+
 @torch.library.custom_op("gankd::softmax_kl", mutates_args=())
 def _softmax_kl_op(
     student: Tensor,
@@ -92,102 +155,94 @@ def _softmax_kl_op(
     student_grad: bool,
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Reduced fp32 loss and the gradients of that loss (student [N, V] and teacher [N, V], each [0] if unwanted),
-    those in fp16 times the kernels' headroom (`_carries_headroom`)."""
-    n_rows, n_cols = student.shape
-    loss_rows = torch.empty(n_rows, dtype=torch.float32, device=student.device)
-    grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
-    grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
-    block, num_warps = _launch_config(n_cols)
-    s_align, t_align, v_align = _alignment(student.stride(0)), _alignment(teacher.stride(0)), _alignment(n_cols)
-    rows = (student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align)
-    layout = dict(BLOCK_V=block, S_ALIGN=s_align, T_ALIGN=t_align, V_ALIGN=v_align, num_warps=num_warps,
-                  maxnreg=MAX_REGISTERS)  # fmt: skip
-    later_passes = dict(ALTERNATE=ALTERNATE_PASSES)  # for the kernels with a pass after the first
-    code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
-    row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
-                              HEADROOM=_carries_headroom(grad_s, grad_t))  # fmt: skip
-    labels = labels if labels is not None else loss_rows
-    inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
-    splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
-    if splits == 1:
-        _softmax_kl_kernel[(n_rows,)](
-            *rows, labels, inv_count, loss_rows, grad_s, grad_t, n_cols // v_align, inv_t, kd_scale, ce_weight, beta,
-            log_beta, log_one_minus_beta, ignore_index, **row_options, **layout, **later_passes,
-        )  # fmt: skip
-        return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
-    stats = torch.empty((n_rows, splits, STATS), dtype=torch.float32, device=student.device)
-    mixture = torch.empty((n_rows, splits, 2) if direction == "jsd" else (0,), dtype=torch.float32,
-                          device=student.device)  # fmt: skip
-    slices = (n_cols // v_align, chunk_blocks, splits)
-    _split_stats_kernel[(n_rows, splits)](*rows, stats, *slices, inv_t, **code, **layout)
-    if direction == "jsd":
-        _split_mixture_kernel[(n_rows, splits)](*rows, stats, mixture, *slices, inv_t, log_beta, log_one_minus_beta,
-                                                MAX_SPLITS=MAX_SPLITS, **layout, **later_passes)  # fmt: skip
-    # Without gradients only each row's program 0 has work: the loss.
-    _split_loss_grad_kernel[(n_rows, splits if student_grad or teacher_grad else 1)](
-        *rows, labels, inv_count, stats, mixture, loss_rows, grad_s, grad_t, *slices, inv_t, kd_scale, ce_weight,
-        beta, log_beta, log_one_minus_beta, ignore_index, MAX_SPLITS=MAX_SPLITS, **row_options, **layout,
-        **later_passes,
-    )  # fmt: skip
+    """Reduced fp32 loss and the gradients of that loss for upstream 1 (student [N, V] and teacher [N, V]): each [0]
+    if unwanted, and both [0] unless `_fuses_gradients`."""
+    fused = _fuses_gradients(student, teacher, student_grad, teacher_grad)
+    loss_rows, grad_s, grad_t = _launch(student, teacher, labels, inv_count, temperature, direction, beta, kd_scale,
+                                        ce_weight, ignore_index, student_grad and fused, teacher_grad and fused,
+                                        None)  # fmt: skip
     return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 
 
-def _carries_headroom(grad_s: Tensor, grad_t: Tensor) -> bool:
-    """Whether the kernels lift the gradients by the power of two at or under the rows counted, computed on the
-    device from inv_count (`_softmax_kl_kernels._fp16_headroom`, which says why): when one of them is fp16."""
-    return any(grad.dtype == torch.float16 and grad.numel() > 0 for grad in (grad_s, grad_t))
+def _gradient_buffers_fake(student, teacher, student_grad, teacher_grad):
+    n_rows, n_cols = student.shape
+    return (student.new_empty((n_rows, n_cols) if student_grad else (0,)),
+            teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,)))  # fmt: skip
 
 
 @_softmax_kl_op.register_fake
 def _softmax_kl_fake(student, teacher, labels, inv_count, temperature, direction, beta, kd_scale, ce_weight,
                      ignore_index, reduction, student_grad, teacher_grad):  # fmt: skip
-    n_rows, n_cols = student.shape
-    loss = student.new_empty(n_rows if reduction == "none" else (), dtype=torch.float32)
-    grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
-    grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
-    return loss, grad_s, grad_t
+    fused = _fuses_gradients(student, teacher, student_grad, teacher_grad)
+    loss = student.new_empty(student.shape[0] if reduction == "none" else (), dtype=torch.float32)
+    return loss, *_gradient_buffers_fake(student, teacher, student_grad and fused, teacher_grad and fused)
+
+
+@torch.library.custom_op("gankd::softmax_kl_grad", mutates_args=())
+def _softmax_kl_grad_op(
+    student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor, upstream: Tensor, temperature: float,
+    direction: str, beta: float, kd_scale: float, ce_weight: float, ignore_index: int, student_grad: bool,
+    teacher_grad: bool,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Gradients (student, teacher; [0] if unwanted) of sum(upstream * row losses) times the reduction's factor,
+    upstream 0-d or [N]: the forward's launch again, its gradients multiplied by the upstream before rounding."""
+    _, grad_s, grad_t = _launch(student, teacher, labels, inv_count, temperature, direction, beta, kd_scale,
+                                ce_weight, ignore_index, student_grad, teacher_grad, upstream)  # fmt: skip
+    return grad_s, grad_t
+
+
+@_softmax_kl_grad_op.register_fake
+def _softmax_kl_grad_fake(student, teacher, labels, inv_count, upstream, temperature, direction, beta, kd_scale,
+                          ce_weight, ignore_index, student_grad, teacher_grad):  # fmt: skip
+    return _gradient_buffers_fake(student, teacher, student_grad, teacher_grad)
 
 
 @torch.library.custom_op("gankd::scale_rows_", mutates_args=("grad",))
-def _scale_rows_(grad: Tensor, grad_output: Tensor, headroom_of: Tensor | None = None) -> None:
-    """grad[i, :] *= grad_output[i] (or the scalar grad_output), divided by the fp16 headroom of inv_count
-    `headroom_of` ([1] fp32, if given); skipped on the device where that is 1."""
+def _scale_rows_(grad: Tensor, grad_output: Tensor) -> None:
+    """grad[i, :] *= grad_output[i] (or the scalar grad_output), skipped on the device where that is 1."""
     n_rows, n_cols = grad.shape
     g_stride = 0 if grad_output.dim() == 0 else grad_output.stride(0)
     block = min(triton.next_power_of_2(n_cols), SCALE_BLOCK)
     v_align = _alignment(n_cols)
     _scale_rows_kernel[(n_rows, triton.cdiv(n_cols, block))](
-        grad, grad_output, headroom_of, g_stride, n_cols // v_align, HAS_HEADROOM=headroom_of is not None, BLOCK=block,
-        V_ALIGN=v_align,
+        grad, grad_output, g_stride, n_cols // v_align, BLOCK=block, V_ALIGN=v_align,
     )  # fmt: skip
 
 
 @_scale_rows_.register_fake
-def _scale_rows_fake(grad, grad_output, headroom_of=None):
+def _scale_rows_fake(grad, grad_output):
     return None
 
 
 def _setup_context(ctx, inputs, output):
-    _, grad_s, grad_t = output
+    student, teacher, labels, inv_count = inputs[:4]
+    ctx.options = inputs[4:10]  # temperature, direction, beta, kd_scale, ce_weight, ignore_index
     ctx.student_grad, ctx.teacher_grad = inputs[-2:]
-    ctx.headroom = _carries_headroom(grad_s, grad_t)
+    ctx.fused = _fuses_gradients(student, teacher, ctx.student_grad, ctx.teacher_grad)
+    _, grad_s, grad_t = output
     only_the_loss_is_differentiable(ctx, grad_s, grad_t)
-    ctx.save_for_backward(grad_s, grad_t, inputs[3])  # inputs[3]: inv_count, whose fp16 headroom is divided out
+    if ctx.fused:
+        ctx.save_for_backward(grad_s, grad_t)
+    else:  # the logits are read again (an inference-mode teacher is copied to be saved: `saveable`)
+        ctx.save_for_backward(*saveable(student, teacher), labels, inv_count)
 
 
 def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
     if grad_loss is None:
         return no_gradients(ctx)
-    # Saved buffers are rescaled in place; a second backward through the same graph then fails
-    # autograd's version check loudly instead of returning a gradient scaled twice.
-    grad_s, grad_t, inv_count = ctx.saved_tensors
-    headroom_of = inv_count if ctx.headroom else None
     grad_loss = grad_loss.reshape(-1) if grad_loss.dim() > 0 else grad_loss
-    if ctx.student_grad:
-        _scale_rows_(grad_s, grad_loss, headroom_of)
-    if ctx.teacher_grad:
-        _scale_rows_(grad_t, grad_loss, headroom_of)
+    if ctx.fused:
+        # Saved buffers are rescaled in place; a second backward through the same graph then fails
+        # autograd's version check loudly instead of returning a gradient scaled twice.
+        grad_s, grad_t = ctx.saved_tensors
+        if ctx.student_grad:
+            _scale_rows_(grad_s, grad_loss)
+        if ctx.teacher_grad:
+            _scale_rows_(grad_t, grad_loss)
+    else:
+        student, teacher, labels, inv_count = ctx.saved_tensors
+        grad_s, grad_t = _softmax_kl_grad_op(student, teacher, labels, inv_count, grad_loss, *ctx.options,
+                                             ctx.student_grad, ctx.teacher_grad)  # fmt: skip
     other_inputs = (None,) * (len(ctx.needs_input_grad) - 2)
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + other_inputs
 
