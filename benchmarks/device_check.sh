@@ -82,6 +82,9 @@ export GANKD_ERROR_LOG="$out/kernel_errors.tsv"  # each relative error a kernel 
 step "kernel tests" 150 "$python" -m pytest -q ${TESTS:-tests/kernels} --ignore=tests/kernels/test_compile_gate.py -p no:cacheprovider \
     "${workers[@]}" --junitxml="$out/kernel_tests.xml"
 step "softmax_kl benchmark" 90 "$python" -m benchmarks.bench_softmax_kl --dtypes bf16,fp32 --out "$out/kernels.csv"
+# fp16 gradients take the backward path (the logits read again): gankd's own time, next to bf16's above.
+step "softmax_kl fp16 benchmark" 25 "$python" -m benchmarks.bench_softmax_kl --dtypes fp16 --providers gankd_triton \
+    --out "$out/kernels.csv"
 step "feature_match benchmark" 90 "$python" -m benchmarks.bench_feature_match --dtypes bf16,fp32,fp16 \
     --out "$out/kernels.csv"
 step "adapted_feature_match benchmark" 50 "$python" -m benchmarks.bench_adapted_feature_match --dtypes bf16,fp32 \
