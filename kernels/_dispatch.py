@@ -130,6 +130,13 @@ def saveable(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     return tuple(x.clone() if x is not None and x.is_inference() else x for x in tensors)
 
 
+def rounds_to_fp16(*rounded: tuple[torch.Tensor, bool]) -> bool:
+    """Whether a wanted gradient would be rounded to fp16: `rounded` holds (tensor, wanted) pairs. The fused ops
+    then compute it in the backward from the upstream gradient, rounding upstream x slope once, as torch does,
+    instead of writing it in the forward for an upstream gradient of 1 (which fp16's range cannot hold)."""
+    return any(wanted and x.dtype == torch.float16 for x, wanted in rounded)
+
+
 def no_gradients(ctx) -> tuple[None, ...]:
     """A fused op's backward when its loss got no upstream gradient (None: every path from it to the graph's root
     returned None, which autograd passes on once `only_the_loss_is_differentiable` stopped it filling zeros)."""

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_float_tensor, check_same_device
-from ._dispatch import tl, triton
+from ._dispatch import rounds_to_fp16, tl, triton
 
 REDUCTIONS = ("mean", "sum", "none")
 SCALE_BLOCK = 2048
@@ -79,7 +79,7 @@ def fuses_gradients(reduction: str, *rounded: tuple[Tensor, bool]) -> bool:
     """
     if reduction == "none":
         return False
-    return not any(wanted and x.dtype == torch.float16 for x, wanted in rounded)
+    return not rounds_to_fp16(*rounded)
 
 
 def upstream_gradient(grad_loss: Tensor, reduction: str, count: int) -> Tensor:

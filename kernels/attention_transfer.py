@@ -203,19 +203,20 @@ def _maps_grid(channels_positions: Tensor, sides: int) -> tuple[int, int]:
     return (triton.cdiv(n_positions, BLOCK_P) * n_samples, sides)
 
 
+def _maps_buffer(student: Tensor) -> Tensor:
+    # [2, N, P] fp32 for the student [N, Cs, P] and its teacher.
+    return student.new_empty((2, student.shape[0], student.shape[2]), dtype=torch.float32)
+
+
 def _attention_maps(student: Tensor, teacher: Tensor, power: float) -> Tensor:
     """student [N, Cs, P], teacher [N, Ct, P] (any strides) -> fp32 [2, N, P]: mean over channels of |x|^power."""
     n_samples, _, n_positions = student.shape
-    maps = student.new_empty((2, n_samples, n_positions), dtype=torch.float32)
+    maps = _maps_buffer(student)
     _attention_maps_kernel[_maps_grid(student, 2)](
         *_map_arguments(student), *_map_arguments(teacher), maps, n_samples, n_positions, power,
         POWER=_power_code(power), BLOCK_C=BLOCK_C, BLOCK_P=BLOCK_P,
     )  # fmt: skip
     return maps
-
-
-def _maps_fake(student: Tensor) -> Tensor:
-    return student.new_empty((2, student.shape[0], student.shape[2]), dtype=torch.float32)
 
 
 def _launch_tail(maps: Tensor, dmaps: Tensor, loss: Tensor, upstream: Tensor | None, scale: float, loss_kind: int,
@@ -250,7 +251,7 @@ def _attention_transfer_op(student: Tensor, teacher: Tensor, power: float, reduc
 @_attention_transfer_op.register_fake
 def _attention_transfer_fake(student, teacher, power, reduction, student_grad, teacher_grad):
     loss_shape = (student.shape[0], student.shape[2]) if reduction == "none" else ()
-    return student.new_empty(loss_shape, dtype=torch.float32), _maps_fake(student)
+    return student.new_empty(loss_shape, dtype=torch.float32), _maps_buffer(student)
 
 
 @torch.library.custom_op("gankd::attention_tail_grad", mutates_args=())

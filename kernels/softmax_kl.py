@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton, saveable, triton
+from ._dispatch import no_gradients, only_the_loss_is_differentiable, rounds_to_fp16, runs_triton, saveable, triton
 from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
 from ._softmax_kl_kernels import (
     STATS,
@@ -83,8 +83,15 @@ def _fuses_gradients(student: Tensor, teacher: Tensor, student_grad: bool, teach
     low temperature, a batchmean over many rows) fall under fp16's normal range, even under its subnormals, before
     a GradScaler's upstream gradient could lift them; the backward then computes them from the upstream gradient,
     rounding upstream x slope once, as torch does, at the cost of reading the logits again."""
-    pairs = ((student, student_grad), (teacher, teacher_grad))
-    return not any(wanted and x.dtype == torch.float16 for x, wanted in pairs)
+    return not rounds_to_fp16((student, student_grad), (teacher, teacher_grad))
+
+
+def _gradient_buffers(student: Tensor, teacher: Tensor, student_grad: bool,
+                      teacher_grad: bool) -> tuple[Tensor, Tensor]:  # fmt: skip
+    # Like the logits [N, V] where wanted, else [0].
+    n_rows, n_cols = student.shape
+    return (student.new_empty((n_rows, n_cols) if student_grad else (0,)),
+            teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,)))  # fmt: skip
 
 
 def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor, temperature: float,
@@ -94,8 +101,7 @@ def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: 
     `upstream` ([N] or 0-d) of the row losses, or for 1."""
     n_rows, n_cols = student.shape
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=student.device)
-    grad_s = student.new_empty((n_rows, n_cols) if student_grad else (0,))
-    grad_t = teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,))
+    grad_s, grad_t = _gradient_buffers(student, teacher, student_grad, teacher_grad)
     block, num_warps = _launch_config(n_cols)
     s_align, t_align, v_align = _alignment(student.stride(0)), _alignment(teacher.stride(0)), _alignment(n_cols)
     rows = (student, student.stride(0) // s_align, teacher, teacher.stride(0) // t_align)
@@ -164,18 +170,12 @@ def _softmax_kl_op(
     return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
 
 
-def _gradient_buffers_fake(student, teacher, student_grad, teacher_grad):
-    n_rows, n_cols = student.shape
-    return (student.new_empty((n_rows, n_cols) if student_grad else (0,)),
-            teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,)))  # fmt: skip
-
-
 @_softmax_kl_op.register_fake
 def _softmax_kl_fake(student, teacher, labels, inv_count, temperature, direction, beta, kd_scale, ce_weight,
                      ignore_index, reduction, student_grad, teacher_grad):  # fmt: skip
     fused = _fuses_gradients(student, teacher, student_grad, teacher_grad)
     loss = student.new_empty(student.shape[0] if reduction == "none" else (), dtype=torch.float32)
-    return loss, *_gradient_buffers_fake(student, teacher, student_grad and fused, teacher_grad and fused)
+    return loss, *_gradient_buffers(student, teacher, student_grad and fused, teacher_grad and fused)
 
 
 @torch.library.custom_op("gankd::softmax_kl_grad", mutates_args=())
@@ -194,7 +194,7 @@ def _softmax_kl_grad_op(
 @_softmax_kl_grad_op.register_fake
 def _softmax_kl_grad_fake(student, teacher, labels, inv_count, upstream, temperature, direction, beta, kd_scale,
                           ce_weight, ignore_index, student_grad, teacher_grad):  # fmt: skip
-    return _gradient_buffers_fake(student, teacher, student_grad, teacher_grad)
+    return _gradient_buffers(student, teacher, student_grad, teacher_grad)
 
 
 @torch.library.custom_op("gankd::scale_rows_", mutates_args=("grad",))
