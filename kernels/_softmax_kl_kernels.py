@@ -78,10 +78,12 @@ def _times_upstream(weight, g_ptr, row, g_stride, HAS_UPSTREAM: tl.constexpr):
 
 
 @triton.jit
-def _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS: tl.constexpr):
+def _row_weight(labels_ptr, inv_count_ptr, rows_counted, row, V, ignore_index, HAS_LABELS: tl.constexpr,
+                COUNT_ON_DEVICE: tl.constexpr):  # fmt: skip
     # (weight, label) of a row: 0 for an ignored row, NaN for a label outside [0, V) (never a silently wrong
-    # answer), else 1 / rows counted (batchmean) or 1.
-    weight = tl.load(inv_count_ptr)
+    # answer), else 1 / rows counted: read from inv_count_ptr where the labels were counted on the device
+    # (batchmean with labels), else 1 / rows_counted (N for batchmean, 1 for "sum" and "none").
+    weight = tl.load(inv_count_ptr) if COUNT_ON_DEVICE else tl.math.div_rn(1.0, rows_counted.to(tl.float32))
     label = -1
     if HAS_LABELS:
         label = tl.load(labels_ptr + row).to(tl.int64)
@@ -157,11 +159,12 @@ def _slice_mixture_kl(s_row, t_row, lo, hi, V, m_s, log_z_s, m_t, log_z_t, scale
 @triton.jit
 def _store_row_loss(s_row, loss_ptr, row, V, divergence, kd_scale, ce_weight, m_s, log_z_1, label, weight,
                     HAS_CE: tl.constexpr):  # fmt: skip
+    # The row's share of the reduced loss: its loss times its weight (0 for an ignored row, whatever its logits).
     loss = kd_scale * divergence
     if HAS_CE:
         s_label = tl.load(s_row + tl.minimum(tl.maximum(label, 0), V - 1)).to(tl.float32)
         loss += ce_weight * (log_z_1 - (s_label - m_s))
-    tl.store(loss_ptr + row, tl.where(weight == 0.0, 0.0, loss + 0.0 * weight))
+    tl.store(loss_ptr + row, tl.where(weight == 0.0, 0.0, loss * weight))
 
 
 @triton.jit
@@ -201,14 +204,15 @@ def _slice_gradients(s_row, t_row, ds_row, dt_row, lo, hi, V, m_s, log_z_s, m_t,
             tl.store(dt_row + cols, grad_t.to(dt_row.dtype.element_ty), mask=in_slice)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows_counted"])  # N for batchmean: one compiled variant for every N
 def _softmax_kl_kernel(
     s_ptr, s_row_units,  # [N, V] student logits, last dim contiguous; the row stride in units of S_ALIGN elements
     t_ptr, t_row_units,  # [N, V] teacher logits, last dim contiguous; the row stride in units of T_ALIGN elements
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
-    inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
+    inv_count_ptr,  # [1] fp32: 1 / rows counted (read when COUNT_ON_DEVICE)
+    rows_counted,  # the rows' weight is 1 / rows_counted unless COUNT_ON_DEVICE
     g_ptr, g_stride,  # [N] upstream gradient of the row losses (stride 0: one value), read when HAS_UPSTREAM
-    loss_ptr,  # [N] fp32 per-row loss, output
+    loss_ptr,  # [N] fp32 per-row loss times the row's weight, output
     ds_ptr,  # [N, V] student gradient, output, contiguous (written when STUDENT_GRAD)
     dt_ptr,  # [N, V] teacher gradient, output, contiguous (written when TEACHER_GRAD)
     v_units,  # V in units of V_ALIGN elements
@@ -216,7 +220,8 @@ def _softmax_kl_kernel(
     kd_scale,  # kd_weight * T^2 (or kd_weight)
     ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
     DIRECTION: tl.constexpr,  # 0 forward KL(t||s), 1 reverse KL(s||t), 2 JSD
-    HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr, STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr,
+    HAS_LABELS: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr, HAS_CE: tl.constexpr, STUDENT_GRAD: tl.constexpr,
+    TEACHER_GRAD: tl.constexpr,
     HAS_UPSTREAM: tl.constexpr,  # gradients for the upstream gradient at g_ptr, else for 1
     BLOCK_V: tl.constexpr,
     ALTERNATE: tl.constexpr,  # each pass after the first streams the row the other way (see _block_start)
@@ -229,7 +234,9 @@ def _softmax_kl_kernel(
     V = v_units * V_ALIGN
     s_row = s_ptr + row * (s_row_units * S_ALIGN)
     t_row = t_ptr + row * (t_row_units * T_ALIGN)
-    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS)
+    weight, label = _row_weight(
+        labels_ptr, inv_count_ptr, rows_counted, row, V, ignore_index, HAS_LABELS, COUNT_ON_DEVICE
+    )
     m_s, z_s, m_t, z_t, z_1, kl_num = _slice_stats(s_row, t_row, 0, V, V, inv_temperature, DIRECTION, HAS_CE, BLOCK_V)
     log_z_s = tl.log(z_s)
     log_z_t = tl.log(z_t)
@@ -343,20 +350,22 @@ def _split_mixture_kernel(
     tl.store(out + 1, kl_s_mix)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows_counted"])
 def _split_loss_grad_kernel(
     s_ptr, s_row_units, t_ptr, t_row_units,  # student and teacher logits (as _split_stats_kernel)
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
-    inv_count_ptr,  # [1] fp32: 1 / rows counted (batchmean) or 1
+    inv_count_ptr,  # [1] fp32: 1 / rows counted (read when COUNT_ON_DEVICE)
+    rows_counted,  # the rows' weight is 1 / rows_counted unless COUNT_ON_DEVICE
     g_ptr, g_stride,  # [N] upstream gradient of the row losses (stride 0: one value), read when HAS_UPSTREAM
     stats_ptr,  # [N, splits, STATS] fp32 partial statistics (from _split_stats_kernel)
     mixture_ptr,  # [N, splits, 2] fp32 partial KLs to the mixture (JSD, from _split_mixture_kernel)
-    loss_ptr,  # [N] fp32 per-row loss, output (by each row's program 0)
+    loss_ptr,  # [N] fp32 per-row loss times the row's weight, output (by each row's program 0)
     ds_ptr,  # [N, V] student gradient, output, contiguous (written when STUDENT_GRAD)
     dt_ptr,  # [N, V] teacher gradient, output, contiguous (written when TEACHER_GRAD)
     v_units, chunk_blocks, splits,
     inv_temperature, kd_scale, ce_weight, beta, log_beta, log_one_minus_beta, ignore_index,
-    MAX_SPLITS: tl.constexpr, DIRECTION: tl.constexpr, HAS_LABELS: tl.constexpr, HAS_CE: tl.constexpr,
+    MAX_SPLITS: tl.constexpr, DIRECTION: tl.constexpr, HAS_LABELS: tl.constexpr, COUNT_ON_DEVICE: tl.constexpr,
+    HAS_CE: tl.constexpr,
     STUDENT_GRAD: tl.constexpr, TEACHER_GRAD: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
     BLOCK_V: tl.constexpr, ALTERNATE: tl.constexpr, S_ALIGN: tl.constexpr, T_ALIGN: tl.constexpr,
     V_ALIGN: tl.constexpr,
@@ -364,7 +373,9 @@ def _split_loss_grad_kernel(
     # Program (row, k): the row's statistics merged, its loss (k = 0), and slice k's gradients.
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
-    weight, label = _row_weight(labels_ptr, inv_count_ptr, row, V, ignore_index, HAS_LABELS)
+    weight, label = _row_weight(
+        labels_ptr, inv_count_ptr, rows_counted, row, V, ignore_index, HAS_LABELS, COUNT_ON_DEVICE
+    )
     m_s, z_s, m_t, z_t, z_1, kl_num = _combine_stats(stats_ptr + row * splits * 8, splits, inv_temperature,
                                                      DIRECTION, MAX_SPLITS)  # fmt: skip
     kl_t_mix = 0.0

@@ -1,8 +1,9 @@
 """Temperature-scaled softmax-KL distillation loss: launchers, custom op, reference and dispatcher.
 
-The forward computes each row's loss and writes the student gradient (and the teacher's, when it requires
-grad) for upstream gradient 1: one launch with a program per row, or, when the rows are too few to fill the
-GPU, the split-row kernels (several programs per row; see _softmax_kl_kernels.py). Backward only rescales
+The forward computes each row's loss, weighted (batchmean's 1 / rows counted), and writes the student gradient
+(and the teacher's, when it requires grad) for upstream gradient 1: one launch with a program per row, or, when
+the rows are too few to fill the GPU, the split-row kernels (several programs per row; see
+_softmax_kl_kernels.py); then one sum, unless the reduction is "none". Backward only rescales
 that buffer in place when the upstream gradient differs from 1, and reads the upstream value on the device
 to decide, so there is no host sync. fp16 gradients are computed in the backward instead, by the same launch
 with the upstream gradient (`_fuses_gradients`).
@@ -94,11 +95,13 @@ def _gradient_buffers(student: Tensor, teacher: Tensor, student_grad: bool,
             teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,)))  # fmt: skip
 
 
-def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor, temperature: float,
-            direction: str, beta: float, kd_scale: float, ce_weight: float, ignore_index: int, student_grad: bool,
-            teacher_grad: bool, upstream: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """(fp32 row losses, student gradient, teacher gradient; each [0] if unwanted) for the upstream gradient
-    `upstream` ([N] or 0-d) of the row losses, or for 1."""
+def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor | None, rows_counted: int,
+            temperature: float, direction: str, beta: float, kd_scale: float, ce_weight: float, ignore_index: int,
+            student_grad: bool, teacher_grad: bool,
+            upstream: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(fp32 row losses times the rows' weights, student gradient, teacher gradient; each [0] if unwanted) for the
+    upstream gradient `upstream` ([N] or 0-d) of the weighted row losses, or for 1. A row's weight is 0 where its
+    label is ignored, else `inv_count` (a [1] tensor: rows counted on the device) or 1 / rows_counted."""
     n_rows, n_cols = student.shape
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=student.device)
     grad_s, grad_t = _gradient_buffers(student, teacher, student_grad, teacher_grad)
@@ -109,10 +112,13 @@ def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: 
                   maxnreg=MAX_REGISTERS)  # fmt: skip
     later_passes = dict(ALTERNATE=ALTERNATE_PASSES)  # for the kernels with a pass after the first
     code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
-    row_options = code | dict(HAS_LABELS=labels is not None, STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
+    row_options = code | dict(HAS_LABELS=labels is not None, COUNT_ON_DEVICE=inv_count is not None,
+                              STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
                               HAS_UPSTREAM=upstream is not None)  # fmt: skip
+    # Placeholders, never read, for the pointers a variant does not use.
     labels = labels if labels is not None else loss_rows
-    row_weights = (labels, inv_count, *_upstream_args(upstream, inv_count))
+    inv_count = inv_count if inv_count is not None else loss_rows
+    row_weights = (labels, inv_count, rows_counted, *_upstream_args(upstream, loss_rows))
     inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
     splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
     if splits == 1:
@@ -150,7 +156,8 @@ def _softmax_kl_op(
     student: Tensor,
     teacher: Tensor,
     labels: Tensor | None,
-    inv_count: Tensor,
+    inv_count: Tensor | None,
+    rows_counted: int,
     temperature: float,
     direction: str,
     beta: float,
@@ -162,17 +169,18 @@ def _softmax_kl_op(
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Reduced fp32 loss and the gradients of that loss for upstream 1 (student [N, V] and teacher [N, V]): each [0]
-    if unwanted, and both [0] unless `_fuses_gradients`."""
+    if unwanted, and both [0] unless `_fuses_gradients`. The rows are weighted by `inv_count` or 1 / rows_counted
+    (see `_launch`)."""
     fused = _fuses_gradients(student, teacher, student_grad, teacher_grad)
-    loss_rows, grad_s, grad_t = _launch(student, teacher, labels, inv_count, temperature, direction, beta, kd_scale,
-                                        ce_weight, ignore_index, student_grad and fused, teacher_grad and fused,
-                                        None)  # fmt: skip
-    return _reduce_rows(loss_rows, inv_count, reduction), grad_s, grad_t
+    loss_rows, grad_s, grad_t = _launch(student, teacher, labels, inv_count, rows_counted, temperature, direction,
+                                        beta, kd_scale, ce_weight, ignore_index, student_grad and fused,
+                                        teacher_grad and fused, None)  # fmt: skip
+    return _reduce_rows(loss_rows, reduction), grad_s, grad_t
 
 
 @_softmax_kl_op.register_fake
-def _softmax_kl_fake(student, teacher, labels, inv_count, temperature, direction, beta, kd_scale, ce_weight,
-                     ignore_index, reduction, student_grad, teacher_grad):  # fmt: skip
+def _softmax_kl_fake(student, teacher, labels, inv_count, rows_counted, temperature, direction, beta, kd_scale,
+                     ce_weight, ignore_index, reduction, student_grad, teacher_grad):  # fmt: skip
     fused = _fuses_gradients(student, teacher, student_grad, teacher_grad)
     loss = student.new_empty(student.shape[0] if reduction == "none" else (), dtype=torch.float32)
     return loss, *_gradient_buffers(student, teacher, student_grad and fused, teacher_grad and fused)
@@ -180,20 +188,20 @@ def _softmax_kl_fake(student, teacher, labels, inv_count, temperature, direction
 
 @torch.library.custom_op("gankd::softmax_kl_grad", mutates_args=())
 def _softmax_kl_grad_op(
-    student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor, upstream: Tensor, temperature: float,
-    direction: str, beta: float, kd_scale: float, ce_weight: float, ignore_index: int, student_grad: bool,
-    teacher_grad: bool,
+    student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor | None, rows_counted: int,
+    upstream: Tensor, temperature: float, direction: str, beta: float, kd_scale: float, ce_weight: float,
+    ignore_index: int, student_grad: bool, teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Gradients (student, teacher; [0] if unwanted) of sum(upstream * row losses) times the reduction's factor,
-    upstream 0-d or [N]: the forward's launch again, its gradients multiplied by the upstream before rounding."""
-    _, grad_s, grad_t = _launch(student, teacher, labels, inv_count, temperature, direction, beta, kd_scale,
-                                ce_weight, ignore_index, student_grad, teacher_grad, upstream)  # fmt: skip
+    """Gradients (student, teacher; [0] if unwanted) of sum(upstream * weighted row losses), upstream 0-d or [N]:
+    the forward's launch again, its gradients multiplied by the upstream before rounding."""
+    _, grad_s, grad_t = _launch(student, teacher, labels, inv_count, rows_counted, temperature, direction, beta,
+                                kd_scale, ce_weight, ignore_index, student_grad, teacher_grad, upstream)  # fmt: skip
     return grad_s, grad_t
 
 
 @_softmax_kl_grad_op.register_fake
-def _softmax_kl_grad_fake(student, teacher, labels, inv_count, upstream, temperature, direction, beta, kd_scale,
-                          ce_weight, ignore_index, student_grad, teacher_grad):  # fmt: skip
+def _softmax_kl_grad_fake(student, teacher, labels, inv_count, rows_counted, upstream, temperature, direction, beta,
+                          kd_scale, ce_weight, ignore_index, student_grad, teacher_grad):  # fmt: skip
     return _gradient_buffers(student, teacher, student_grad, teacher_grad)
 
 
@@ -215,8 +223,9 @@ def _scale_rows_fake(grad, grad_output):
 
 
 def _setup_context(ctx, inputs, output):
-    student, teacher, labels, inv_count = inputs[:4]
-    ctx.options = inputs[4:10]  # temperature, direction, beta, kd_scale, ce_weight, ignore_index
+    student, teacher, labels, inv_count, rows_counted = inputs[:5]
+    ctx.rows_counted = rows_counted
+    ctx.options = inputs[5:11]  # temperature, direction, beta, kd_scale, ce_weight, ignore_index
     ctx.student_grad, ctx.teacher_grad = inputs[-2:]
     ctx.fused = _fuses_gradients(student, teacher, ctx.student_grad, ctx.teacher_grad)
     _, grad_s, grad_t = output
@@ -241,8 +250,8 @@ def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
             _scale_rows_(grad_t, grad_loss)
     else:
         student, teacher, labels, inv_count = ctx.saved_tensors
-        grad_s, grad_t = _softmax_kl_grad_op(student, teacher, labels, inv_count, grad_loss, *ctx.options,
-                                             ctx.student_grad, ctx.teacher_grad)  # fmt: skip
+        grad_s, grad_t = _softmax_kl_grad_op(student, teacher, labels, inv_count, ctx.rows_counted, grad_loss,
+                                             *ctx.options, ctx.student_grad, ctx.teacher_grad)  # fmt: skip
     other_inputs = (None,) * (len(ctx.needs_input_grad) - 2)
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + other_inputs
 
@@ -250,11 +259,9 @@ def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
 _softmax_kl_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _reduce_rows(loss_rows: Tensor, inv_count: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return loss_rows
-    total = loss_rows.sum()
-    return total * inv_count[0] if reduction == "batchmean" else total
+def _reduce_rows(weighted_rows: Tensor, reduction: str) -> Tensor:
+    # The rows' losses already carry their weights (batchmean's 1 / rows counted): one sum, or none.
+    return weighted_rows if reduction == "none" else weighted_rows.sum()
 
 
 def _log_softmax_scaled(logits: Tensor, temperature: float) -> Tensor:
@@ -394,18 +401,18 @@ def softmax_kl(
     if labels is not None:
         check_label_values(labels, n_classes, ignore_index)
         flat_labels = labels.reshape(-1)
-    # 1 / (rows counted) stays on the device: counting labels there needs no host sync.
+    # Batchmean's 1 / (rows counted): with labels counted on the device (no host sync), else 1 / N, which the
+    # kernels compute themselves (no extra launch).
+    inv_count = None
     if reduction == "batchmean" and labels is not None:
         inv_count = (flat_labels != ignore_index).sum().to(torch.float32).clamp(min=1).reciprocal().reshape(1)
-    else:
-        n_rows = student.shape[0] if reduction == "batchmean" else 1
-        inv_count = torch.full((1,), 1.0 / n_rows, dtype=torch.float32, device=student.device)
+    rows_counted = student.shape[0] if reduction == "batchmean" else 1
     kd_scale = kd_weight * (temperature**2 if t2_scale else 1.0)
     student_grad = student_logits.requires_grad and torch.is_grad_enabled()
     teacher_grad = teacher_logits.requires_grad and torch.is_grad_enabled()
     loss, *_ = torch.ops.gankd.softmax_kl(
-        student, teacher, flat_labels, inv_count, float(temperature), direction, float(beta), float(kd_scale),
-        float(ce_weight), ignore_index, reduction, student_grad, teacher_grad,
+        student, teacher, flat_labels, inv_count, rows_counted, float(temperature), direction, float(beta),
+        float(kd_scale), float(ce_weight), ignore_index, reduction, student_grad, teacher_grad,
     )  # fmt: skip
     return loss.reshape(leading_shape) if reduction == "none" else loss
 

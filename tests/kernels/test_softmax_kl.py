@@ -282,11 +282,32 @@ def test_out_of_range_label_on_the_device_path_gives_nan(device):
     # The GPU path cannot raise without a host sync: the kernel marks such a row NaN instead.
     student = torch.randn(3, 8, device=device)
     labels = torch.tensor([1, 8, -100], device=device)
-    inv_count = torch.ones(1, device=device)
-    loss, grad_s, *_ = torch.ops.gankd.softmax_kl(student, student.clone(), labels, inv_count, 1.0, "forward", 0.5,
+    loss, grad_s, *_ = torch.ops.gankd.softmax_kl(student, student.clone(), labels, None, 1, 1.0, "forward", 0.5,
                                                  1.0, 1.0, -100, "none", True, False)  # fmt: skip
     assert torch.isfinite(loss[0]) and torch.isnan(loss[1]) and loss[2] == 0
     assert torch.all(torch.isnan(grad_s[1])) and torch.all(grad_s[2] == 0)
+
+
+def _inside_aten_op(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None and not parent.name.startswith("aten::"):
+        parent = parent.cpu_parent
+    return parent is not None
+
+
+@pytest.mark.parametrize("reduction", ["batchmean", "sum", "none"])
+def test_forward_is_the_kernel_and_at_most_one_sum(reduction, device):
+    # The rows' weights (batchmean's 1 / N) are applied in the kernel: no tensor of 1 / N is made and the reduced
+    # loss is one sum, so a small classifier call (256 x 1000) is two launches, not four.
+    student = torch.randn(6, 40, device=device, requires_grad=True)
+    teacher = torch.randn(6, 40, device=device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        loss = softmax_kl(student, teacher, 2.0, reduction=reduction, impl="triton")
+    # The torch ops gankd calls itself, not those inside them (a CPU sum's fill_).
+    names = [event.name for event in profile.events() if not _inside_aten_op(event)]
+    assert not [name for name in names if name in ("aten::full", "aten::fill_", "aten::mul", "aten::div")]
+    assert names.count("aten::sum") == (0 if reduction == "none" else 1)
+    torch.testing.assert_close(loss, softmax_kl_ref(student, teacher, 2.0, reduction=reduction))
 
 
 def test_gradients_only_where_asked(device):
