@@ -78,12 +78,14 @@ def _times_upstream(weight, g_ptr, row, g_stride, HAS_UPSTREAM: tl.constexpr):
 
 
 @triton.jit
-def _row_weight(labels_ptr, inv_count_ptr, rows_counted, row, V, ignore_index, HAS_LABELS: tl.constexpr,
+def _row_weight(labels_ptr, counted_ptr, rows_counted, row, V, ignore_index, HAS_LABELS: tl.constexpr,
                 COUNT_ON_DEVICE: tl.constexpr):  # fmt: skip
     # (weight, label) of a row: 0 for an ignored row, NaN for a label outside [0, V) (never a silently wrong
-    # answer), else 1 / rows counted: read from inv_count_ptr where the labels were counted on the device
-    # (batchmean with labels), else 1 / rows_counted (N for batchmean, 1 for "sum" and "none").
-    weight = tl.load(inv_count_ptr) if COUNT_ON_DEVICE else tl.math.div_rn(1.0, rows_counted.to(tl.float32))
+    # answer), else 1 / rows counted: at counted_ptr where the labels were counted on the device (batchmean with
+    # labels; 1 / 1 when none is), else rows_counted (N for batchmean, 1 for "sum" and "none").
+    if COUNT_ON_DEVICE:
+        rows_counted = tl.maximum(tl.load(counted_ptr), 1)
+    weight = tl.math.div_rn(1.0, rows_counted.to(tl.float32))
     label = -1
     if HAS_LABELS:
         label = tl.load(labels_ptr + row).to(tl.int64)
@@ -209,7 +211,7 @@ def _softmax_kl_kernel(
     s_ptr, s_row_units,  # [N, V] student logits, last dim contiguous; the row stride in units of S_ALIGN elements
     t_ptr, t_row_units,  # [N, V] teacher logits, last dim contiguous; the row stride in units of T_ALIGN elements
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
-    inv_count_ptr,  # [1] fp32: 1 / rows counted (read when COUNT_ON_DEVICE)
+    counted_ptr,  # [] int64: labelled rows (batchmean's count, read when COUNT_ON_DEVICE)
     rows_counted,  # the rows' weight is 1 / rows_counted unless COUNT_ON_DEVICE
     g_ptr, g_stride,  # [N] upstream gradient of the row losses (stride 0: one value), read when HAS_UPSTREAM
     loss_ptr,  # [N] fp32 per-row loss times the row's weight, output
@@ -235,7 +237,7 @@ def _softmax_kl_kernel(
     s_row = s_ptr + row * (s_row_units * S_ALIGN)
     t_row = t_ptr + row * (t_row_units * T_ALIGN)
     weight, label = _row_weight(
-        labels_ptr, inv_count_ptr, rows_counted, row, V, ignore_index, HAS_LABELS, COUNT_ON_DEVICE
+        labels_ptr, counted_ptr, rows_counted, row, V, ignore_index, HAS_LABELS, COUNT_ON_DEVICE
     )
     m_s, z_s, m_t, z_t, z_1, kl_num = _slice_stats(s_row, t_row, 0, V, V, inv_temperature, DIRECTION, HAS_CE, BLOCK_V)
     log_z_s = tl.log(z_s)
@@ -354,7 +356,7 @@ def _split_mixture_kernel(
 def _split_loss_grad_kernel(
     s_ptr, s_row_units, t_ptr, t_row_units,  # student and teacher logits (as _split_stats_kernel)
     labels_ptr,  # [N] integer labels (read when HAS_LABELS)
-    inv_count_ptr,  # [1] fp32: 1 / rows counted (read when COUNT_ON_DEVICE)
+    counted_ptr,  # [] int64: labelled rows (batchmean's count, read when COUNT_ON_DEVICE)
     rows_counted,  # the rows' weight is 1 / rows_counted unless COUNT_ON_DEVICE
     g_ptr, g_stride,  # [N] upstream gradient of the row losses (stride 0: one value), read when HAS_UPSTREAM
     stats_ptr,  # [N, splits, STATS] fp32 partial statistics (from _split_stats_kernel)
@@ -374,7 +376,7 @@ def _split_loss_grad_kernel(
     row, split, V, lo, hi, s_row, t_row = _program_slice(s_ptr, s_row_units, t_ptr, t_row_units, v_units, chunk_blocks,
                                                          BLOCK_V, S_ALIGN, T_ALIGN, V_ALIGN)  # fmt: skip
     weight, label = _row_weight(
-        labels_ptr, inv_count_ptr, rows_counted, row, V, ignore_index, HAS_LABELS, COUNT_ON_DEVICE
+        labels_ptr, counted_ptr, rows_counted, row, V, ignore_index, HAS_LABELS, COUNT_ON_DEVICE
     )
     m_s, z_s, m_t, z_t, z_1, kl_num = _combine_stats(stats_ptr + row * splits * 8, splits, inv_temperature,
                                                      DIRECTION, MAX_SPLITS)  # fmt: skip

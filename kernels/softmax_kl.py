@@ -95,13 +95,14 @@ def _gradient_buffers(student: Tensor, teacher: Tensor, student_grad: bool,
             teacher.new_empty((n_rows, n_cols) if teacher_grad else (0,)))  # fmt: skip
 
 
-def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor | None, rows_counted: int,
+def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, counted: Tensor | None, rows_counted: int,
             temperature: float, direction: str, beta: float, kd_scale: float, ce_weight: float, ignore_index: int,
             student_grad: bool, teacher_grad: bool,
             upstream: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """(fp32 row losses times the rows' weights, student gradient, teacher gradient; each [0] if unwanted) for the
     upstream gradient `upstream` ([N] or 0-d) of the weighted row losses, or for 1. A row's weight is 0 where its
-    label is ignored, else `inv_count` (a [1] tensor: rows counted on the device) or 1 / rows_counted."""
+    label is ignored, else 1 / rows counted: `counted` (a 0-d tensor: labelled rows counted on the device) or
+    rows_counted."""
     n_rows, n_cols = student.shape
     loss_rows = torch.empty(n_rows, dtype=torch.float32, device=student.device)
     grad_s, grad_t = _gradient_buffers(student, teacher, student_grad, teacher_grad)
@@ -112,13 +113,13 @@ def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: 
                   maxnreg=MAX_REGISTERS)  # fmt: skip
     later_passes = dict(ALTERNATE=ALTERNATE_PASSES)  # for the kernels with a pass after the first
     code = dict(DIRECTION=_DIRECTION_CODE[direction], HAS_CE=ce_weight != 0.0)
-    row_options = code | dict(HAS_LABELS=labels is not None, COUNT_ON_DEVICE=inv_count is not None,
+    row_options = code | dict(HAS_LABELS=labels is not None, COUNT_ON_DEVICE=counted is not None,
                               STUDENT_GRAD=student_grad, TEACHER_GRAD=teacher_grad,
                               HAS_UPSTREAM=upstream is not None)  # fmt: skip
     # Placeholders, never read, for the pointers a variant does not use.
     labels = labels if labels is not None else loss_rows
-    inv_count = inv_count if inv_count is not None else loss_rows
-    row_weights = (labels, inv_count, rows_counted, *_upstream_args(upstream, loss_rows))
+    counted = counted if counted is not None else loss_rows
+    row_weights = (labels, counted, rows_counted, *_upstream_args(upstream, loss_rows))
     inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
     splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
     if splits == 1:
@@ -156,7 +157,7 @@ def _softmax_kl_op(
     student: Tensor,
     teacher: Tensor,
     labels: Tensor | None,
-    inv_count: Tensor | None,
+    counted: Tensor | None,
     rows_counted: int,
     temperature: float,
     direction: str,
@@ -169,17 +170,17 @@ def _softmax_kl_op(
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Reduced fp32 loss and the gradients of that loss for upstream 1 (student [N, V] and teacher [N, V]): each [0]
-    if unwanted, and both [0] unless `_fuses_gradients`. The rows are weighted by `inv_count` or 1 / rows_counted
+    if unwanted, and both [0] unless `_fuses_gradients`. The rows are weighted by 1 / `counted` or 1 / rows_counted
     (see `_launch`)."""
     fused = _fuses_gradients(student, teacher, student_grad, teacher_grad)
-    loss_rows, grad_s, grad_t = _launch(student, teacher, labels, inv_count, rows_counted, temperature, direction,
+    loss_rows, grad_s, grad_t = _launch(student, teacher, labels, counted, rows_counted, temperature, direction,
                                         beta, kd_scale, ce_weight, ignore_index, student_grad and fused,
                                         teacher_grad and fused, None)  # fmt: skip
     return _reduce_rows(loss_rows, reduction), grad_s, grad_t
 
 
 @_softmax_kl_op.register_fake
-def _softmax_kl_fake(student, teacher, labels, inv_count, rows_counted, temperature, direction, beta, kd_scale,
+def _softmax_kl_fake(student, teacher, labels, counted, rows_counted, temperature, direction, beta, kd_scale,
                      ce_weight, ignore_index, reduction, student_grad, teacher_grad):  # fmt: skip
     fused = _fuses_gradients(student, teacher, student_grad, teacher_grad)
     loss = student.new_empty(student.shape[0] if reduction == "none" else (), dtype=torch.float32)
@@ -188,19 +189,19 @@ def _softmax_kl_fake(student, teacher, labels, inv_count, rows_counted, temperat
 
 @torch.library.custom_op("gankd::softmax_kl_grad", mutates_args=())
 def _softmax_kl_grad_op(
-    student: Tensor, teacher: Tensor, labels: Tensor | None, inv_count: Tensor | None, rows_counted: int,
+    student: Tensor, teacher: Tensor, labels: Tensor | None, counted: Tensor | None, rows_counted: int,
     upstream: Tensor, temperature: float, direction: str, beta: float, kd_scale: float, ce_weight: float,
     ignore_index: int, student_grad: bool, teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Gradients (student, teacher; [0] if unwanted) of sum(upstream * weighted row losses), upstream 0-d or [N]:
     the forward's launch again, its gradients multiplied by the upstream before rounding."""
-    _, grad_s, grad_t = _launch(student, teacher, labels, inv_count, rows_counted, temperature, direction, beta,
+    _, grad_s, grad_t = _launch(student, teacher, labels, counted, rows_counted, temperature, direction, beta,
                                 kd_scale, ce_weight, ignore_index, student_grad, teacher_grad, upstream)  # fmt: skip
     return grad_s, grad_t
 
 
 @_softmax_kl_grad_op.register_fake
-def _softmax_kl_grad_fake(student, teacher, labels, inv_count, rows_counted, upstream, temperature, direction, beta,
+def _softmax_kl_grad_fake(student, teacher, labels, counted, rows_counted, upstream, temperature, direction, beta,
                           kd_scale, ce_weight, ignore_index, student_grad, teacher_grad):  # fmt: skip
     return _gradient_buffers(student, teacher, student_grad, teacher_grad)
 
@@ -223,7 +224,7 @@ def _scale_rows_fake(grad, grad_output):
 
 
 def _setup_context(ctx, inputs, output):
-    student, teacher, labels, inv_count, rows_counted = inputs[:5]
+    student, teacher, labels, counted, rows_counted = inputs[:5]
     ctx.rows_counted = rows_counted
     ctx.options = inputs[5:11]  # temperature, direction, beta, kd_scale, ce_weight, ignore_index
     ctx.student_grad, ctx.teacher_grad = inputs[-2:]
@@ -233,7 +234,7 @@ def _setup_context(ctx, inputs, output):
     if ctx.fused:
         ctx.save_for_backward(grad_s, grad_t)
     else:  # the logits are read again (an inference-mode teacher is copied to be saved: `saveable`)
-        ctx.save_for_backward(*saveable(student, teacher), labels, inv_count)
+        ctx.save_for_backward(*saveable(student, teacher), labels, counted)
 
 
 def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
@@ -249,8 +250,8 @@ def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
         if ctx.teacher_grad:
             _scale_rows_(grad_t, grad_loss)
     else:
-        student, teacher, labels, inv_count = ctx.saved_tensors
-        grad_s, grad_t = _softmax_kl_grad_op(student, teacher, labels, inv_count, ctx.rows_counted, grad_loss,
+        student, teacher, labels, counted = ctx.saved_tensors
+        grad_s, grad_t = _softmax_kl_grad_op(student, teacher, labels, counted, ctx.rows_counted, grad_loss,
                                              *ctx.options, ctx.student_grad, ctx.teacher_grad)  # fmt: skip
     other_inputs = (None,) * (len(ctx.needs_input_grad) - 2)
     return (grad_s if ctx.student_grad else None, grad_t if ctx.teacher_grad else None) + other_inputs
@@ -401,17 +402,15 @@ def softmax_kl(
     if labels is not None:
         check_label_values(labels, n_classes, ignore_index)
         flat_labels = labels.reshape(-1)
-    # Batchmean's 1 / (rows counted): with labels counted on the device (no host sync), else 1 / N, which the
-    # kernels compute themselves (no extra launch).
-    inv_count = None
-    if reduction == "batchmean" and labels is not None:
-        inv_count = (flat_labels != ignore_index).sum().to(torch.float32).clamp(min=1).reciprocal().reshape(1)
+    # Batchmean's rows counted: the labelled ones, counted on the device (no host sync), else N. The kernels divide
+    # by the count themselves.
+    counted = (flat_labels != ignore_index).sum() if reduction == "batchmean" and labels is not None else None
     rows_counted = student.shape[0] if reduction == "batchmean" else 1
     kd_scale = kd_weight * (temperature**2 if t2_scale else 1.0)
     student_grad = student_logits.requires_grad and torch.is_grad_enabled()
     teacher_grad = teacher_logits.requires_grad and torch.is_grad_enabled()
     loss, *_ = torch.ops.gankd.softmax_kl(
-        student, teacher, flat_labels, inv_count, rows_counted, float(temperature), direction, float(beta),
+        student, teacher, flat_labels, counted, rows_counted, float(temperature), direction, float(beta),
         float(kd_scale), float(ce_weight), ignore_index, reduction, student_grad, teacher_grad,
     )  # fmt: skip
     return loss.reshape(leading_shape) if reduction == "none" else loss

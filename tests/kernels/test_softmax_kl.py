@@ -295,19 +295,26 @@ def _inside_aten_op(event) -> bool:
     return parent is not None
 
 
+@pytest.mark.parametrize("with_labels", [False, True], ids=["no labels", "labels"])
 @pytest.mark.parametrize("reduction", ["batchmean", "sum", "none"])
-def test_forward_is_the_kernel_and_at_most_one_sum(reduction, device):
-    # The rows' weights (batchmean's 1 / N) are applied in the kernel: no tensor of 1 / N is made and the reduced
-    # loss is one sum, so a small classifier call (256 x 1000) is two launches, not four.
+def test_forward_is_the_kernel_and_one_sum(reduction, with_labels, device):
+    # The rows' weights (batchmean's 1 / rows counted) are applied in the kernel: no tensor of 1 / N is made and
+    # the reduced loss is one sum, so a small classifier call (256 x 1000) is two launches, not four. Counting
+    # labelled rows for batchmean takes a comparison and a sum, no more.
     student = torch.randn(6, 40, device=device, requires_grad=True)
     teacher = torch.randn(6, 40, device=device)
+    labels = torch.tensor([3, -100, 0, 39, -100, 7], device=device) if with_labels else None
+    options = dict(reduction=reduction, labels=labels, ce_weight=0.5 if with_labels else 0.0)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        loss = softmax_kl(student, teacher, 2.0, reduction=reduction, impl="triton")
+        loss = softmax_kl(student, teacher, 2.0, impl="triton", **options)
     # The torch ops gankd calls itself, not those inside them (a CPU sum's fill_).
     names = [event.name for event in profile.events() if not _inside_aten_op(event)]
-    assert not [name for name in names if name in ("aten::full", "aten::fill_", "aten::mul", "aten::div")]
-    assert names.count("aten::sum") == (0 if reduction == "none" else 1)
-    torch.testing.assert_close(loss, softmax_kl_ref(student, teacher, 2.0, reduction=reduction))
+    arithmetic = ("aten::full", "aten::fill_", "aten::mul", "aten::div", "aten::clamp", "aten::reciprocal",
+                  "aten::to", "aten::_to_copy")  # fmt: skip
+    assert not [name for name in names if name in arithmetic]
+    counting = with_labels and reduction == "batchmean"
+    assert names.count("aten::sum") == (reduction != "none") + counting
+    torch.testing.assert_close(loss, softmax_kl_ref(student, teacher, 2.0, **options))
 
 
 def test_gradients_only_where_asked(device):
