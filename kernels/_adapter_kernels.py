@@ -90,7 +90,7 @@ def adapted_positions_kernel(
     b_ptr,  # [Ct] adapter bias (HAS_BIAS)
     g_ptr, g_sn, g_sc, g_sp,  # [N, Ct, P] upstream gradient of e (HAS_UPSTREAM)
     e_ptr,  # [N, Ct, P] fp32 per-element loss, output (WRITE_E)
-    partial_ptr,  # [programs] fp32 partial loss sums, output (WRITE_PARTIAL)
+    partial_ptr,  # [programs] fp32 partial loss sums times grad_scale, output (WRITE_PARTIAL): the loss is their sum
     ds_ptr,  # [N, Cs, P] student gradient, output (STUDENT_GRAD)
     dt_ptr,  # [N, Ct, P] teacher gradient, output (TEACHER_GRAD)
     Cs, Ct, P,
@@ -137,7 +137,7 @@ def adapted_positions_kernel(
                 # conv backward rounds its incoming gradient; the products accumulate in fp32.
                 ds_acc += _dot(tl.trans(w), dy.to(w.dtype) if LOW_PRECISION_DOT else dy, LOW_PRECISION_DOT, PRECISION)
     if WRITE_PARTIAL:
-        tl.store(partial_ptr + tl.program_id(0), tl.sum(loss_acc, axis=0))
+        tl.store(partial_ptr + tl.program_id(0), tl.sum(loss_acc, axis=0) * grad_scale)
     if STUDENT_GRAD:
         tl.store(ds_ptr + s_offsets, ds_acc.to(ds_ptr.dtype.element_ty), mask=in_cs[:, None] & in_p[None, :])
 

@@ -60,7 +60,8 @@ def maybe_empty_like(x: Tensor, wanted: bool, dtype: torch.dtype | None = None) 
 
 
 def mean_gradient_scale(reduction: str, count: int) -> float:
-    """The gradient's factor for an upstream gradient of 1: 1/count for a mean over count terms, else 1."""
+    """The factor of the loss and of its gradient for an upstream gradient of 1: 1/count for a mean over count
+    terms, else 1. The kernels apply it to their partial sums, so the reduced loss is one sum of those."""
     return 1.0 / count if reduction == "mean" else 1.0
 
 
@@ -109,12 +110,6 @@ def like_layout(x: Tensor, reference: Tensor) -> Tensor:
     if x.stride() == reference.stride():
         return x
     return torch.empty_like(reference, dtype=x.dtype).copy_(x)
-
-
-def reduce_partials(partials: Tensor, count: int, reduction: str) -> Tensor:
-    """Sum of per-program partial losses (fp32), divided by `count` for reduction='mean'."""
-    total = partials.sum()
-    return total / max(count, 1) if reduction == "mean" else total
 
 
 @triton.jit

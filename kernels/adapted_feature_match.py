@@ -28,7 +28,6 @@ from ._features import (
     gradient_buffers,
     maybe_empty_like,
     mean_gradient_scale,
-    reduce_partials,
     scale_wanted_,
     upstream_gradient,
 )
@@ -66,7 +65,7 @@ def _adapted_op(
     positions_pass(student, teacher, weight, bias, None, e, partials, grad_s, grad_t, grad_scale, config)
     grad_w, grad_b = weight_pass(student, teacher, weight, bias, None, grad_scale, weight_grad and fused,
                                  bias_grad and fused, config)  # fmt: skip
-    return (e if per_element else reduce_partials(partials, count, reduction)), grad_s, grad_t, grad_w, grad_b
+    return (e if per_element else partials.sum()), grad_s, grad_t, grad_w, grad_b
 
 
 @_adapted_op.register_fake

@@ -24,7 +24,6 @@ from ._features import (
     like_layout,
     mean_gradient_scale,
     nan_sign,
-    reduce_partials,
     sample_positions,
     scale_wanted_,
     upstream_gradient,
@@ -47,11 +46,11 @@ def _elementwise_match_kernel(
     t_ptr,  # [M] teacher, same memory order
     g_ptr,  # [M] upstream gradient of the per-element loss (HAS_UPSTREAM), same order; or one value (g_stride 0)
     e_ptr,  # [M] fp32 per-element loss, output (WRITE_E)
-    partial_ptr,  # [programs] fp32 partial sums, output (WRITE_PARTIAL)
+    partial_ptr,  # [programs] fp32 partial sums times grad_scale, output (WRITE_PARTIAL): the loss is their sum
     ds_ptr,  # [M] student gradient, output (STUDENT_GRAD)
     dt_ptr,  # [M] teacher gradient, output (TEACHER_GRAD)
     M,
-    grad_scale,  # 1/M for mean, 1 otherwise
+    grad_scale,  # 1/M for mean, 1 otherwise: the factor of the loss and of its gradients
     g_stride,  # 1, or 0 when one upstream gradient serves every element
     KIND: tl.constexpr,  # 0 mse, 1 l1, 2 smooth_l1 (beta 1)
     WRITE_E: tl.constexpr, WRITE_PARTIAL: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
@@ -77,7 +76,7 @@ def _elementwise_match_kernel(
     if WRITE_E:
         tl.store(e_ptr + offsets, loss, mask=in_range)
     if WRITE_PARTIAL:
-        tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.where(in_range, loss, 0.0), axis=0))
+        tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.where(in_range, loss, 0.0), axis=0) * grad_scale)
     grad = slope * grad_scale
     if HAS_UPSTREAM:
         grad = grad * tl.load(g_ptr + offsets * g_stride, mask=in_range).to(tl.float32)
@@ -94,7 +93,7 @@ def _cosine_match_kernel(
     stats_ptr,  # [3, N, P] fp32: dot(s, t), |s|, |t| per position; written when not STATS_IN, else read
     g_ptr, g_sn, g_sp,  # [N, P] upstream gradient of the per-position loss and its strides (HAS_UPSTREAM)
     e_ptr,  # [N, P] fp32 per-position loss 1 - cos, output (WRITE_E)
-    partial_ptr,  # [programs] fp32 partial sums, output (WRITE_PARTIAL)
+    partial_ptr,  # [programs] fp32 partial sums times grad_scale, output (WRITE_PARTIAL): the loss is their sum
     ds_ptr, dt_ptr,  # student and teacher gradients, outputs (STUDENT_GRAD, TEACHER_GRAD)
     N, C, P, grad_scale, eps,
     STATS_IN: tl.constexpr, WRITE_E: tl.constexpr, WRITE_PARTIAL: tl.constexpr, HAS_UPSTREAM: tl.constexpr,
@@ -138,7 +137,7 @@ def _cosine_match_kernel(
     if WRITE_E:
         tl.store(e_ptr + stat_offsets, 1.0 - cos, mask=in_p)
     if WRITE_PARTIAL:
-        tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.where(in_p, 1.0 - cos, 0.0), axis=0))
+        tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.where(in_p, 1.0 - cos, 0.0), axis=0) * grad_scale)
     if STUDENT_GRAD or TEACHER_GRAD:
         # d(1 - cos)/ds = cos * s / |s|^2 - t / (|s| |t|); a norm under eps is a constant (as in torch).
         grad = tl.zeros([BLOCK_P], dtype=tl.float32) + grad_scale
@@ -198,7 +197,7 @@ def _elementwise_op(
         STUDENT_GRAD=grad_s.numel() > 0, TEACHER_GRAD=grad_t.numel() > 0, BLOCK=ELEMENTWISE_BLOCK,
         num_warps=ELEMENTWISE_WARPS,
     )  # fmt: skip
-    return (e if per_element else reduce_partials(partials, n_elements, reduction)), grad_s, grad_t
+    return (e if per_element else partials.sum()), grad_s, grad_t
 
 
 @_elementwise_op.register_fake
@@ -245,7 +244,7 @@ def _cosine_op(
         WRITE_E=per_position, WRITE_PARTIAL=not per_position, HAS_UPSTREAM=False, STUDENT_GRAD=grad_s.numel() > 0,
         TEACHER_GRAD=grad_t.numel() > 0, BLOCK_C=COSINE_BLOCK_C, BLOCK_P=COSINE_BLOCK_P, num_warps=COSINE_WARPS,
     )  # fmt: skip
-    return (e if per_position else reduce_partials(partials, count, reduction)), grad_s, grad_t, stats
+    return (e if per_position else partials.sum()), grad_s, grad_t, stats
 
 
 @_cosine_op.register_fake

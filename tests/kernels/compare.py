@@ -1,4 +1,5 @@
-"""Helpers shared by the kernel tests: relative errors and loss-plus-gradients of a function."""
+"""Helpers shared by the kernel tests: relative errors, loss-plus-gradients of a function, the torch ops a call
+makes."""
 
 import pytest
 import torch
@@ -44,3 +45,20 @@ def require_cuda(device: torch.device) -> None:
     """Skip unless the test runs compiled kernels on a CUDA device."""
     if device.type != "cuda":
         pytest.skip("needs a CUDA device (compiled Triton kernel)")
+
+
+# Small torch ops that a fused loss's forward should leave to its kernels (each is a launch on a GPU).
+ARITHMETIC_OPS = ("aten::full", "aten::fill_", "aten::mul", "aten::div", "aten::clamp", "aten::reciprocal", "aten::to",
+                  "aten::_to_copy")  # fmt: skip
+
+
+def torch_ops_called(profile) -> list[str]:
+    """Names of the torch ops a profiled call made itself, not those inside other torch ops (a CPU sum's fill_)."""
+
+    def inside_a_torch_op(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        return parent is not None
+
+    return [event.name for event in profile.events() if not inside_a_torch_op(event)]

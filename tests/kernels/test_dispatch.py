@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from compare import ARITHMETIC_OPS, torch_ops_called
 
 from gankd.kernels import _dispatch, adapted_feature_match, feature_match, softmax_kl, softmax_kl_ref
 
@@ -136,6 +137,18 @@ def test_backward_fills_no_zero_gradients_for_the_saved_buffers(op, device):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         loss.backward()
     assert not [event.name for event in profile.events() if event.name in ("aten::zeros", "aten::zero_")]
+
+
+@pytest.mark.parametrize("op", FUSED_LOSSES)
+def test_forward_is_the_kernel_and_one_sum(op, device):
+    # Each kernel scales its partial sums by the reduction's factor (1 / count for a mean): the forward adds one
+    # sum (and the adapter's dW partials one more), no tensor of the factor, no division, no multiply.
+    torch.manual_seed(0)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        FUSED_LOSSES[op](device)
+    names = torch_ops_called(profile)
+    assert not [name for name in names if name in ARITHMETIC_OPS]
+    assert names.count("aten::sum") == (2 if op == "adapted_feature_match" else 1)
 
 
 class _NoGradient(torch.autograd.Function):

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from compare import relative_error, require_cuda
+from compare import ARITHMETIC_OPS, relative_error, require_cuda, torch_ops_called
 
 from gankd.kernels import softmax_kl, softmax_kl_ref
 
@@ -288,13 +288,6 @@ def test_out_of_range_label_on_the_device_path_gives_nan(device):
     assert torch.all(torch.isnan(grad_s[1])) and torch.all(grad_s[2] == 0)
 
 
-def _inside_aten_op(event) -> bool:
-    parent = event.cpu_parent
-    while parent is not None and not parent.name.startswith("aten::"):
-        parent = parent.cpu_parent
-    return parent is not None
-
-
 @pytest.mark.parametrize("with_labels", [False, True], ids=["no labels", "labels"])
 @pytest.mark.parametrize("reduction", ["batchmean", "sum", "none"])
 def test_forward_is_the_kernel_and_one_sum(reduction, with_labels, device):
@@ -307,11 +300,8 @@ def test_forward_is_the_kernel_and_one_sum(reduction, with_labels, device):
     options = dict(reduction=reduction, labels=labels, ce_weight=0.5 if with_labels else 0.0)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         loss = softmax_kl(student, teacher, 2.0, impl="triton", **options)
-    # The torch ops gankd calls itself, not those inside them (a CPU sum's fill_).
-    names = [event.name for event in profile.events() if not _inside_aten_op(event)]
-    arithmetic = ("aten::full", "aten::fill_", "aten::mul", "aten::div", "aten::clamp", "aten::reciprocal",
-                  "aten::to", "aten::_to_copy")  # fmt: skip
-    assert not [name for name in names if name in arithmetic]
+    names = torch_ops_called(profile)
+    assert not [name for name in names if name in ARITHMETIC_OPS]
     counting = with_labels and reduction == "batchmean"
     assert names.count("aten::sum") == (reduction != "none") + counting
     torch.testing.assert_close(loss, softmax_kl_ref(student, teacher, 2.0, **options))
