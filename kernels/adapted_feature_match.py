@@ -206,6 +206,7 @@ def adapted_feature_match(
     grad_enabled = torch.is_grad_enabled()
     wanted = [x is not None and x.requires_grad and grad_enabled for x in (student, teacher, weight, bias)]
     student_view, teacher_view, permuted = _positions_views(student, teacher)
+    bias = bias.contiguous() if bias is not None else None  # the kernels read bias[o] at bias + o
     loss = _adapted_op(student_view, teacher_view, weight.reshape(n_teacher, n_student), bias, kind, reduction,
                        *wanted)[0]  # fmt: skip
     if reduction != "none":

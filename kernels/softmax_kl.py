@@ -401,7 +401,7 @@ def softmax_kl(
     flat_labels = None
     if labels is not None:
         check_label_values(labels, n_classes, ignore_index)
-        flat_labels = labels.reshape(-1)
+        flat_labels = labels.reshape(-1).contiguous()  # the kernels read label i at labels + i
     # Batchmean's rows counted: the labelled ones, counted on the device (no host sync), else N. The kernels divide
     # by the count themselves.
     counted = (flat_labels != ignore_index).sum() if reduction == "batchmean" and labels is not None else None

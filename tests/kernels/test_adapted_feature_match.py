@@ -165,6 +165,23 @@ def test_layouts_and_shapes(layout, device, small_blocks, record_error):
             assert tensor.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_strided_bias(reduction, device, small_blocks):
+    # A bias that is every other element of a longer vector was read as if packed: a silently wrong loss.
+    torch.manual_seed(2)
+    student, teacher, weight, _ = make_inputs((2, 6, 5, 4), 18, device)
+    results = []
+    for fn in (triton_path, adapted_feature_match_ref):
+        every_other = torch.randn(36, device=device, generator=torch.Generator(device).manual_seed(3))
+        every_other.requires_grad_(True)
+        loss = fn(student, teacher, weight, every_other[::2], reduction=reduction)
+        results.append((loss, torch.autograd.grad(loss.sum(), every_other)[0]))
+    (got, grad_got), (expected, grad_expected) = results
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad_got, grad_expected)
+    assert grad_got[1::2].abs().max() == 0
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     "student_shape, n_teacher",
