@@ -9,6 +9,8 @@ g · dq · p/C · |x|^(p-1) · sign(x) in x's layout and dtype (g the upstream g
 "none", whose upstream gradient is a map, a per-sample launch first computes dq from it and the saved maps.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -345,7 +347,8 @@ def _loss_from_maps(student_map: Tensor, teacher_map: Tensor, reduction: str, ma
     difference = (student_attention - teacher_attention).square()
     if reduction == "none":
         return difference.reshape(map_shape)
-    return difference.mean() if reduction == "mean" else difference.sum()
+    # A mean over no values is 0, as feature_match's (torch's mean would give NaN).
+    return difference.sum() / max(difference.numel(), 1) if reduction == "mean" else difference.sum()
 
 
 def attention_transfer_ref(student: Tensor, teacher: Tensor, *, p: float = 2, reduction: str = "mean") -> Tensor:
@@ -358,7 +361,7 @@ def attention_transfer_ref(student: Tensor, teacher: Tensor, *, p: float = 2, re
         # |x|^p with the gradient at x == 0 taken as 0 for every p (pow alone gives NaN there for p < 1).
         safe = torch.where(magnitude == 0, 1.0, magnitude)
         powered = torch.where(magnitude == 0, 0.0, safe.pow(power))
-        return powered.mean(dim=1).reshape(features.shape[0], -1)
+        return powered.mean(dim=1).reshape(features.shape[0], math.prod(features.shape[2:]))  # [N, P], N may be 0
 
     return _loss_from_maps(attention_map(student), attention_map(teacher), reduction,
                            student.shape[:1] + student.shape[2:])  # fmt: skip
@@ -378,7 +381,8 @@ def attention_transfer(
         teacher: [N, Ct, *spatial]: same batch and spatial sizes and device, any channel count and dtype.
             Gets a gradient when it requires grad.
         p: the power, > 0 (2 in the paper).
-        reduction: "mean" over all N·P values of e, "sum", or "none" (e shaped [N, *spatial]).
+        reduction: "mean" over all N·P values of e (0 when there are none), "sum", or "none" (e shaped
+            [N, *spatial]).
         impl: "auto" (Triton for CUDA tensors when available, else the reference), "triton", "reference".
 
     Returns:

@@ -176,6 +176,18 @@ def test_inference_teacher_without_gradient_is_not_copied(device, monkeypatch):
     assert student.grad is not None and student.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("impl", ["triton", "reference"])
+def test_empty_batch(reduction, impl, device):
+    # N = 0 raised in the reference's reshape (both paths take it for empty maps); a mean over nothing is 0.
+    student = torch.randn(0, 5, 3, 4, device=device, requires_grad=True)
+    loss = attention_transfer(student, torch.randn(0, 3, 3, 4, device=device), reduction=reduction, impl=impl)
+    assert loss.shape == ((0, 3, 4) if reduction == "none" else ())
+    assert reduction == "none" or loss.item() == 0
+    loss.sum().backward()
+    assert student.grad.shape == student.shape
+
+
 def test_identical_attention_gives_zero(device):
     features = torch.randn(2, 4, 5, 5, device=device)
     # Scaling the features does not change the normalized map: loss 0 whatever the channel count.
