@@ -83,6 +83,14 @@ def fuses_gradients(reduction: str, *rounded: tuple[Tensor, bool]) -> bool:
     return not rounds_to_fp16(*rounded)
 
 
+def reduce_reference(values: Tensor, reduction: str) -> Tensor:
+    """The references' reduction of per-element (or per-position) losses: "mean" (0 over no values, where torch's
+    mean gives NaN), "sum", or the values themselves for "none"."""
+    if reduction == "none":
+        return values
+    return values.sum() / max(values.numel(), 1) if reduction == "mean" else values.sum()
+
+
 def upstream_gradient(grad_loss: Tensor, reduction: str, count: int) -> Tensor:
     """The upstream gradient of each term of a loss over `count` terms: the per-term map itself for reduction
     "none", else the 0-d grad_loss times `mean_gradient_scale` (the kernels broadcast it with stride 0)."""

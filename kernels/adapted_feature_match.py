@@ -28,6 +28,7 @@ from ._features import (
     gradient_buffers,
     maybe_empty_like,
     mean_gradient_scale,
+    reduce_reference,
     scale_wanted_,
     upstream_gradient,
 )
@@ -159,9 +160,7 @@ def adapted_feature_match_ref(
         adapted = adapted + bias.to(dtype).reshape(n_teacher, *[1] * (student.dim() - 2))
     diff = adapted - teacher.to(dtype)
     per_element = diff.square() if kind == "mse" else diff.abs()
-    if reduction == "none":
-        return per_element
-    return per_element.sum() / max(per_element.numel(), 1) if reduction == "mean" else per_element.sum()
+    return reduce_reference(per_element, reduction)
 
 
 def adapted_feature_match(

@@ -17,7 +17,15 @@ from torch import Tensor
 
 from ._checks import check_choice, check_number
 from ._dispatch import IMPLS, no_gradients, only_the_loss_is_differentiable, runs_triton, saveable, tl, triton
-from ._features import REDUCTIONS, as_channels_positions, check_pair, mean_gradient_scale, nan_sign, sample_positions
+from ._features import (
+    REDUCTIONS,
+    as_channels_positions,
+    check_pair,
+    mean_gradient_scale,
+    nan_sign,
+    reduce_reference,
+    sample_positions,
+)
 
 NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 BLOCK_C = 16
@@ -345,10 +353,7 @@ def _loss_from_maps(student_map: Tensor, teacher_map: Tensor, reduction: str, ma
     student_attention = F.normalize(student_map, dim=1, eps=NORMALIZE_EPS)
     teacher_attention = F.normalize(teacher_map, dim=1, eps=NORMALIZE_EPS)
     difference = (student_attention - teacher_attention).square()
-    if reduction == "none":
-        return difference.reshape(map_shape)
-    # A mean over no values is 0, as feature_match's (torch's mean would give NaN).
-    return difference.sum() / max(difference.numel(), 1) if reduction == "mean" else difference.sum()
+    return reduce_reference(difference.reshape(map_shape) if reduction == "none" else difference, reduction)
 
 
 def attention_transfer_ref(student: Tensor, teacher: Tensor, *, p: float = 2, reduction: str = "mean") -> Tensor:

@@ -24,6 +24,7 @@ from ._features import (
     like_layout,
     mean_gradient_scale,
     nan_sign,
+    reduce_reference,
     sample_positions,
     scale_wanted_,
     upstream_gradient,
@@ -362,9 +363,7 @@ def feature_match_ref(student: Tensor, teacher: Tensor, *, kind: str = "mse", re
         per_element = F.smooth_l1_loss(student, teacher, reduction="none", beta=1.0)
     else:
         per_element = 1.0 - F.cosine_similarity(student, teacher, dim=1, eps=COSINE_EPS)
-    if reduction == "none":
-        return per_element
-    return per_element.sum() / max(per_element.numel(), 1) if reduction == "mean" else per_element.sum()
+    return reduce_reference(per_element, reduction)
 
 
 def feature_match(
