@@ -6,12 +6,15 @@ weights_format=...) and compares outputs, in eval mode and in train mode (batch 
 the same seed, as pix2pix's published outputs are made).
 """
 
+import re
+
 import official_layouts as official
 import pytest
 import torch
 from torch import nn
 
 from gankd.models import WeightsFormatError, build, load_weights, weights_formats
+from gankd.models.file_architectures import cyclegan_architecture, dcgan_example_architecture, describe
 
 
 def _save(module: nn.Module, path, state=None, seed=0):
@@ -154,13 +157,18 @@ def test_wrong_files_and_formats_are_named(tmp_path):
         build("resnet_g", ngf=8, n_blocks=6, weights=path, weights_format="pix2pix")
     assert weights_formats() == ["cyclegan", "dcgan_example", "gankd", "torchvision"]
     # Nine blocks expected, six in the file: the missing keys are named in the file's own names.
-    with pytest.raises(WeightsFormatError, match=r"the file lacks \d+ keys \(model.16.conv_block.1.weight.*blocks"):
+    with pytest.raises(
+        WeightsFormatError,
+        match=r"the file lacks \d+ keys \(model.16.conv_block.1.weight.*holds resnet_g\(.*n_blocks=6,",
+    ):
         build("resnet_g", ngf=8, n_blocks=9, weights=path, weights_format="cyclegan")
     with pytest.raises(WeightsFormatError, match="has no place for .*model.1.weight"):
         load_weights(build("small_cnn"), path, "gankd")
     with pytest.raises(WeightsFormatError, match="'cyclegan' format holds resnet_g, unet_g or patchgan_d .*SmallCNN"):
         load_weights(build("small_cnn"), path, "cyclegan")
-    with pytest.raises(WeightsFormatError, match=r"other shapes \(.* in the file and .*\): check the model's width"):
+    with pytest.raises(
+        WeightsFormatError, match=r"other shapes \(.* in the file and .*\): the file holds resnet_g\(.*ngf=8,"
+    ):
         build("resnet_g", ngf=16, n_blocks=6, weights=path, weights_format="cyclegan")
     with pytest.raises(WeightsFormatError, match="build the model with n_downsampling=2"):
         build("resnet_g", ngf=8, n_blocks=6, n_downsampling=1, weights=path, weights_format="cyclegan")
@@ -186,3 +194,91 @@ def test_pickled_objects_are_refused_without_unsafe_advice(tmp_path, capsys):
         build("small_cnn", weights=tmp_path / "pickle.pth", weights_format="torchvision")
     assert "pickled objects" in str(error.value) and "weights_only=False" not in str(error.value)
     assert "must never run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("official_model", "expected"),
+    [
+        (lambda: official.ResnetGenerator(1, 3, ngf=4, norm="instance", use_dropout=True, n_blocks=9),
+         ("resnet_g", dict(in_channels=1, out_channels=3, ngf=4, n_blocks=9, norm="instance", dropout=True))),
+        (lambda: official.ResnetGenerator(3, 1, ngf=8, norm="batch", n_blocks=4),
+         ("resnet_g", dict(in_channels=3, out_channels=1, ngf=8, n_blocks=4, norm="batch", dropout=False))),
+        (lambda: official.ResnetGenerator(3, 3, ngf=4, norm="none", n_blocks=6),
+         ("resnet_g", dict(in_channels=3, out_channels=3, ngf=4, n_blocks=6, norm="none", dropout=False))),
+        (lambda: official.UnetGenerator(3, 1, num_downs=7, ngf=4, norm="batch", use_dropout=True),
+         ("unet_g", dict(in_channels=3, out_channels=1, num_downs=7, ngf=4, norm="batch"))),
+        (lambda: official.UnetGenerator(1, 3, num_downs=5, ngf=8, norm="instance"),
+         ("unet_g", dict(in_channels=1, out_channels=3, num_downs=5, ngf=8, norm="instance"))),
+        (lambda: official.UnetGenerator(3, 3, num_downs=6, ngf=4, norm="none"),
+         ("unet_g", dict(in_channels=3, out_channels=3, num_downs=6, ngf=4, norm="none"))),
+        (lambda: official.NLayerDiscriminator(6, ndf=4, n_layers=2, norm="batch"),
+         ("patchgan_d", dict(in_channels=6, ndf=4, n_layers=2, norm="batch"))),
+        (lambda: official.NLayerDiscriminator(3, ndf=8, n_layers=4, norm="instance"),
+         ("patchgan_d", dict(in_channels=3, ndf=8, n_layers=4, norm="instance"))),
+        (lambda: official.NLayerDiscriminator(3, ndf=4, n_layers=1, norm="none"),
+         ("patchgan_d", dict(in_channels=3, ndf=4, n_layers=1, norm="none"))),
+    ],
+)  # fmt: skip
+def test_cyclegan_files_say_which_model_they_hold(tmp_path, official_model, expected):
+    torch.manual_seed(0)
+    path = _save(official_model(), tmp_path / "net.pth")
+    state = torch.load(path, weights_only=True)
+    assert cyclegan_architecture(state) == expected
+    name, options = expected
+    build(name, **options, weights=path, weights_format="cyclegan")  # the options it names load the file
+    wrong = {"ngf": 16} if "ngf" in options else {"ndf": 16}
+    with pytest.raises(
+        WeightsFormatError, match="(?i)" + re.escape(f"the file holds {describe(expected)}: build the model")
+    ):
+        build(name, **{**options, **wrong}, weights=path, weights_format="cyclegan")
+
+
+@pytest.mark.parametrize(("nz", "ngf", "nc"), [(100, 8, 3), (16, 4, 1)])
+def test_dcgan_example_files_say_which_model_they_hold(tmp_path, nz, ngf, nc):
+    torch.manual_seed(0)
+    g_path = _save(official.DCGANGenerator(nz=nz, ngf=ngf, nc=nc), tmp_path / "netG.pth")
+    d_path = _save(official.DCGANDiscriminator(nc=nc, ndf=ngf), tmp_path / "netD.pth")
+    generator = dcgan_example_architecture(torch.load(g_path, weights_only=True))
+    assert generator == ("dcgan_g", dict(image_size=64, nz=nz, ngf=ngf, channels=nc))
+    discriminator = dcgan_example_architecture(torch.load(d_path, weights_only=True))
+    assert discriminator == ("dcgan_d", dict(image_size=64, channels=nc, ndf=ngf))
+    build(generator[0], **generator[1], weights=g_path, weights_format="dcgan_example")
+    build(discriminator[0], **discriminator[1], weights=d_path, weights_format="dcgan_example")
+    with pytest.raises(WeightsFormatError, match="(?i)" + re.escape(f"the file holds {describe(generator)}")):
+        build("dcgan_g", image_size=32, nz=nz, ngf=ngf, channels=nc, weights=g_path, weights_format="dcgan_example")
+
+
+def test_files_from_before_torch_0_4_1_load_without_batch_norm_counters(tmp_path):
+    torch.manual_seed(0)
+    theirs = official.ResnetGenerator(3, 3, ngf=4, norm="batch", n_blocks=2)
+    old = {key: value for key, value in theirs.state_dict().items() if not key.endswith("num_batches_tracked")}
+    path = _save(theirs, tmp_path / "old.pth", state=old)
+    _assert_same(build("resnet_g", ngf=4, n_blocks=2, norm="batch", weights=path, weights_format="cyclegan"), theirs,
+                 torch.randn(1, 3, 16, 16))  # fmt: skip
+    source = build("torchvision", arch="resnet18", num_classes=10)
+    legacy = {key: value for key, value in source.state_dict().items() if not key.endswith("num_batches_tracked")}
+    torch.save(legacy, tmp_path / "resnet18.pth")
+    build(
+        "torchvision", arch="resnet18", num_classes=10, weights=tmp_path / "resnet18.pth", weights_format="torchvision"
+    )
+
+
+def test_files_of_another_layout_or_content_are_refused_by_name(tmp_path):
+    torch.manual_seed(0)
+    instance = _save(official.ResnetGenerator(3, 3, ngf=4, norm="instance", n_blocks=2), tmp_path / "instance.pth")
+    # The official no-norm convs have no bias: an instance-norm file's biases do not fit, they are not dropped.
+    with pytest.raises(WeightsFormatError, match=r"no place for .*model.1.bias.*norm='instance'"):
+        build("resnet_g", ngf=4, n_blocks=2, norm="none", weights=instance, weights_format="cyclegan")
+    patchgan = _save(official.NLayerDiscriminator(6, ndf=4, n_layers=2, norm="batch"), tmp_path / "D.pth")
+    with pytest.raises(WeightsFormatError, match="no spectral norm: build the model with spectral_norm=False"):
+        build("patchgan_d", in_channels=6, ndf=4, n_layers=2, spectral_norm=True, weights=patchgan,
+              weights_format="cyclegan")  # fmt: skip
+    state = torch.load(instance, weights_only=True)
+    torch.save({**state, "model.1.weight": 3}, tmp_path / "not_tensors.pth")
+    with pytest.raises(WeightsFormatError, match="not a state dict of tensors: .*model.1.weight holds a int"):
+        build("resnet_g", ngf=4, n_blocks=2, weights=tmp_path / "not_tensors.pth", weights_format="cyclegan")
+    torch.save({"epoch": 3, "state_dict": state}, tmp_path / "checkpoint.pth")
+    with pytest.raises(
+        WeightsFormatError, match=r"checkpoint holding state_dict.*torch.save\(checkpoint\['state_dict'\]"
+    ):
+        build("resnet_g", ngf=4, n_blocks=2, weights=tmp_path / "checkpoint.pth", weights_format="cyclegan")

@@ -12,7 +12,8 @@ Formats (`weights_formats()`; `register_weights_format` adds one's own):
 
 Files are read with torch.load(weights_only=True), so they can never run code, and only from the local
 path given: nothing is downloaded. Loading is strict: keys the model lacks or needs, and shapes that do not
-fit, raise WeightsFormatError naming them in the file's own names. Where the official layout has no bias
+fit, raise WeightsFormatError naming them in the file's own names, and, where the format can tell
+(file_architectures.py), the zoo model and options the file holds. Where the official layout has no bias
 and gankd's layer has one (convs without norm, the DCGAN discriminator's first and last convs), the bias
 is set to zero, which computes the same function. The official DCGAN discriminator ends in a sigmoid;
 dcgan_d returns its logits (sigmoid(dcgan_d(x)) is the official output).
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from gankd.checkpoints import CheckpointError, find_checkpoint, is_checkpoint, trained_weights
 from gankd.models.discriminators import DCGANDiscriminator, PatchGANDiscriminator
+from gankd.models.file_architectures import cyclegan_architecture, dcgan_example_architecture, describe
 from gankd.models.generators import DCGANGenerator, ResnetGenerator
 from gankd.models.unet import UnetGenerator
 from gankd.registry import Registry
@@ -57,24 +59,39 @@ class WeightsFormat:
         """Module paths of `model` whose bias the file lacks (the official layer has none): set to zero."""
         return set()
 
-    def mismatch_hint(self, path: Path) -> str:
+    def architecture(self, state: Mapping[str, Tensor]) -> str:
+        """The zoo model and options the file's keys and shapes show ('' where the format cannot tell)."""
+        return ""
+
+    def mismatch_hint(self, path: Path, state: Mapping[str, Tensor]) -> str:
         """What to check when the file's tensors have other shapes than the model's."""
+        if found := self.architecture(state):
+            return f"the file holds {found}: build the model with those options"
         return "check the model's width options (ngf, ndf, width, ...) against the file's"
 
     def convert(self, state: Mapping[str, Tensor], model: nn.Module, source: str) -> dict[str, Tensor]:
         """`state` with `model`'s key names; WeightsFormatError naming missing and unexpected keys."""
         rename, bias_free = self.rename(model), self.bias_free(model)
-        converted, missing, used = {}, [], set()
+        modules = dict(model.named_modules())
+        converted, missing, used, not_tensors = {}, [], set(), []
         for key, value in model.state_dict().items():
             module_path, _, leaf = key.rpartition(".")
             file_key = _join(rename(module_path), leaf)
-            if file_key in state:
+            if leaf == "bias" and module_path in bias_free:
+                # the official layer has no bias: a bias in the file means another architecture (left unexpected)
+                converted[key] = torch.zeros_like(value, device="cpu")
+            elif file_key in state:
                 converted[key] = state[file_key]
                 used.add(file_key)
-            elif leaf == "bias" and module_path in bias_free:
+                if not isinstance(state[file_key], Tensor):
+                    not_tensors.append(f"{file_key} holds a {type(state[file_key]).__name__}")
+            elif leaf == "num_batches_tracked" and isinstance(modules[module_path], nn.modules.batchnorm._BatchNorm):
+                # files saved before PyTorch 0.4.1 (torchvision's first ImageNet weights) lack it; torch fills 0
                 converted[key] = torch.zeros_like(value, device="cpu")
             else:
                 missing.append(file_key)
+        if not_tensors:
+            raise WeightsFormatError(f"{source} is not a state dict of tensors: {_first(not_tensors)}")
         legacy = {  # instance norm buffers old PyTorch versions saved; they were never used
             _join(rename(path), leaf)
             for path, module in model.named_modules()
@@ -82,7 +99,14 @@ class WeightsFormat:
             for leaf in ("running_mean", "running_var", "num_batches_tracked")
         }
         unexpected = [key for key in state if key not in used and key not in legacy]
+        nested = [key for key in unexpected if isinstance(state[key], Mapping)]
+        if missing and nested:
+            raise WeightsFormatError(
+                f"{source} is a checkpoint holding {_first(nested)}, not a state dict: save the entry with "
+                f"{type(model).__name__}'s weights alone, e.g. torch.save(checkpoint[{nested[0]!r}], 'weights.pth')"
+            )
         if missing or unexpected:
+            found = self.architecture(state)
             raise WeightsFormatError(
                 f"{source} does not fit {type(model).__name__} in the {self.name!r} format: "
                 + "; ".join(
@@ -90,7 +114,11 @@ class WeightsFormat:
                     for what, keys in (("the file lacks", missing), ("the model has no place for", unexpected))
                     if keys
                 )
-                + ". Check the model's options (depth, blocks, norm, dropout) against the file's architecture"
+                + (
+                    f". The file holds {found}: build the model with those options"
+                    if found
+                    else ". Check the model's options (depth, blocks, norm, dropout) against the file's architecture"
+                )
             )
         return converted
 
@@ -117,7 +145,8 @@ def load_weights(model: nn.Module, path: str | Path, weights_format: str = "gank
     if not path.exists():
         raise WeightsFormatError(f"weights file {path} does not exist (gankd never downloads: give a local file)")
     source = f"weights file {path}"
-    state = fmt.convert(fmt.read(path), model, source)
+    file_state = fmt.read(path)
+    state = fmt.convert(file_state, model, source)
     expected = model.state_dict()
     differing = [f"{key} is {list(value.shape)} in the file and {list(expected[key].shape)} in the model"
                  for key, value in state.items() if value.shape != expected[key].shape]  # fmt: skip
@@ -125,7 +154,7 @@ def load_weights(model: nn.Module, path: str | Path, weights_format: str = "gank
         raise WeightsFormatError(
             f"{source} ({weights_format!r}) does not fit {type(model).__name__}: {len(differing)} of its "
             f"{len(state)} tensors have other shapes ({'; '.join(differing[:2])}{'; ...' * (len(differing) > 2)}): "
-            f"{fmt.mismatch_hint(path)}"
+            f"{fmt.mismatch_hint(path, file_state)}"
         )
     model.load_state_dict(state)
     return model
@@ -143,11 +172,11 @@ class GankdFormat(WeightsFormat):
         state = _torch_load(path)
         return _strip_module_prefix(trained_weights(state) if is_checkpoint(state) else state)
 
-    def mismatch_hint(self, path: Path) -> str:
-        state = _torch_load(find_checkpoint(path))
-        if not is_checkpoint(state):
-            return super().mismatch_hint(path)
-        model = state["config"].get("model", {})
+    def mismatch_hint(self, path: Path, state: Mapping[str, Tensor]) -> str:
+        checkpoint = _torch_load(find_checkpoint(path))
+        if not is_checkpoint(checkpoint):
+            return super().mismatch_hint(path, state)
+        model = checkpoint["config"].get("model", {})
         return (
             f"the file is a gankd run's checkpoint, of {model.get('name')} with options {model.get('options')}: "
             "pass it as --checkpoint (gankd eval, export) to rebuild its model as it was trained"
@@ -172,6 +201,7 @@ class CycleGANFormat(WeightsFormat):
     describe = "pytorch-CycleGAN-and-pix2pix ResnetGenerator / UnetGenerator / NLayerDiscriminator"
 
     def rename(self, model: nn.Module) -> Callable[[str], str]:
+        _require_plain_weights(model, "cyclegan")
         if isinstance(model, ResnetGenerator):
             _require(model, "cyclegan", n_downsampling=2, upscale=1, residual=False)
             return _resnet_path(model.n_blocks)
@@ -182,6 +212,9 @@ class CycleGANFormat(WeightsFormat):
         raise WeightsFormatError(
             f"the 'cyclegan' format holds resnet_g, unet_g or patchgan_d weights, not {type(model).__name__}"
         )
+
+    def architecture(self, state: Mapping[str, Tensor]) -> str:
+        return describe(cyclegan_architecture(state))
 
     def bias_free(self, model: nn.Module) -> set[str]:
         # pix2pix gives a conv a bias only with instance norm; gankd also gives one without norm.
@@ -201,6 +234,7 @@ class DCGANExampleFormat(WeightsFormat):
                 f"the 'dcgan_example' format holds dcgan_g or dcgan_d weights, not {type(model).__name__}"
             )
         _require(model, "dcgan_example", num_classes=0)
+        _require_plain_weights(model, "dcgan_example")
         n_blocks = len(model.blocks)
         if isinstance(model, DCGANGenerator):
             # main: ConvT, BN, ReLU (stem) · n × (ConvT, BN, ReLU) · ConvT, Tanh
@@ -212,6 +246,9 @@ class DCGANExampleFormat(WeightsFormat):
         for block in range(n_blocks):
             names |= {f"blocks.{block}.0": offset + 3 * block, f"blocks.{block}.1": offset + 1 + 3 * block}
         return lambda path: f"main.{names[path]}" if path in names else path
+
+    def architecture(self, state: Mapping[str, Tensor]) -> str:
+        return describe(dcgan_example_architecture(state))
 
     def bias_free(self, model: nn.Module) -> set[str]:
         return {"stem.0", "head"} if isinstance(model, DCGANDiscriminator) else set()
@@ -276,6 +313,14 @@ def _require(model: nn.Module, fmt: str, **settings: object) -> None:
             )
 
 
+def _require_plain_weights(model: nn.Module, fmt: str) -> None:
+    if any(nn.utils.parametrize.is_parametrized(module) for module in model.modules()):
+        raise WeightsFormatError(
+            f"the {fmt!r} format's {type(model).__name__} has no spectral norm: build the model with "
+            "spectral_norm=False to load the file"
+        )
+
+
 def _convs(model: nn.Module):
     return [(path, m) for path, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
@@ -285,7 +330,7 @@ def _join(path: str, leaf: str) -> str:
 
 
 def _first(keys: list[str], count: int = 5) -> str:
-    return ", ".join(keys[:count]) + (f", ... {len(keys) - count} more" if len(keys) > count else "")
+    return ", ".join(map(str, keys[:count])) + (f", ... {len(keys) - count} more" if len(keys) > count else "")
 
 
 def _torch_load(path: Path) -> dict:
