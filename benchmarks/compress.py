@@ -97,7 +97,9 @@ def run_variant(task: str, variant: str, seed: int, work_dir: Path, overrides: l
     config = load_config(configs.path(name), extra)
     config.eval.metrics = config.eval.metrics + [m for m in standard_metrics(task) if m not in config.eval.metrics]
     run = run_directory(config)
-    if (run / "metrics.json").is_file() and load_config(run / "config.yaml") != with_absolute_paths(config):
+    if (run / "metrics.json").is_file() and load_config(run / "config.yaml") != with_absolute_paths(
+        config, gankd.data.path_options(config.data.name)
+    ):
         raise SystemExit(f"{run} was trained from a different config than the shipped one now gives; "
                          "remove it or pass another --work-dir")  # fmt: skip
     if not (run / "metrics.json").is_file():

@@ -109,7 +109,9 @@ def _evaluate(arguments: argparse.Namespace) -> None:
         except CheckpointError as error:
             raise SystemExit(f"gankd eval: {error}") from None
         data_name = arguments.data or config.data.name
-        data_options = dict(arguments.data_set) or (dict(config.data.options) if data_name == config.data.name else {})
+        # The run's own data options, with --data-set on top (another data set starts from none of them).
+        run_options = dict(config.data.options) if data_name == config.data.name else {}
+        data_options = run_options | dict(arguments.data_set)
     elif arguments.model and arguments.data:
         model = _built_model(arguments.model, arguments.set, arguments.weights, arguments.weights_format,
                              random_weights=arguments.random_weights, command="eval")  # fmt: skip
@@ -292,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--teacher-weights-format", default="gankd", help=WEIGHTS_FORMAT_HELP)
     evaluate.add_argument("--data", help="data set name (see gankd.data.names())")
     evaluate.add_argument("--data-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                          help="a data set option, e.g. --data-set root=photos/ (repeatable)")  # fmt: skip
+                          help="a data set option, e.g. --data-set root=photos/ (repeatable); with --checkpoint it "
+                          "replaces that one of the run's options and keeps the others")  # fmt: skip
     evaluate.add_argument("--split", default="test", choices=["train", "test"])
     evaluate.add_argument("--task", help="a gankd.tasks name (default: the run's, or told from the model and data)")
     evaluate.add_argument("--metrics", help="comma-separated metric names (default: the task's usual ones)")

@@ -12,6 +12,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,10 +310,14 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(str(error)) from None
 
 
-def with_absolute_paths(config: RunConfig) -> RunConfig:
-    """`config` with its teacher's paths made absolute (from the current directory), as a run records them, so
-    the run evaluates and resumes from any directory."""
-    config = dataclasses.replace(config, distill=dataclasses.replace(config.distill))
+def with_absolute_paths(config: RunConfig, data_paths: Sequence[str] = ()) -> RunConfig:
+    """`config` with its teacher's paths and its data options named in `data_paths` (the data set's
+    `gankd.data.path_options`) made absolute (from the current directory), as a run records them, so the run
+    evaluates and resumes from any directory."""
+    options = {key: _absolute(value) if key in data_paths and isinstance(value, str) else value
+               for key, value in config.data.options.items()}  # fmt: skip
+    config = dataclasses.replace(config, distill=dataclasses.replace(config.distill),
+                                 data=dataclasses.replace(config.data, options=options))  # fmt: skip
     teacher = config.distill.teacher
     if isinstance(teacher, str):
         config.distill.teacher = _absolute(teacher)

@@ -241,7 +241,7 @@ def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(ValueError, match="no images"):
         data.build("image_folder", root=tmp_path)
     (tmp_path / "readme.txt").write_text("hello")
-    with pytest.raises(ValueError, match=r"no images \(.png, .jpg, .jpeg, .webp, .bmp\) in "):
+    with pytest.raises(ValueError, match=r"no images \(.png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff\) in "):
         data.build("image_folder", root=tmp_path)
     with pytest.raises(ValueError, match="no A/ and B/ folders and no side-by-side"):
         data.build("paired_folder", root=tmp_path)
@@ -365,3 +365,52 @@ def test_sizes_read_from_headers_are_the_sizes_images_come_out_at(tmp_path):
         save(random_image(height, width), folder / "a.png")
         dataset = data.build("image_folder", "train", root=folder, load_size=load_size, crop_size=crop_size)
         assert dataset.image_shape == tuple(dataset[0][0].shape), (height, width, load_size, crop_size)
+
+
+# ---------------------------------------------------------------- what users' folders hold
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    # Pillow's own conversion of 16-bit grayscale (mode I;16) to 8 bits clips everything above 255 to white.
+    ramp = np.array([[0, 257 * 64, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    image = data.build("image_folder", "test", root=tmp_path, channels=1)[0][0]
+    assert torch.equal(image, unit(torch.tensor([[[0, 64, 128, 255]]], dtype=torch.uint8)))
+
+
+def test_photographs_come_out_upright_as_their_exif_tag_says(tmp_path):
+    # A camera stores the pixels sideways (height 4, width 6) and tags them "rotate 90° clockwise to show".
+    stored = random_image(4, 6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored.permute(1, 2, 0).numpy()).save(tmp_path / "phone.png", exif=exif)
+    folder = data.build("image_folder", "test", root=tmp_path)
+    assert folder.image_shape == (3, 6, 4)
+    assert torch.equal(folder[0][0], unit(torch.rot90(stored, -1, dims=(1, 2))))
+
+
+def test_tiffs_are_read_and_other_files_are_counted_in_the_summary(tmp_path):
+    save(random_image(8, 8), tmp_path / "a.tif")
+    save(random_image(8, 8, seed=1), tmp_path / "b.PNG")
+    Image.fromarray(random_image(8, 8).permute(1, 2, 0).numpy()).save(tmp_path / "anim.gif")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".DS_Store").write_text("x")
+    folder = data.build("image_folder", "test", root=tmp_path)
+    assert len(folder) == 2
+    assert folder.check_summary.endswith("skipped 2 files that are not .png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff "
+                                         "(.gif: 1, .txt: 1)")  # fmt: skip
+
+
+def test_cyclegan_and_pix2pix_data_set_layouts(tmp_path):
+    for name in ("trainA", "trainB", "testA", "testB"):
+        save(random_image(8, 8), tmp_path / "horse2zebra" / name / "x.png")
+    with pytest.raises(ValueError, match=r"looks like a CycleGAN data set .* root=.*horse2zebra/testA"):
+        data.build("image_folder", root=tmp_path / "horse2zebra")
+    assert len(data.build("image_folder", root=tmp_path / "horse2zebra" / "trainA")) == 1
+    # pix2pix's maps, cityscapes and edges2shoes ship train/ and val/: val/ is the test split.
+    save(random_image(8, 16), tmp_path / "maps" / "train" / "1.jpg")
+    save(random_image(8, 16), tmp_path / "maps" / "val" / "2.jpg")
+    assert data.build("paired_folder", "test", root=tmp_path / "maps").folder == tmp_path / "maps" / "val"
+    save(random_image(8, 15), tmp_path / "odd" / "1.png")
+    with pytest.raises(ValueError, match="odd width 15: .* crop or pad it to an even width"):
+        data.build("paired_folder", root=tmp_path / "odd")

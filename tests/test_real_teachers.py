@@ -45,6 +45,7 @@ def test_cyclegan_recipe_trains_evaluates_from_elsewhere_and_exports(tmp_path, c
     run = tmp_path / "runs" / "cyclegan_resnet_distill"
     state = load_checkpoint(run)
     assert state["config"]["distill"]["teacher"]["weights"] == str(weights)  # recorded absolute
+    assert state["config"]["data"]["options"]["root"] == str(images)  # so is the data set's folder
     assert images.is_dir() and (run / "metrics.json").is_file()
 
     capsys.readouterr()
@@ -54,6 +55,9 @@ def test_cyclegan_recipe_trains_evaluates_from_elsewhere_and_exports(tmp_path, c
     main(["eval", "--checkpoint", str(run), "--data-set", f"root={images}", "--data-set", "load_size=32"])
     result = json.loads(capsys.readouterr().out)["metrics"]
     assert set(result) >= {"psnr", "ssim"} and 0 < result["psnr"] < 100  # against the teacher's translations
+    # --data-set changes one of the run's data options and keeps the others (its root, crop_size).
+    main(["eval", "--checkpoint", str(run), "--data-set", "load_size=48"])
+    assert json.loads(capsys.readouterr().out)["metrics"]["psnr"] > 0
     main(["export", "--checkpoint", str(run), "--out", str(other / "student.onnx")])
     assert (other / "student.onnx").is_file()
 

@@ -45,6 +45,12 @@ def names() -> list[str]:
     return _DATASETS.names()
 
 
+def path_options(name: str) -> tuple[str, ...]:
+    """The options of data set `name` that name files or folders (its class's `path_options`); () for a name
+    not registered, or a constructor that does not say."""
+    return tuple(getattr(_DATASETS.get(name), "path_options", ())) if name in _DATASETS else ()
+
+
 def register(name: str):
     """Decorator that adds a data set class under `name`, from any module. Its constructor takes the split
     ("train" or "test") first, then keyword options: `@gankd.data.register("my_pairs")`."""
@@ -59,5 +65,6 @@ __all__ = [
     "SeededDataset",
     "build",
     "names",
+    "path_options",
     "register",
 ]

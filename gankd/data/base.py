@@ -19,7 +19,10 @@ SPLITS = ("train", "test")
 
 
 class SeededDataset(Dataset):
-    """Base of the gankd data sets: holds `split`, `seed` and `epoch` and gives each item its own generator."""
+    """Base of the gankd data sets: holds `split`, `seed` and `epoch` and gives each item its own generator.
+    `path_options` names the options that are files or folders: a run records them as absolute paths."""
+
+    path_options: tuple[str, ...] = ()
 
     def __init__(self, split: str, seed: int):
         self.split = check_choice("split", split, SPLITS)

@@ -1,18 +1,28 @@
 """User data on disk: an image folder (class sub-folders or flat) and paired folders (A/ + B/, or AB images).
 
-Both look in `root/<split>` when `root` has a `train/` or `test/` sub-folder, and in `root` itself
-otherwise. Images are PNG, JPEG or WebP; they come out as float32 [channels, H, W] in [-1, 1].
+Both look in `root/<split>` when `root` has a `train/` or `test/` sub-folder (the test split falls back to
+`val/`, as pix2pix's maps, cityscapes and edges2shoes ship), and in `root` itself otherwise. Images are any of
+IMAGE_SUFFIXES; they come out as float32 [channels, H, W] in [-1, 1], upright (EXIF orientation applied).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from torch import Tensor
 
 from gankd.data.base import SPLITS, SeededDataset
-from gankd.data.images import IMAGE_SUFFIXES, ImagePipeline, check_folder, image_files, image_size, read_image
+from gankd.data.images import (
+    IMAGE_SUFFIXES,
+    ImagePipeline,
+    check_folder,
+    image_files,
+    image_size,
+    other_files,
+    read_image,
+)
 from gankd.options import check_choice
 
 
@@ -20,8 +30,18 @@ def split_folder(root: str | Path, split: str) -> Path:
     """`root/<split>` when `root` is divided into split folders, else `root`; errors name what is missing."""
     root = check_folder(root, "root")
     if any((root / name).is_dir() for name in SPLITS):
-        return check_folder(root / split, f"the {split!r} split folder")
+        if split == "test" and not (root / "test").is_dir() and (root / "val").is_dir():
+            return root / "val"
+        return check_folder(root / split, f"the {split!r} split folder (also looked for {root / 'val'})"
+                            if split == "test" else f"the {split!r} split folder")  # fmt: skip
     return root
+
+
+# How to make every image come out one size, from a run's config, `gankd eval` or `gankd generate`.
+ONE_SIZE_HINT = (
+    "pass load_size and/or crop_size so that all images come out the same size (--set data.options.crop_size=256 "
+    "in a run, --data-set crop_size=256 for gankd eval, --inputs-set crop_size=256 for gankd generate)"
+)
 
 
 class _FolderDataset(SeededDataset):
@@ -31,6 +51,8 @@ class _FolderDataset(SeededDataset):
     Subclasses list their files, then call `_verify()`; `_header_size(index)` gives an item's size from its
     files' headers and `_load(index)` its images, each with the file that names the item in errors."""
 
+    path_options = ("root",)
+
     def __init__(self, root, split, channels, load_size, crop_size, flip, seed):
         super().__init__(split, seed)
         self.folder = split_folder(root, split)
@@ -38,6 +60,7 @@ class _FolderDataset(SeededDataset):
         self.pipeline = ImagePipeline(split, load_size, crop_size, flip)
         self.image_shape: tuple[int, ...] = ()
         self.verify_seconds = 0.0
+        self.skipped = other_files(self.folder, recursive=True)
 
     def _header_size(self, index: int) -> tuple[tuple[int, int], Path]:
         raise NotImplementedError
@@ -58,23 +81,26 @@ class _FolderDataset(SeededDataset):
                 first = size, path
             elif size != first[0]:
                 raise ValueError(
-                    f"image {path} comes out {size} but {first[1]} {first[0]} (height, width): pass load_size "
-                    "and/or crop_size so that all images come out the same size"
+                    f"image {path} comes out {size} but {first[1]} {first[0]} (height, width): {ONE_SIZE_HINT}"
                 )
         self.image_shape = (self.channels, *first[0])
         self.verify_seconds = time.perf_counter() - started
 
     @property
     def check_summary(self) -> str:
-        """What `_verify` checked and how long it took, for the run's log."""
-        return f"checked the {len(self)} items of {self.folder} in {self.verify_seconds:.2f} s"
+        """What `_verify` checked and how long it took, and the files that are not images, for the run's log."""
+        summary = f"checked the {len(self)} items of {self.folder} in {self.verify_seconds:.2f} s"
+        if self.skipped:
+            counts = ", ".join(f"{suffix or 'no suffix'}: {count}" for suffix, count in sorted(self.skipped.items()))
+            summary += f"; skipped {self.skipped.total()} files that are not {'/'.join(IMAGE_SUFFIXES)} ({counts})"
+        return summary
 
     def _checked(self, index: int) -> list[Tensor]:
         images, path = self._load(index)
         if tuple(images[0].shape) != self.image_shape:  # a file changed since the data set was built
             raise ValueError(
-                f"image {path} comes out {tuple(images[0].shape)} but the data set's images {self.image_shape}; "
-                "pass load_size and/or crop_size so that all images come out the same size"
+                f"image {path} comes out {tuple(images[0].shape)} but the data set's images {self.image_shape}: "
+                f"{ONE_SIZE_HINT}"
             )
         return images
 
@@ -109,6 +135,7 @@ class ImageFolderDataset(_FolderDataset):
                 f"{self.folder} holds both images ({flat_images[0].name}, ...) and sub-folders "
                 f"({class_folders[0].name}, ...): use either class sub-folders or a flat folder of images"
             )
+        _refuse_cyclegan_root(self.folder, class_folders)
         self.classes = [path.name for path in class_folders]
         self.samples: list[tuple[Path, int]] = [(path, -1) for path in flat_images]
         for label, class_folder in enumerate(class_folders):
@@ -220,6 +247,16 @@ def _pair_by_name(folder_a: Path, folder_b: Path) -> list[tuple[Path, Path]]:
     return [(files[folder_a][stem], files[folder_b][stem]) for stem in sorted(files[folder_a])]
 
 
+def _refuse_cyclegan_root(folder: Path, class_folders: list[Path]) -> None:
+    # CycleGAN data sets hold trainA/ trainB/ testA/ testB/: as classes they would mix both domains and the tests.
+    names = [path.name for path in class_folders]
+    if names and all(re.fullmatch(r"(train|test|val)[AB]", name) for name in names):
+        raise ValueError(
+            f"root {folder} looks like a CycleGAN data set ({', '.join(names)}), not class folders: pass the source "
+            f"domain's folder, e.g. root={folder / names[0]}"
+        )
+
+
 def _mismatched_pair(path_a: Path, size_a: tuple, path_b: Path, size_b: tuple) -> str:
     return (
         f"mismatched pair: {path_a} is {size_a} but {path_b} is {size_b} (height, width); A and B must have "
@@ -229,7 +266,10 @@ def _mismatched_pair(path_a: Path, size_a: tuple, path_b: Path, size_b: tuple) -
 
 def _check_even(width: int, path: Path) -> None:
     if width % 2:
-        raise ValueError(f"side-by-side AB image {path} has an odd width {width}: it cannot be halved into A and B")
+        raise ValueError(
+            f"side-by-side AB image {path} has an odd width {width}: it cannot be halved into A and B of one size; "
+            "crop or pad it to an even width"
+        )
 
 
 def _split_side_by_side(image: Tensor, path: Path) -> tuple[Tensor, Tensor]:

@@ -7,19 +7,22 @@ Images come out as float32 tensors [C, H, W] in [-1, 1] (uint8 0 → -1, 255 →
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.v2 import functional as transforms
 
 from gankd.options import check_bool, check_choice, check_optional_int
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 PIL_MODES = {1: "L", 3: "RGB"}
+# EXIF orientations (tag 0x0112) that swap height and width: cameras store such photographs sideways.
+EXIF_ORIENTATION, TRANSPOSED_ORIENTATIONS = 0x0112, (5, 6, 7, 8)
 
 
 def check_folder(path: str | Path, what: str) -> Path:
@@ -34,21 +37,27 @@ def check_folder(path: str | Path, what: str) -> Path:
 
 def image_files(folder: Path, *, recursive: bool = False) -> list[Path]:
     """Image files (by suffix, case-insensitive) in `folder`, sorted; hidden files and folders are skipped."""
+    return sorted(path for path in _visible_files(folder, recursive) if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def other_files(folder: Path, *, recursive: bool = False) -> Counter[str]:
+    """How many visible files in `folder` `image_files` leaves out, by suffix ('' for none)."""
+    return Counter(path.suffix.lower() for path in _visible_files(folder, recursive)
+                   if path.suffix.lower() not in IMAGE_SUFFIXES)  # fmt: skip
+
+
+def _visible_files(folder: Path, recursive: bool):
     candidates = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        path
-        for path in candidates
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+    return (path for path in candidates
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts))  # fmt: skip
 
 
 def read_image(path: Path, channels: int) -> Tensor:
     """Decode `path` to uint8 [channels, H, W] (RGB or grayscale); ValueError naming the file if it cannot."""
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert(PIL_MODES[channels]))
+            upright = ImageOps.exif_transpose(image)  # as the photograph is shown, not as it is stored
+            pixels = np.asarray(_eight_bit(upright).convert(PIL_MODES[channels]))
     except (OSError, ValueError, SyntaxError) as error:  # what Pillow raises for unknown or broken files
         raise ValueError(f"cannot read image {path}: {error}") from error
     return torch.from_numpy(pixels.copy()).reshape(pixels.shape[0], pixels.shape[1], channels).permute(2, 0, 1)
@@ -61,9 +70,21 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             image.verify()
+        with Image.open(path) as image:  # verify() leaves the image unusable: the EXIF tag is read anew
+            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED_ORIENTATIONS:
+                width, height = height, width
     except (OSError, ValueError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
     return height, width
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit grayscale (Pillow's modes I;16* and I, as 16-bit PNGs and TIFFs open) scaled to 8 bits: Pillow's
+    own conversion clips them at 255 instead. Other modes are returned as they are."""
+    if not image.mode.startswith("I"):
+        return image
+    wide = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(wide * (255 / 65535)), 0, 255).astype(np.uint8), mode="L")
 
 
 def to_unit_range(image: Tensor) -> Tensor:

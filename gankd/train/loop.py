@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.utils import save_image
 
+import gankd.data
 from gankd.config import (
     ConfigError,
     RunConfig,
@@ -167,7 +168,8 @@ def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None
 
 
 def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | None) -> dict:
-    config = with_absolute_paths(config)  # recorded so: the run evaluates and resumes from any directory
+    # Recorded so: the run evaluates and resumes from any directory.
+    config = with_absolute_paths(config, gankd.data.path_options(config.data.name))
     run_dir = run_directory(config)
     last = run_dir / "checkpoints" / "last.pt"
     if run_dir.exists() and not run_dir.is_dir():
