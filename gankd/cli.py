@@ -171,7 +171,7 @@ def _generate(arguments: argparse.Namespace) -> None:
     from gankd.train import generate
 
     result = generate(arguments.checkpoint, arguments.out, count=arguments.count, inputs=arguments.inputs,
-                      input_options=dict(arguments.inputs_set), reference=arguments.reference,
+                      input_options=dict(arguments.inputs_set), paired=arguments.paired, reference=arguments.reference,
                       batch_size=arguments.batch_size, seed=arguments.seed, device=arguments.device)  # fmt: skip
     print(f"wrote {result['written']} images to {result['folder']}")
 
@@ -318,6 +318,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     generate.add_argument("--inputs", help="folder of input images for an image-to-image run")
     generate.add_argument("--inputs-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                           help="an image_folder option of --inputs, e.g. load_size=256 (repeatable)")  # fmt: skip
+    generate.add_argument("--paired", action="store_true",
+                          help="--inputs holds pairs, as a paired_folder run's data (A/ + B/, or side-by-side AB "
+                          "images): translate each pair's input side, in the run's direction")  # fmt: skip
     generate.add_argument("--reference", action="store_true", help="write the run's evaluation images instead")
     generate.add_argument("--batch-size", type=int, default=64)
     generate.add_argument("--seed", type=int, default=0, help="seed of a generator's noise (default 0)")

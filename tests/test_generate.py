@@ -98,6 +98,25 @@ def test_an_image_to_image_run_translates_a_folder_keeping_its_layout(tmp_path, 
     assert (written / 127.5 - 1 - expected).abs().max() <= 0.5 / 127.5 + 1e-6
     with pytest.raises(SystemExit, match="maps images to images: give a folder of input images"):
         main(["generate", "--checkpoint", str(run), "--out", str(tmp_path / "none")])
+    # pix2pix-style pairs: each pair's input side is translated (A of side-by-side AB images, in the run's AtoB).
+    pair = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    (tmp_path / "pairs").mkdir()
+    Image.fromarray(pair).save(tmp_path / "pairs" / "p.png")
+    main(["generate", "--checkpoint", str(run), "--inputs", str(tmp_path / "pairs"), "--paired",
+          "--out", str(tmp_path / "translated")])  # fmt: skip
+    with torch.no_grad():
+        expected = model((torch.from_numpy(pair[:, :10]).permute(2, 0, 1).float() / 127.5 - 1)[None])[0].clamp(-1, 1)
+    written = torch.from_numpy(np.asarray(Image.open(tmp_path / "translated" / "p.png"))).permute(2, 0, 1).float()
+    assert written.shape == (3, 48, 40) and (written / 127.5 - 1 - expected).abs().max() <= 0.5 / 127.5 + 1e-6
+    with pytest.raises(SystemExit, match="paired: it says how to read --inputs"):
+        main(["generate", "--checkpoint", str(run), "--paired", "--out", str(tmp_path / "none")])
+    # Two inputs that would write one file are refused before anything is written.
+    (tmp_path / "clash").mkdir()
+    for suffix in (".png", ".bmp"):
+        Image.fromarray(pair[:, :10]).save(tmp_path / "clash" / f"x{suffix}")
+    with pytest.raises(SystemExit, match=r"inputs: .*x.bmp and .*x.png would both be written as x.png: rename one"):
+        main(["generate", "--checkpoint", str(run), "--inputs", str(tmp_path / "clash"), "--out", str(tmp_path / "c")])
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_classifier_run_has_no_images_to_generate(tmp_path):

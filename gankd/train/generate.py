@@ -3,7 +3,7 @@ a folder of inputs, or the run's own evaluation images (the reference to compare
 
 The folders it writes are what `gankd eval --generated ... --reference ...` and the `image_folder` data set
 read: PNG files, in class sub-folders (`0/`, `1/`, ...) for a conditional generator's samples and for
-labelled evaluation images, else flat; outputs for inputs keep the inputs' relative paths.
+labelled evaluation images, else flat; outputs for inputs keep the inputs' relative paths (as .png).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from gankd import data, tasks
 from gankd.metrics import generator_batches
@@ -24,14 +24,16 @@ from .loop import load_trained_model
 
 
 def generate(location, out: str | Path, *, count: int | None = None, inputs: str | Path | None = None,
-             input_options: dict | None = None, reference: bool = False, batch_size: int = 64, seed: int = 0,
-             device: str = "cpu") -> dict:  # fmt: skip
+             input_options: dict | None = None, paired: bool = False, reference: bool = False, batch_size: int = 64,
+             seed: int = 0, device: str = "cpu") -> dict:  # fmt: skip
     """Write images from the run or checkpoint at `location` into the new (or empty) folder `out`.
 
     One of: `count` samples of a noise-to-image generator (noise seeded with `seed`; a conditional one's
     labels cycle through its classes); the model's outputs for each image under the folder `inputs` (an
-    `image_folder` data set with `input_options`, e.g. load_size, channels); or with `reference` up to `count`
-    images of the run's evaluation split. Returns {"written": number of files, "folder": out}.
+    `image_folder` data set with `input_options`, e.g. load_size, channels; with `paired`, a `paired_folder` of
+    A/ + B/ or side-by-side AB images whose input side, in the run's direction, is translated); or with
+    `reference` up to `count` images of the run's evaluation split. Returns {"written": number of files,
+    "folder": out}.
     """
     out = _check_empty(Path(out))
     model, config, _ = load_trained_model(location)
@@ -41,6 +43,8 @@ def generate(location, out: str | Path, *, count: int | None = None, inputs: str
         raise ValueError(f"a {task.name!r} run's model outputs no images: gankd generate writes a generator's or an "
                          "image-to-image model's images")  # fmt: skip
     is_generator = hasattr(model, "nz")
+    if paired and inputs is None:
+        raise ValueError("paired: it says how to read --inputs; give a folder of input pairs, or leave paired out")
     if inputs is not None and (reference or is_generator):
         what = "reference images come from the run's data" if reference else "the run's model generates from noise"
         raise ValueError(f"inputs: {what}, not from input images: leave inputs out")
@@ -54,9 +58,10 @@ def generate(location, out: str | Path, *, count: int | None = None, inputs: str
         raise ValueError(f"inputs: the run's model ({config.model.name}) maps images to images: give a folder "
                          "of input images")  # fmt: skip
     else:
-        dataset = _input_folder(model, inputs, dict(input_options or {}))
+        direction = config.data.options.get("direction", "AtoB") if paired else None
+        dataset, names = _input_folder(model, inputs, dict(input_options or {}), direction)
         out.mkdir(parents=True, exist_ok=True)
-        return {"written": _write_outputs(model, dataset, out, batch_size, device), "folder": str(out)}
+        return {"written": _write_outputs(model, dataset, names, out, batch_size, device), "folder": str(out)}
     out.mkdir(parents=True, exist_ok=True)
     return {"written": _write_labelled(batches, out), "folder": str(out)}
 
@@ -94,16 +99,32 @@ def _write_labelled(batches: Iterator[tuple[Tensor, Tensor | None]], out: Path) 
     return written
 
 
-def _input_folder(model: nn.Module, inputs, options: dict):
-    """The `image_folder` data set of the input images (not flipped; the model's input channels)."""
+def _input_folder(model: nn.Module, inputs, options: dict, direction: str | None) -> tuple[Dataset, list[Path]]:
+    """The data set of the input images (not flipped; the model's input channels), each item's input first,
+    and the output file of each item: an `image_folder`, or with a `direction` a `paired_folder` read in it.
+    ValueError if two inputs would write one output file."""
     options.setdefault("flip", False)
     options.setdefault("channels", getattr(model, "in_channels", 3))  # zoo image-to-image models have it
-    return data.build("image_folder", "test", root=inputs, **options)
+    if direction is None:
+        dataset = data.build("image_folder", "test", root=inputs, **options)
+        sources = [path for path, _ in dataset.samples]
+    else:
+        dataset = data.build("paired_folder", "test", root=inputs, **{"direction": direction, **options})
+        sources = [pair[0] if dataset.direction == "AtoB" else pair[1] for pair in dataset.pairs]
+    names, seen = [], {}
+    for source in sources:
+        name = source.relative_to(source.parent if direction and not dataset.side_by_side else dataset.folder)
+        name = name.with_suffix(".png")
+        if name in seen:
+            raise ValueError(f"inputs: {seen[name]} and {source} would both be written as {name}: rename one")
+        seen[name] = source
+        names.append(name)
+    return dataset, names
 
 
 @torch.no_grad()
-def _write_outputs(model: nn.Module, dataset, out: Path, batch_size: int, device) -> int:
-    """The model's output for each image of the folder data set, written under `out` at its relative path."""
+def _write_outputs(model: nn.Module, dataset, names: list[Path], out: Path, batch_size: int, device) -> int:
+    """The model's output for the input of each item of `dataset`, written under `out` as its name."""
     model.eval()
     written = 0
     for start in range(0, len(dataset), batch_size):
@@ -111,9 +132,8 @@ def _write_outputs(model: nn.Module, dataset, out: Path, batch_size: int, device
         images = torch.stack([dataset[index][0] for index in indices])
         outputs = model(images.to(device)).float().cpu()
         for index, output in zip(indices, outputs, strict=True):
-            relative = dataset.samples[index][0].relative_to(dataset.folder).with_suffix(".png")
-            (out / relative).parent.mkdir(parents=True, exist_ok=True)
-            _save(output, out / relative)
+            (out / names[index]).parent.mkdir(parents=True, exist_ok=True)
+            _save(output, out / names[index])
             written += 1
     return written
 
