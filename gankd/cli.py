@@ -180,6 +180,8 @@ def _export(arguments: argparse.Namespace) -> None:
     from gankd.metrics import export_onnx
     from gankd.models import example_inputs
 
+    if arguments.size is not None and arguments.size < 1:
+        raise SystemExit(f"gankd export: --size must be a positive image side in pixels, got {arguments.size}")
     if arguments.checkpoint:
         from gankd.train import CheckpointError, load_trained_model
 
@@ -192,7 +194,7 @@ def _export(arguments: argparse.Namespace) -> None:
                              random_weights=arguments.random_weights, command="export")  # fmt: skip
     else:
         raise SystemExit("gankd export: give --checkpoint (a run) or --model (a zoo name, with --weights)")
-    _write_json(export_onnx(model, example_inputs(model, 2), arguments.out), None)
+    _write_json(export_onnx(model, example_inputs(model, 2, arguments.size), arguments.out), None)
 
 
 def _train(arguments: argparse.Namespace) -> None:
@@ -342,6 +344,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--random-weights", action="store_true", help="export --model without --weights, as initialised"
     )
     export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--size", type=int, help="the image side the ONNX model takes (an image-to-image zoo "
+                        "generator's output side; fixed in the file, the batch stays free); default the model's, "
+                        "shown as input_shapes")  # fmt: skip
     export.set_defaults(run=_export)
 
     demo = commands.add_parser("demo", help="distil a digits generator end to end (teacher, student, scratch, table)",

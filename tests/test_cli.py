@@ -84,6 +84,12 @@ def test_gankd_eval_classifier_with_speed_and_export(tmp_path, capsys):
           "--out", str(tmp_path / "cnn.onnx")])  # fmt: skip
     exported = json.loads(capsys.readouterr().out)
     assert (tmp_path / "cnn.onnx").is_file() and exported["max_abs_diff"] < 1e-4
+    assert exported["input_shapes"] == [[2, 1, 32, 32]]
+    main(["export", "--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1", "--weights", str(weights),
+          "--size", "24", "--out", str(tmp_path / "cnn24.onnx")])  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["input_shapes"] == [[2, 1, 24, 24]]
+    with pytest.raises(SystemExit, match="--size must be a positive image side in pixels, got 0"):
+        main(["export", "--model", "small_cnn", "--weights", str(weights), "--size", "0", "--out", "x.onnx"])
 
 
 def test_gankd_eval_says_what_it_needs():

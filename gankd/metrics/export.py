@@ -15,8 +15,9 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, *, re
     """Export `model` to ONNX at `path` (batch dimension dynamic), run it with onnxruntime on the CPU and compare.
 
     The file is self-contained unless the weights exceed protobuf's 2 GiB limit; then they go to `path`.data
-    beside it (keep both together). Returns: path, files (the files written), max_abs_diff against the PyTorch
-    model on `example_inputs`, onnx_cpu_latency_ms (median of `repeats` runs at the example batch), opset.
+    beside it (keep both together). Returns: path, files (the files written), input_shapes (the example inputs'
+    shapes: only the batch dimension may differ in use), max_abs_diff against the PyTorch model on
+    `example_inputs`, onnx_cpu_latency_ms (median of `repeats` runs at the example batch), opset.
     Uses torch's torch.export-based exporter; needs the `export` extra (onnx, onnxscript, onnxruntime).
     """
     try:
@@ -50,5 +51,6 @@ def export_onnx(model: nn.Module, example_inputs: tuple, path: str | Path, *, re
         session.run(None, feed)
         times.append((time.perf_counter() - start) * 1e3)
     files = [str(path)] + ([f"{path}.data"] if external else [])
-    return dict(path=str(path), files=files, max_abs_diff=(produced - expected).abs().max().item(),
+    shapes = [list(x.shape) for x in example_inputs]
+    return dict(path=str(path), files=files, input_shapes=shapes, max_abs_diff=(produced - expected).abs().max().item(),
                 onnx_cpu_latency_ms=statistics.median(times), opset=opset)  # fmt: skip
