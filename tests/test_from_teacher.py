@@ -385,6 +385,16 @@ def test_unet_g_skip_concatenations(norm):
     _check_zeroed_teacher("unet_g", {**options, "ngf": 16}, {**options, "ngf": 4}, 32)
 
 
+@pytest.mark.filterwarnings("error")
+def test_instance_norms_without_weights_take_the_pruned_width():
+    # torch-pruning has no weights to cut in an affine-free instance norm: left at the teacher's num_features,
+    # it warned at every recalibration forward ("input's size at dim=1 does not match num_features").
+    torch.manual_seed(0)
+    teacher = models.build("resnet_g", ngf=8, n_blocks=1, norm="instance")
+    student = models.build("resnet_g", ngf=4, n_blocks=1, norm="instance")
+    init_from_teacher(student, teacher, torch.randn(2, 3, 16, 16))
+
+
 def test_torchvision_wide_resnet50_2_to_resnet50():
     teacher, student = _pair(
         "torchvision", {"arch": "wide_resnet50_2", "num_classes": 10}, {"arch": "resnet50", "num_classes": 10}

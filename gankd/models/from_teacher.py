@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.nn.utils import parametrize
 
 from gankd.models.cost import example_inputs as default_example_inputs
@@ -138,6 +139,9 @@ def init_from_teacher(
         kept_outputs = _kept_outputs(graph, groups, teacher_outputs.statistics)
         for group in groups:
             group.prune()
+        for path, module in pruned.named_modules():  # a norm without weights is left at the teacher's count
+            if isinstance(module, _InstanceNorm):
+                module.num_features = student.get_submodule(path).num_features
         recalibrated = _recalibrate(pruned, example_inputs, teacher_outputs, kept_outputs) if groups else 0
 
     state_dict = pruned.state_dict()
