@@ -1,6 +1,8 @@
 """gankd.distill: feature taps, the Distiller's terms for each task against hand computations with the
 reference functions, gradients, modes, state dicts, and every bad input with its message."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from gankd import models, weights
 from gankd.distill import Distiller, DistillTerms, FeatureTaps, declared_channels
 from gankd.kernels import attention_transfer_ref, feature_match_ref, softmax_kl_ref
 from gankd.metrics import perceptual
+from gankd.metrics.image_quality import psnr
 from gankd.weights import MetricWeightsError
 
 
@@ -191,6 +194,25 @@ def test_image2image_terms_and_conditional_discriminator():
     assert all(p.grad is None for p in student.parameters())
     with pytest.raises(ValueError, match="real_condition is needed"):
         distiller.discriminator_loss(targets, s_out)
+
+
+def test_ground_truth_psnr_kind_is_the_negated_mean_psnr():
+    torch.manual_seed(3)
+    student = models.build("resnet_g", ngf=4, n_blocks=1, n_downsampling=0, upscale=2, residual=True)
+    distiller = Distiller(None, student, task="image2image", terms={"ground_truth": {"kind": "psnr"}})
+    inputs, targets = torch.rand(3, 3, 8, 8) * 2 - 1, torch.rand(3, 3, 16, 16) * 2 - 1
+    loss = distiller((inputs, targets))["ground_truth"]
+    outputs = student(inputs)
+    errors = (outputs - targets).square().flatten(1).mean(1)
+    torch.testing.assert_close(loss, (10 * torch.log10(errors + 1e-5)).mean())
+    # Up to the floor, the loss is the metric's mean PSNR, negated and shifted by 10·log10(data range²).
+    torch.testing.assert_close(-loss + 10 * math.log10(4.0), psnr(outputs, targets).mean(), rtol=0, atol=1e-3)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in student.parameters())
+    exact = Distiller(None, nn.Identity(), task="image2image", terms={"ground_truth": {"kind": "psnr"}})
+    assert exact((targets, targets))["ground_truth"].item() == pytest.approx(-50.0)  # finite for an exact image
+    with pytest.raises(ValueError, match="kind.*'l1', 'mse', 'psnr'"):
+        Distiller(None, student, task="image2image", terms={"ground_truth": {"kind": "ssim"}})
 
 
 def test_classifier_terms_with_adapted_pooled_features():
