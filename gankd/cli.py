@@ -156,7 +156,8 @@ def _run_teacher(config, names: list[str]):
     from gankd.train import CheckpointError, load_teacher
 
     try:
-        return load_teacher(config).model
+        # In the mode it was distilled and evaluated in: distill.teacher_mode (train: batch statistics, dropout).
+        return load_teacher(config).model.train(config.distill.teacher_mode == "train")
     except (CheckpointError, OSError, ValueError) as error:
         raise SystemExit(f"gankd eval: error: the run's teacher cannot be loaded ({error}); the metrics "
                          f"{','.join(names)} compare with it: choose others with --metrics, or give a teacher with "
@@ -317,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     generate.add_argument("--out", required=True, help="the folder to write (new or empty)")
     generate.add_argument("--count", type=int, help="how many samples a generator draws (with --reference: at most "
                           "this many of the run's images; default all)")  # fmt: skip
-    generate.add_argument("--inputs", help="folder of input images for an image-to-image run")
+    generate.add_argument("--inputs", help="folder of input images for an image-to-image run: flat, or in sub-folders "
+                          "(not both), all coming out one size (see --inputs-set load_size, crop_size)")  # fmt: skip
     generate.add_argument("--inputs-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                           help="an image_folder option of --inputs, e.g. load_size=256 (repeatable)")  # fmt: skip
     generate.add_argument("--paired", action="store_true",

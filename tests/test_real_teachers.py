@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from gankd import configs, models
-from gankd.cli import main
+from gankd.cli import _run_teacher, main
 from gankd.config import ConfigError, load_config
-from gankd.train import load_checkpoint, load_teacher
+from gankd.train import load_checkpoint, load_teacher, load_trained_model
 from gankd.train.builders import build_dataset, example_items
 from gankd.train.distributed import setup, teardown
 from gankd.train.objective import build_objective
@@ -90,6 +90,8 @@ def test_pix2pix_recipe_with_teacher_discriminator_and_train_mode_teacher(tmp_pa
         torch.testing.assert_close(distiller.discriminator.eval()(pairs), official_d.eval()(pairs), rtol=0, atol=0)
     main(["distill", "pix2pix_unet_distill", *sum((["--set", item] for item in overrides), [])])
     assert json.loads((tmp_path / "runs" / "pix2pix_unet_distill" / "metrics.json").read_text())["metrics"]["psnr"] > 0
+    # gankd eval compares with the teacher as the run did: in train mode.
+    assert _run_teacher(load_trained_model(tmp_path / "runs" / "pix2pix_unet_distill")[1], ["psnr"]).training
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,42 @@ def gankd_cli(*arguments: str) -> subprocess.CompletedProcess:
     return result
 
 
+def test_a_users_tuple_block_is_tapped_and_its_model_sized_on_the_runs_data(plugin, tmp_path):
+    # A teacher file of the user's own model, distilled through an adapter on a tuple element (`block[0]`: no
+    # layer declares its channels, so they are read from the run's data), its student sized for 1/4 of the
+    # teacher's MACs on the run's 1-channel digits (the model has no example_inputs) and pruned from it. The
+    # model is registered in fresh processes only, as a user's run registers it.
+    teacher = tmp_path / "teacher.pt"
+    in_plugin_process(
+        plugin,
+        f"torch.manual_seed(0); torch.save(models.build('user_tuple_cnn', width=16).state_dict(), {str(teacher)!r})",
+    )
+    config = write_config(plugin.parent / "tuple.yaml", {
+        "name": "tuple_student", "task": "classifier", "mode": "distill", "imports": [PLUGIN.name],
+        "model": {"name": "user_tuple_cnn", "options": {"width": 4}}, "data": {"name": "digits", "batch_size": 8},
+        "terms": {"kd": 1.0, "adapted": {"weight": 1.0, "pairs": {"block[0]": "block[0]"}}},
+        "distill": {"teacher": {"model": {"name": "user_tuple_cnn", "options": {"width": 16}}, "weights": str(teacher)},
+                    "student_init": "teacher", "student_macs": 0.25},
+        "steps": 2, "checkpoint_every": 2, "output_dir": str(tmp_path / "runs")})  # fmt: skip
+    gankd_cli("distill", str(config))
+    width = yaml.safe_load((tmp_path / "runs" / "tuple_student" / "config.yaml").read_text())["model"]["options"]
+    macs = in_plugin_process(plugin, "images = torch.zeros(1, 1, 32, 32); print(json.dumps([models.cost("
+                             f"models.build('user_tuple_cnn', width=width), images)['macs'] for width in (16, "
+                             f"{width['width']}, {width['width'] + 1})]))")  # fmt: skip
+    teacher_macs, chosen, wider = json.loads(macs)
+    assert chosen <= 0.25 * teacher_macs < wider
+
+
+def in_plugin_process(plugin: Path, code: str) -> str:
+    """Run `code` in a fresh Python process that has imported the user's plugin; its standard output."""
+    setup = "import json, torch; from gankd import models; from gankd.plugins import import_plugins; "
+    setup += f"import_plugins([{str(plugin)!r}])"
+    result = subprocess.run([sys.executable, "-c", f"{setup}\n{code}"], capture_output=True, text=True, timeout=300,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def test_user_term_metric_and_model_from_yaml(plugin, tmp_path):
     runs = tmp_path / "runs"
     common = {"task": "classifier", "data": {"name": "digits", "batch_size": 32}, "imports": [PLUGIN.name],

@@ -34,6 +34,21 @@ def test_the_widest_width_within_the_budget(name, teacher_options, student_optio
     assert _macs(name, {**student_options, option: width + 1}, inputs) > budget
 
 
+def test_a_student_that_resizes_its_inputs_is_counted_at_the_size_it_runs_at():
+    # Teacher and student both resize their 32 px inputs to 64 px first (model.input size): the student must be
+    # counted at 64 px too, not at the 32 px it is given, or it comes out about 4 times over the budget.
+    teacher = models.set_input_convention(models.build("small_cnn", width=16, in_channels=1), size=64)
+    inputs = (torch.zeros(1, 1, 32, 32),)
+    width = models.width_for_macs("small_cnn", {"in_channels": 1}, teacher, 0.25, inputs, student_input={"size": 64})
+
+    def macs(width: int) -> int:
+        student = models.set_input_convention(models.build("small_cnn", width=width, in_channels=1), size=64)
+        return models.cost(student, *inputs)["macs"]
+
+    budget = 0.25 * models.cost(teacher, *inputs)["macs"]
+    assert macs(width) <= budget < macs(width + 1)
+
+
 def test_sizing_errors_name_the_problem():
     teacher = models.build("small_cnn", width=8, in_channels=1)
     with pytest.raises(ValueError, match="model 'resnet8x4' declares no width_option"):

@@ -81,6 +81,16 @@ def test_resume_reaches_the_same_weights(name, extra, tmp_path):
             _same_state(a[part], b[part])
 
 
+def test_evaluating_and_sampling_during_training_do_not_change_what_is_trained(tmp_path):
+    # Dropout draws from torch's global generator; so does every DataLoader iterator (its seed) that evaluation
+    # and the sample grids start. Both runs must train the same weights.
+    dropout = ["model.options.dropout=true", "data.options.length=8"]
+    train(small_config("photos_resnet_teacher", tmp_path / "quiet", *dropout, "eval.every=0", "sample_every=0"))
+    train(small_config("photos_resnet_teacher", tmp_path / "busy", *dropout, "eval.every=1", "sample_every=1"))
+    quiet, busy = (load_checkpoint(tmp_path / run / "photos_resnet_teacher") for run in ("quiet", "busy"))
+    _same_state(quiet["model"], busy["model"])
+
+
 def test_existing_run_missing_resume_and_changed_config(tmp_path):
     config = small_config("digits_cnn_teacher", tmp_path, "steps=2")
     train(config)

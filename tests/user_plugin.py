@@ -70,3 +70,34 @@ class DenoiseTask(gankd.tasks.Image2ImageTask):
 
     def sample_grid(self, model, dataset, device):
         return None
+
+
+class ImageAndFeatures(nn.Module):
+    """A StyleGAN-style block: returns (features, a one-channel image made from them)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.to_image = nn.Conv2d(width, 1, 1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = torch.relu(self.conv(features))
+        return features, self.to_image(features)
+
+
+@gankd.models.register("user_tuple_cnn")
+class TupleCNN(nn.Module):
+    """A digits classifier of the user's own whose block returns a tuple (tapped as `block[0]`), with a width
+    gankd can choose for a MACs budget; no example_inputs method (gankd sizes it on the run's data)."""
+
+    width_option = "width"
+
+    def __init__(self, width: int = 16, in_channels: int = 1, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.block = ImageAndFeatures(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features, image = self.block(torch.relu(self.stem(images)))
+        return self.head(features.mean((2, 3))) + image.mean((1, 2, 3))[:, None]

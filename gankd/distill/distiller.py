@@ -266,15 +266,20 @@ class Distiller(nn.Module):
     def _pair_channels(self, pairs: tuple[tuple[str, str], ...], example_batch: Any) -> list[tuple[int, int]]:
         """(student channels, teacher channels) of each pair, for the adapters."""
         if example_batch is not None:
-            was_training = self.student.training
-            self.student.eval()
+            # Both in eval mode: a train-mode teacher's batch norms would take this batch into their statistics.
+            modes = {model: model.training for model in (self.student, self.teacher) if model is not None}
+            device = adapter_device(self.student)
             try:
                 with torch.no_grad():
-                    self._run_models(self._unpack(example_batch).inputs)
+                    for model in modes:
+                        model.eval()
+                    inputs = self._unpack(example_batch).inputs
+                    self._run_models(tuple(x.to(device) if isinstance(x, Tensor) else x for x in inputs))
                 return [(self._student_taps[student].shape[1], self._teacher_taps[teacher].shape[1])
                         for student, teacher in pairs]  # fmt: skip
             finally:
-                self.student.train(was_training)
+                for model, training in modes.items():
+                    model.train(training)
                 self._clear_taps()
         channels = []
         for student_path, teacher_path in pairs:

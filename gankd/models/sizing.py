@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from gankd.models.cost import cost, example_inputs
+from gankd.models.inputs import set_input_convention
 from gankd.models.zoo import build, constructor
 
 # Widths are searched up to this bound (far above any zoo model's teacher width).
@@ -33,10 +34,16 @@ def width_option(name: str) -> str:
 
 
 def width_for_macs(
-    name: str, options: dict[str, Any], teacher: nn.Module, fraction: float, inputs: tuple[Tensor, ...] | None = None
+    name: str,
+    options: dict[str, Any],
+    teacher: nn.Module,
+    fraction: float,
+    inputs: tuple[Tensor, ...] | None = None,
+    student_input: dict[str, Any] | None = None,
 ) -> int:
     """The largest width of model `name` (its `width_option`, the other `options` as given) whose MACs are at
-    most `fraction` of `teacher`'s, both counted on `inputs` (default: `example_inputs(teacher)`).
+    most `fraction` of `teacher`'s, both counted on `inputs` (default: `example_inputs(teacher)`); the student
+    with `student_input` (set_input_convention's mean, std, size) when it resizes its inputs as the teacher may.
 
     Raises ValueError when `fraction` is not in (0, 1] or when even width 1 costs more than the budget (the
     message gives the smallest fraction reachable: reduce the depth options instead).
@@ -52,6 +59,8 @@ def width_for_macs(
     def macs(width: int) -> int:
         with torch.device("meta"):
             student = build(name, **{**options, option: width})
+            if student_input:
+                set_input_convention(student, **student_input)
             meta_inputs = [torch.empty(shape, dtype=dtype) for shape, dtype in shapes]
         return cost(student, *meta_inputs)["macs"]
 

@@ -182,12 +182,10 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
         raise TrainingError(f"--resume: {last} does not exist")
     try:
         teacher = load_teacher(config) if config.mode == "distill" else None
-        config = sized_student(config, teacher)  # recorded so: eval and export rebuild the chosen width
         dataset = build_dataset(config, "train", training=True)
-        from_teacher = teacher is not None and config.distill.student_init == "teacher"
-        distiller = build_objective(
-            config, dist, teacher, example_items(dataset, config.seed) if from_teacher else None
-        )
+        items = example_items(dataset, config.seed) if teacher is not None else None
+        config = sized_student(config, teacher, items)  # recorded so: eval and export rebuild the chosen width
+        distiller = build_objective(config, dist, teacher, items)
         stepper = Stepper(config, dist, distiller)
         eval_data = build_dataset(config, config.eval.split) if dist.is_main else None  # built once per run
     except (ValueError, TypeError) as error:  # unknown model or data option, wrong layer path, ...
@@ -249,11 +247,14 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                         saved_through = _save_step(stepper, config, dist, last, done)
                     raise TrainingError(f"interrupted ({interrupts.requested or 'by another process'}) after step "
                                         f"{done}; {last} holds step {done}: continue with --resume")  # fmt: skip
-                if dist.is_main and config.sample_every and done % config.sample_every == 0:
-                    save_samples(stepper, eval_data, run_dir / "samples" / f"step_{done:06d}.png")
-                if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
-                    metrics = evaluate(stepper, config, eval_data)["metrics"]
-                    logger.log(done, {f"eval/{name}": value for name, value in metrics.items()})
+                # Samples and evaluation leave the training's random streams (dropout, noise) where they were, so
+                # that eval.every and sample_every do not change what is trained, nor a resumed run.
+                with torch.random.fork_rng(devices=[stepper.device] if stepper.device.type == "cuda" else []):
+                    if dist.is_main and config.sample_every and done % config.sample_every == 0:
+                        save_samples(stepper, eval_data, run_dir / "samples" / f"step_{done:06d}.png")
+                    if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
+                        metrics = evaluate(stepper, config, eval_data)["metrics"]
+                        logger.log(done, {f"eval/{name}": value for name, value in metrics.items()})
     except KeyboardInterrupt:
         # A second Ctrl-C: keep every completed step, unless it landed inside a step (its updates are partial).
         kept = _keep_completed(stepper, config, dist, last, done, saved_through, partial_step=in_step)

@@ -11,6 +11,7 @@ from torch import nn
 from gankd import models, tasks
 from gankd.config import RunConfig
 from gankd.distill import Distiller
+from gankd.distill.adapters import adapter_device
 from gankd.distill.terms import build_terms
 
 from .builders import build_model
@@ -26,8 +27,9 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
     """The Distiller of a run on `dist.device`; `teacher` (a distill run's, see gankd.train.teacher) gives
     the frozen teacher, the discriminator's warm start and, with distill.student_init "teacher", the
     student's initial weights. `example_items` (a collated batch of the run's training data) are what the
-    pruned teacher's layers are recalibrated on (see gankd.models.init_from_teacher); without them, the
-    model's example inputs."""
+    pruned teacher's layers are recalibrated on (see gankd.models.init_from_teacher; without them, the
+    model's example inputs), and two of them are run through both models to read the channels of tapped
+    features that no layer declares (a tuple element, `block[0]`)."""
     torch.manual_seed(config.seed)  # every process builds the same initial weights
     task = tasks.build(config.task)
     terms = build_terms(config.terms, task=task, impl=config.impl)
@@ -37,7 +39,8 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
     if teacher is not None:
         if config.distill.student_init == "teacher":
             try:
-                models.init_from_teacher(student, teacher.model, _example_inputs(task, teacher.model, example_items))
+                inputs = None if example_items is None else _example_inputs(task, teacher.model, example_items)
+                models.init_from_teacher(student, teacher.model, inputs)
             except ValueError as error:
                 raise ValueError(f"config.distill.student_init is 'teacher': {error}") from None
         if discriminator is not None and config.distill.discriminator_from_teacher:
@@ -52,31 +55,53 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
                           terms=dict(terms),
                           discriminator=None if discriminator is None else discriminator.to(dist.device),
                           conditional_discriminator=config.gan.conditional, impl=config.impl,
-                          teacher_mode=config.distill.teacher_mode)  # fmt: skip
+                          teacher_mode=config.distill.teacher_mode,
+                          example_batch=_channel_batch(task, teacher, example_items))  # fmt: skip
     return distiller.to(dist.device)
 
 
-def _example_inputs(task, model: nn.Module, items: tuple | None) -> tuple | None:
-    """The model inputs a batch of data items gives (noise drawn for a generator), or None without items."""
-    if items is None:
+# Items of the example batch the Distiller runs to read tapped channels (see build_objective).
+CHANNEL_BATCH_ITEMS = 2
+
+
+def _channel_batch(task, teacher: Teacher | None, items: tuple | None):
+    if teacher is None or items is None:
         return None
+    return _example_batch(task, teacher.model, tuple(part[:CHANNEL_BATCH_ITEMS] for part in items))
+
+
+def _example_batch(task, model: nn.Module, items: tuple) -> tuple:
+    """The training batch a collated batch of data items gives (seeded noise drawn for a generator)."""
     generator = torch.Generator().manual_seed(0)
 
     def draw_noise(dims: int) -> torch.Tensor:
         return torch.randn(len(items[0]), dims, generator=generator)
 
-    return task.split(*task.from_data(items, model, draw_noise)).inputs
+    return task.from_data(items, model, draw_noise)
 
 
-def sized_student(config: RunConfig, teacher: Teacher | None) -> RunConfig:
+def _example_inputs(task, model: nn.Module, items: tuple) -> tuple:
+    """The model inputs a collated batch of data items gives."""
+    return task.split(*_example_batch(task, model, items)).inputs
+
+
+def sized_student(config: RunConfig, teacher: Teacher | None, example_items: tuple | None = None) -> RunConfig:
     """`config` with the student's width chosen for distill.student_macs (the widest whose MACs are at most
-    that share of the teacher's) written into model.options; `config` itself when student_macs is 0."""
+    that share of the teacher's, both counted on one item of `example_items` when given, as the run feeds
+    them) written into model.options; `config` itself when student_macs is 0."""
     fraction = config.distill.student_macs
     if not fraction or teacher is None:
         return config
     option = models.width_option(config.model.name)
     try:
-        width = models.width_for_macs(config.model.name, config.model.options, teacher.model, fraction)
+        inputs = None
+        if example_items is not None:
+            one_item = tuple(part[:1] for part in example_items)
+            device = adapter_device(teacher.model)  # where the teacher's MACs are counted
+            inputs = tuple(value.to(device) for value in _example_inputs(tasks.build(config.task), teacher.model,
+                                                                        one_item))  # fmt: skip
+        width = models.width_for_macs(config.model.name, config.model.options, teacher.model, fraction, inputs,
+                                      student_input=dataclasses.asdict(config.model.input))  # fmt: skip
     except ValueError as error:
         raise ValueError(f"config.distill.student_macs is {fraction}: {error}") from None
     model = dataclasses.replace(config.model, options={**config.model.options, option: width})
