@@ -81,7 +81,8 @@ class GanConfig:
 @dataclass
 class TeacherConfig:
     # A teacher trained elsewhere: its architecture and a local weights file in a gankd.models weights format.
-    model: ModelConfig = field(default_factory=ModelConfig)  # name, options (and input convention) of the teacher
+    # name, options (and input convention) of the teacher: required, no default architecture
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name=""))
     weights: str = ""  # the weights file (required)
     weights_format: str = "gankd"  # gankd | cyclegan | dcgan_example | torchvision (gankd.models.weights_formats())
     discriminator_weights: str = ""  # its discriminator's file, same format (for distill.discriminator_from_teacher)
@@ -265,9 +266,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         _migrate(loaded, str(path))
         loaded["imports"] = [_resolved_import(entry, path.parent) for entry in loaded.get("imports", [])]
         values = _merge(values, loaded)
+    file_imports = list(values.get("imports", []))
     for assignment in overrides:
         apply_override(values, assignment)
     _migrate(values, "the --set overrides")
+    if isinstance(values.get("imports"), list):  # .py files named in --set are relative to where it is typed
+        values["imports"] = [entry if entry in file_imports else _resolved_import(entry, Path.cwd())
+                             for entry in values["imports"]]  # fmt: skip
     config = from_dict(RunConfig, values)
     validate(config)
     return config

@@ -31,6 +31,8 @@ def _import(entry: str) -> ModuleType:
     except ImportError as error:
         raise ImportError(f"cannot import module {entry!r} ({type(error).__name__}: {error}); install it, put "
                           "it on PYTHONPATH, or name its .py file instead") from error  # fmt: skip
+    except Exception as error:  # the module was found but failed while it ran
+        raise ImportError(f"cannot import module {entry!r}: {type(error).__name__}: {error}") from error
 
 
 def _import_file(path: Path) -> ModuleType:

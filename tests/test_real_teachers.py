@@ -149,6 +149,8 @@ def test_teacher_mapping_is_checked_at_load():
         load_config(None, [*base, "distill.teacher={wieghts: x.pth}"])
     with pytest.raises(ConfigError, match="config.distill.teacher_mode must be one of"):
         load_config(None, [*base, "distill.teacher=runs/t", "distill.teacher_mode=test"])
+    with pytest.raises(ConfigError, match="config.distill.teacher.model is missing: name the teacher's architecture"):
+        load_config(None, [*base, "distill.teacher={weights: x.pth}"])  # no architecture is assumed
 
 
 def test_input_convention_normalises_and_resizes_before_the_model():

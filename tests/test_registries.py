@@ -86,6 +86,20 @@ def in_plugin_process(plugin: Path, code: str) -> str:
     return result.stdout
 
 
+def test_imports_given_on_the_command_line_are_found_from_there(tmp_path, monkeypatch):
+    (tmp_path / "nothing_to_register.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["imports=[nothing_to_register.py]"])
+    assert config.imports == [str(tmp_path / "nothing_to_register.py")]  # recorded so: runs from anywhere
+
+
+def test_a_module_that_fails_while_it_runs_is_named(tmp_path, monkeypatch):
+    (tmp_path / "gankd_test_failing_plugin.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match="cannot import module 'gankd_test_failing_plugin': RuntimeError: no GPU"):
+        import_plugins(["gankd_test_failing_plugin"])
+
+
 def test_user_term_metric_and_model_from_yaml(plugin, tmp_path):
     runs = tmp_path / "runs"
     common = {"task": "classifier", "data": {"name": "digits", "batch_size": 32}, "imports": [PLUGIN.name],

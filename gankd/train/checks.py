@@ -75,6 +75,11 @@ def _check_teacher(config: RunConfig) -> None:
         if not teacher.weights:
             raise ValueError("config.distill.teacher.weights is empty: a teacher needs its trained weights (a local "
                              "file; gankd never downloads)")  # fmt: skip
+        if not teacher.model.name:
+            raise ValueError(
+                "config.distill.teacher.model is missing: name the teacher's architecture, e.g. "
+                "model: {name: resnet_g, options: {ngf: 64, n_blocks: 9}} (see gankd models)"
+            )
         _check_name("config.distill.teacher.model.name", teacher.model.name, models.names())
         check_choice("config.distill.teacher.weights_format", teacher.weights_format, models.weights_formats())
     check_choice("config.distill.teacher_mode", config.distill.teacher_mode, TEACHER_MODES)
