@@ -226,10 +226,15 @@ def apply_override(values: dict, assignment: str) -> None:
         raise ConfigError(f"--set takes key.path=value, got {assignment!r}")
     keys = path.split(".")
     target = values
-    for key in keys[:-1]:
-        target = target.setdefault(key, {})
+    for depth, key in enumerate(keys[:-1], start=1):
+        if target.get(key) in ("", None):  # unset (e.g. distill.teacher: ""): a section can start here
+            target[key] = {}
+        target = target[key]
         if not isinstance(target, dict):
-            raise ConfigError(f"--set {assignment}: {key} is not a section")
+            raise ConfigError(
+                f"--set {assignment}: {key} is {target!r}, not a section: replace it whole, e.g. --set "
+                f"'{'.'.join(keys[:depth])}={{...}}'"
+            )
     try:
         target[keys[-1]] = read_yaml(text)
     except yaml.YAMLError as error:

@@ -151,6 +151,11 @@ def test_teacher_mapping_is_checked_at_load():
         load_config(None, [*base, "distill.teacher=runs/t", "distill.teacher_mode=test"])
     with pytest.raises(ConfigError, match="config.distill.teacher.model is missing: name the teacher's architecture"):
         load_config(None, [*base, "distill.teacher={weights: x.pth}"])  # no architecture is assumed
+    # Key by key where the teacher is unset; a run-directory teacher is replaced whole, as the error says.
+    keyed = load_config(None, [*base, "distill.teacher.weights=x.pth", "distill.teacher.model.name=resnet_g"])
+    assert keyed.distill.teacher.weights == "x.pth" and keyed.distill.teacher.model.name == "resnet_g"
+    with pytest.raises(ConfigError, match=r"teacher is 'runs/t', not a section: .*--set 'distill.teacher=\{...\}'"):
+        load_config(None, [*base, "distill.teacher=runs/t", "distill.teacher.weights=x.pth"])
 
 
 def test_input_convention_normalises_and_resizes_before_the_model():
