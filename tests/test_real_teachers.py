@@ -173,6 +173,12 @@ def test_input_convention_normalises_and_resizes_before_the_model():
         model(torch.rand(1, 1, 8, 8))
     with pytest.raises(ValueError, match="one value per channel each, got 3 and 2"):
         models.set_input_convention(torch.nn.Identity(), mean=mean, std=std[:2])
+    # In a run config the key is named, the teacher's as the student's.
+    base = ["mode=distill", "terms={output: 1.0}", "distill.teacher={model: {name: resnet_g}, weights: x.pth}"]
+    with pytest.raises(ConfigError, match=r"config.distill.teacher.model.input: std must be positive, got \[0.0\]"):
+        load_config(None, [*base, "distill.teacher.model.input={mean: [0.5], std: [0]}"])
+    with pytest.raises(ConfigError, match="config.model.input: size must be >= 0, got -3"):
+        load_config(None, [*base, "model.input={size: -3}"])
 
 
 def test_translation_metrics_measure_the_student_against_the_teacher(tmp_path):

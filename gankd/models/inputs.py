@@ -25,18 +25,24 @@ def set_input_convention(
     (bilinear, antialiased; 0 = keep), then with `mean`/`std` given ((x + 1) / 2 − mean) / std per channel.
     Returns `model` (its `input_convention` attribute records the settings). Raises ValueError for a mean
     and std of different lengths, a non-positive std or a negative size."""
-    mean, std = [float(value) for value in mean], [float(value) for value in std]
-    check_int("size", size, minimum=0)
-    if len(mean) != len(std):
-        raise ValueError(f"input mean and std must have one value per channel each, got {len(mean)} and {len(std)}")
-    if any(value <= 0 for value in std):
-        raise ValueError(f"input std must be positive, got {std}")
+    mean, std = check_input_convention(mean, std, size)
     if not mean and not size:
         return model
     hook = _InputConvention(mean, std, size)
     model.register_forward_pre_hook(hook)
     model.input_convention = {"mean": mean, "std": std, "size": size}
     return model
+
+
+def check_input_convention(mean: Sequence[float], std: Sequence[float], size: int) -> tuple[list[float], list[float]]:
+    """(mean, std) as floats; ValueError naming `mean`, `std` or `size` where they cannot be a convention."""
+    mean, std = [float(value) for value in mean], [float(value) for value in std]
+    check_int("size", size, minimum=0)
+    if len(mean) != len(std):
+        raise ValueError(f"mean and std must have one value per channel each, got {len(mean)} and {len(std)}")
+    if any(value <= 0 for value in std):
+        raise ValueError(f"std must be positive, got {std}")
+    return mean, std
 
 
 class _InputConvention:

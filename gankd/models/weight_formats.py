@@ -179,7 +179,8 @@ class GankdFormat(WeightsFormat):
         model = checkpoint["config"].get("model", {})
         return (
             f"the file is a gankd run's checkpoint, of {model.get('name')} with options {model.get('options')}: "
-            "pass it as --checkpoint (gankd eval, export) to rebuild its model as it was trained"
+            "pass it as --checkpoint (gankd eval, export), or as distill.teacher: RUN in a config, to rebuild its "
+            "model as it was trained"
         )
 
 

@@ -9,6 +9,7 @@ from gankd.config import MODES, RunConfig, TeacherConfig
 from gankd.distill import TEACHER_MODES
 from gankd.distill.terms import build_terms
 from gankd.kernels import IMPLS
+from gankd.models.inputs import check_input_convention
 from gankd.options import check_choice
 
 from .builders import SCHEDULES
@@ -31,6 +32,14 @@ def check_run(config: RunConfig) -> None:
         raise ValueError("config.distill.student_macs sizes a student against its teacher: it needs mode distill "
                          "(set it to 0, or set the width in model.options)")  # fmt: skip
     _check_name("config.model.name", config.model.name, models.names())
+    conventions = {"config.model": config.model, "config.gan.discriminator": config.gan.discriminator}
+    if isinstance(config.distill.teacher, TeacherConfig):
+        conventions["config.distill.teacher.model"] = config.distill.teacher.model
+    for key, model in conventions.items():
+        try:
+            check_input_convention(model.input.mean, model.input.std, model.input.size)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{key}.input: {error}") from None
     _check_name("config.data.name", config.data.name, data.names())
     if adversarial:
         _check_name("config.gan.discriminator.name", config.gan.discriminator.name, models.names())
