@@ -395,6 +395,29 @@ def test_instance_norms_without_weights_take_the_pruned_width():
     init_from_teacher(student, teacher, torch.randn(2, 3, 16, 16))
 
 
+class _DeadBranch(nn.Module):
+    """A layer whose output is computed and dropped (a StyleGAN-style to-image conv that is not summed in)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.stem, self.unused, self.head = (
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.Conv2d(width, 1, 1),
+            nn.Linear(width, 2),
+        )
+
+    def forward(self, images):
+        features = torch.relu(self.stem(images))
+        self.unused(features)
+        return self.head(features.mean((2, 3)))
+
+
+def test_a_layer_the_output_never_sees_is_named_not_crashed_on():
+    # The dependency graph follows the output back: it cannot prune `unused`, which then misfits the student.
+    with pytest.raises(ValueError, match=r"unused.weight is \(1, 8, 1, 1\) but the student's is \(1, 2, 1, 1\).*never"):
+        init_from_teacher(_DeadBranch(2), _DeadBranch(8), torch.randn(2, 1, 8, 8))
+
+
 def test_torchvision_wide_resnet50_2_to_resnet50():
     teacher, student = _pair(
         "torchvision", {"arch": "wide_resnet50_2", "num_classes": 10}, {"arch": "resnet50", "num_classes": 10}

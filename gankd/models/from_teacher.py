@@ -142,17 +142,10 @@ def init_from_teacher(
         for path, module in pruned.named_modules():  # a norm without weights is left at the teacher's count
             if isinstance(module, _InstanceNorm):
                 module.num_features = student.get_submodule(path).num_features
+        _check_pruned_shapes(pruned, student_shapes)  # before any forward of the pruned copy
         recalibrated = _recalibrate(pruned, example_inputs, teacher_outputs, kept_outputs) if groups else 0
 
-    state_dict = pruned.state_dict()
-    for key, shape in student_shapes.items():
-        if tuple(state_dict[key].shape) != shape:
-            raise ValueError(
-                f"after pruning the teacher, {key} is {tuple(state_dict[key].shape)} but the student's is {shape}: "
-                "that layer's width is not set by any prunable conv/linear output of the teacher; build the "
-                "student with the teacher's options except the width (ngf/width)"
-            )
-    student.load_state_dict(state_dict, strict=True)
+    student.load_state_dict(pruned.state_dict(), strict=True)
     return {
         "groups_pruned": len(kept),
         "groups_unchanged": unchanged,
@@ -304,6 +297,18 @@ def _tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def _out_channels(layer: nn.Module) -> int:
     # ConvTranspose2d stores its weight as [in, out / groups, k, k]; its out_channels attribute is the count.
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def _check_pruned_shapes(pruned: nn.Module, student_shapes: dict[str, tuple[int, ...]]) -> None:
+    state_dict = pruned.state_dict()
+    for key, shape in student_shapes.items():
+        if tuple(state_dict[key].shape) != shape:
+            raise ValueError(
+                f"after pruning the teacher, {key} is {tuple(state_dict[key].shape)} but the student's is {shape}: "
+                "that layer's width is not set by any prunable conv/linear output of the teacher (or its output "
+                "never reaches the model's output, so the dependency graph cannot see it); build the student with "
+                "the teacher's options except the width (ngf/width)"
+            )
 
 
 def _check_not_parametrized(model: nn.Module, role: str) -> None:
