@@ -279,7 +279,7 @@ def test_unreadable_and_mismatched_images(tmp_path):
     (tmp_path / "broken" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ValueError, match="cannot read image .*a.jpg"):
         data.build("image_folder", root=tmp_path / "broken")
-    with pytest.raises(ValueError, match="smaller than crop_size=9"):
+    with pytest.raises(ValueError, match="smaller than crop_size=9: pass a smaller crop_size, or load_size=9 to"):
         data.build("image_folder", root=tmp_path / "flat", crop_size=9)
 
     save(random_image(8, 8), tmp_path / "pairs" / "A" / "x.png")

@@ -116,7 +116,8 @@ class ImagePipeline:
             return height, width
         if height < self.crop_size or width < self.crop_size:
             raise ValueError(
-                f"image {name} is {height}x{width} (after resizing), smaller than crop_size={self.crop_size}"
+                f"image {name} is {height}x{width} (after resizing), smaller than crop_size={self.crop_size}: pass a "
+                f"smaller crop_size, or load_size={self.crop_size} to enlarge the images first"
             )
         return self.crop_size, self.crop_size
 
