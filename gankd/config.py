@@ -321,13 +321,15 @@ def validate(config: RunConfig) -> None:
 
 
 def with_absolute_paths(config: RunConfig, data_paths: Sequence[str] = ()) -> RunConfig:
-    """`config` with its teacher's paths and its data options named in `data_paths` (the data set's
-    `gankd.data.path_options`) made absolute (from the current directory), as a run records them, so the run
-    evaluates and resumes from any directory."""
+    """`config` with its teacher's paths, its metric weights files and its data options named in `data_paths`
+    (the data set's `gankd.data.path_options`) made absolute (from the current directory), as a run records
+    them, so the run evaluates and resumes from any directory."""
     options = {key: _absolute(value) if key in data_paths and isinstance(value, str) else value
                for key, value in config.data.options.items()}  # fmt: skip
+    weights = {key: _absolute(getattr(config.eval, key)) for key in ("inception_weights", "lpips_weights")}
     config = dataclasses.replace(config, distill=dataclasses.replace(config.distill),
-                                 data=dataclasses.replace(config.data, options=options))  # fmt: skip
+                                 data=dataclasses.replace(config.data, options=options),
+                                 eval=dataclasses.replace(config.eval, **weights))  # fmt: skip
     teacher = config.distill.teacher
     if isinstance(teacher, str):
         config.distill.teacher = _absolute(teacher)

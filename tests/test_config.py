@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gankd.config import ConfigError, RunConfig, load_config, save_config
+import gankd.data
+from gankd.config import ConfigError, RunConfig, load_config, save_config, with_absolute_paths
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -87,3 +88,14 @@ def test_term_options_yaml_numbers_and_the_options_a_term_takes():
     assert config.terms == {"adversarial": {"weight": 0.01, "loss": "hinge"}}  # 1e-2 is a number, as in YAML 1.2
     with pytest.raises(ConfigError, match=r"'knid'; valid options: weight, kind$"):  # impl is the run's, not listed
         load_config(CONFIGS / "digits_dcgan_distill.yaml", ["terms={output: {knid: l1}}"])
+
+
+def test_a_run_records_its_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["data.name=image_folder", "data.options={root: photos, load_size: 64}",
+                                "eval.inception_weights=w/inception.pt", "eval.lpips_weights=null"])  # fmt: skip
+    recorded = with_absolute_paths(config, gankd.data.path_options("image_folder"))
+    assert recorded.data.options == {"root": str(tmp_path / "photos"), "load_size": 64}
+    assert recorded.eval.inception_weights == str(tmp_path / "w" / "inception.pt")
+    assert recorded.eval.lpips_weights is None
+    assert config.data.options["root"] == "photos"  # the config given is left as it was
