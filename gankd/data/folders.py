@@ -30,10 +30,11 @@ def split_folder(root: str | Path, split: str) -> Path:
     """`root/<split>` when `root` is divided into split folders, else `root`; errors name what is missing."""
     root = check_folder(root, "root")
     if any((root / name).is_dir() for name in SPLITS):
-        if split == "test" and not (root / "test").is_dir() and (root / "val").is_dir():
+        if split != "test":
+            return check_folder(root / split, f"the {split!r} split folder")
+        if not (root / "test").is_dir() and (root / "val").is_dir():
             return root / "val"
-        return check_folder(root / split, f"the {split!r} split folder (also looked for {root / 'val'})"
-                            if split == "test" else f"the {split!r} split folder")  # fmt: skip
+        return check_folder(root / "test", f"the 'test' split folder (also looked for {root / 'val'})")
     return root
 
 

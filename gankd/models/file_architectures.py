@@ -31,7 +31,7 @@ def cyclegan_architecture(state: Mapping[str, Tensor]) -> Architecture | None:
         if any(".conv_block." in key for key in keys):
             return _resnet(state, keys)
         if any(key.startswith("model.model.") for key in keys):
-            return _unet(state)
+            return _unet(state, keys)
         if "model.0.weight" in state:
             return _patchgan(state)
     except (KeyError, AttributeError, IndexError, ValueError):  # a damaged file: no description
@@ -91,11 +91,11 @@ def _dropout_blocks(state: Mapping[str, Tensor], blocks: set[int]) -> bool:
     return key in state and state[key].dim() == 4
 
 
-def _unet(state: Mapping[str, Tensor]) -> Architecture:
+def _unet(state: Mapping[str, Tensor], keys: list[str]) -> Architecture:
     # Level 0 is model.model.; level i >= 1 is model.model.1. then `model.3.` (i - 1) times, then model.N.
     levels = [0]
-    for key in state:
-        parts = str(key).split(".")
+    for key in keys:
+        parts = key.split(".")
         if parts[:3] == ["model", "model", "1"] and len(parts) > 5:
             levels.append(1 + (len(parts) - 6) // 2)
     outer_down, outer_up = state["model.model.0.weight"], state["model.model.3.weight"]

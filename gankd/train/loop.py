@@ -247,14 +247,17 @@ def _train(config: RunConfig, dist: Distributed, resume: bool, stop_at: int | No
                         saved_through = _save_step(stepper, config, dist, last, done)
                     raise TrainingError(f"interrupted ({interrupts.requested or 'by another process'}) after step "
                                         f"{done}; {last} holds step {done}: continue with --resume")  # fmt: skip
-                # Samples and evaluation leave the training's random streams (dropout, noise) where they were, so
-                # that eval.every and sample_every do not change what is trained, nor a resumed run.
-                with torch.random.fork_rng(devices=[stepper.device] if stepper.device.type == "cuda" else []):
-                    if dist.is_main and config.sample_every and done % config.sample_every == 0:
-                        save_samples(stepper, eval_data, run_dir / "samples" / f"step_{done:06d}.png")
-                    if dist.is_main and config.eval.every and done % config.eval.every == 0 and done != config.steps:
-                        metrics = evaluate(stepper, config, eval_data)["metrics"]
-                        logger.log(done, {f"eval/{name}": value for name, value in metrics.items()})
+                sampling = dist.is_main and config.sample_every and done % config.sample_every == 0
+                evaluating = dist.is_main and config.eval.every and done % config.eval.every == 0
+                if sampling or (evaluating and done != config.steps):
+                    # They leave the training's random streams (dropout, noise) where they were, so that eval.every
+                    # and sample_every do not change what is trained, nor a resumed run.
+                    with torch.random.fork_rng(devices=[stepper.device] if stepper.device.type == "cuda" else []):
+                        if sampling:
+                            save_samples(stepper, eval_data, run_dir / "samples" / f"step_{done:06d}.png")
+                        if evaluating and done != config.steps:
+                            metrics = evaluate(stepper, config, eval_data)["metrics"]
+                            logger.log(done, {f"eval/{name}": value for name, value in metrics.items()})
     except KeyboardInterrupt:
         # A second Ctrl-C: keep every completed step, unless it landed inside a step (its updates are partial).
         kept = _keep_completed(stepper, config, dist, last, done, saved_through, partial_step=in_step)
