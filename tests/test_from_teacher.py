@@ -448,6 +448,16 @@ def test_torchvision_wide_resnet50_2_to_resnet50():
          r"after pruning the teacher, stem\.0\.weight is \(100, 8, 4, 4\) but the student's is \(64, 8, 4, 4\)"),
         ("dcgan_d", {"ndf": 8, "spectral_norm": True}, "dcgan_d", {"ndf": 4, "spectral_norm": True},
          r"teacher layer \S+ has parametrized weights \(e\.g\. spectral norm\)"),
+        # Norms without weights hold the same keys as no norm at all.
+        ("resnet_g", {"ngf": 8, "n_blocks": 1}, "resnet_g", {"ngf": 4, "n_blocks": 1, "norm": "none"},
+         r"student layer blocks\.0\.body\.2 is Identity but the teacher's is InstanceNorm2d"),
+        ("resnet_g", {"ngf": 8, "n_blocks": 1, "norm": "none"}, "resnet_g", {"ngf": 8, "n_blocks": 1},
+         r"student layer blocks\.0\.body\.2 is InstanceNorm2d but the teacher's is Identity"),
+        # The output layer is not a hidden width: fewer classes or image channels are refused, not pruned to.
+        ("small_cnn", {"width": 8, "num_classes": 10}, "small_cnn", {"width": 4, "num_classes": 5},
+         r"the student's output is \(5,\) but the teacher's \(10,\) \(per item\): pruning removes hidden"),
+        ("resnet_g", {"ngf": 8, "n_blocks": 1}, "resnet_g", {"ngf": 4, "n_blocks": 1, "out_channels": 1},
+         r"the student's output is \(1, 256, 256\) but the teacher's \(3, 256, 256\)"),
     ],
 )  # fmt: skip
 def test_errors_say_what_is_wrong(name, teacher_options, student_name, student_options, message):
@@ -455,4 +465,42 @@ def test_errors_say_what_is_wrong(name, teacher_options, student_name, student_o
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(ValueError, match=message):
         init_from_teacher(student, teacher, models.example_inputs(teacher))
+    assert all(torch.equal(before[key], value) for key, value in student.state_dict().items())
+
+
+def test_teacher_and_student_must_read_their_inputs_alike():
+    teacher, student = models.build("small_cnn", width=8), models.build("small_cnn", width=4)
+    models.set_input_convention(teacher, mean=[0.5], std=[0.25])
+    with pytest.raises(ValueError, match=r"the student's input convention is none \(images in \[-1, 1\]\) but the "
+                       r"teacher's \{'mean': \[0\.5\], 'std': \[0\.25\], 'size': 0\}"):  # fmt: skip
+        init_from_teacher(student, teacher, models.example_inputs(teacher, 2, 16))
+    models.set_input_convention(student, mean=[0.5], std=[0.25])
+    assert init_from_teacher(student, teacher, models.example_inputs(teacher, 2, 16))["groups_pruned"] > 0
+
+
+def test_hook_based_spectral_norm_is_named():
+    teacher, student = models.build("dcgan_d", ndf=8), models.build("dcgan_d", ndf=4)
+    nn.utils.spectral_norm(next(layer for layer in teacher.modules() if isinstance(layer, nn.Conv2d)))
+    with pytest.raises(ValueError, match=r"teacher layer \S+ has parametrized weights .*remove_spectral_norm"):
+        init_from_teacher(student, teacher, models.example_inputs(teacher, 2))
+
+
+class _SubPixel(nn.Module):
+    """ESPCN-style 2x upsampling (PixelShuffle), which torch-pruning's dependency graph cannot prune."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.head, self.up = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, 4 * width, 3, padding=1)
+        self.shuffle, self.tail = nn.PixelShuffle(2), nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.tail(torch.relu(self.shuffle(self.up(torch.relu(self.head(x))))))
+
+
+def test_an_op_torch_pruning_cannot_handle_gets_a_named_error():
+    student = _SubPixel(4)
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(ValueError, match=r"torch-pruning cannot prune the teacher _SubPixel \(IndexError: .*\); an op "
+                       r"it does not handle \(such as PixelShuffle\).*use student_init: random"):  # fmt: skip
+        init_from_teacher(student, _SubPixel(16), torch.randn(2, 3, 8, 8))
     assert all(torch.equal(before[key], value) for key, value in student.state_dict().items())

@@ -15,7 +15,7 @@ from gankd.config import ConfigError, load_config
 from gankd.train import load_checkpoint, load_teacher, load_trained_model
 from gankd.train.builders import build_dataset, example_items
 from gankd.train.distributed import setup, teardown
-from gankd.train.objective import build_objective
+from gankd.train.objective import build_objective, sized_student
 
 
 def _image_folder(folder, count, size, *, width=None, seed=0):
@@ -137,6 +137,63 @@ def test_student_init_teacher_starts_the_student_as_the_pruned_teacher(tmp_path,
         teardown(dist)
     with pytest.raises(ConfigError, match="config.distill.student_init must be one of"):
         load_config(None, [*overrides, "distill.student_init=pruned"])
+
+
+def _distill_overrides(tmp_path, name, teacher_options, student_options, task, data, terms):
+    torch.save(models.build(name, **teacher_options).state_dict(), tmp_path / "teacher.pt")
+    teacher = json.dumps({"model": {"name": name, "options": teacher_options}, "weights": str(tmp_path / "teacher.pt")})
+    return [f"task={task}", "mode=distill", f"model.name={name}", f"model.options={json.dumps(student_options)}",
+            f"data.name={data}", f"terms={terms}", f"distill.teacher={teacher}"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "teacher_options", "student_options", "task", "message"),
+    [  # residual leaves every layer and shape as it is: only the options tell
+        ("resnet_g", {"ngf": 8, "n_blocks": 1, "n_downsampling": 0, "upscale": 2, "residual": True},
+         {"ngf": 4, "n_blocks": 1, "n_downsampling": 0, "upscale": 2}, "image2image",
+         r"model\.options\.residual is False but the teacher's is True: at the teacher's ngf the student's model "
+         r"does not compute the teacher's function, and a student pruned from its teacher differs from it in ngf "
+         r"only; set those to the teacher's"),
+        ("resnet_g", {"ngf": 8, "n_blocks": 1}, {"ngf": 4, "n_blocks": 1, "norm": "none"}, "image2image",
+         r"model\.options\.norm is 'none' but the teacher's is 'instance'"),
+    ],
+)  # fmt: skip
+def test_student_init_teacher_needs_the_teachers_options_but_the_width(tmp_path, name, teacher_options,
+                                                                       student_options, task, message):  # fmt: skip
+    data, terms = ("photos_sr", "{output: 1.0}") if task == "image2image" else ("digits", "{kd: 1.0}")
+    overrides = _distill_overrides(tmp_path, name, teacher_options, student_options, task, data, terms)
+    config = load_config(None, [*overrides, "distill.student_init=teacher"])
+    dist = setup("cpu")
+    try:
+        with pytest.raises(ValueError, match=f"config.distill.student_init is 'teacher': {message}"):
+            build_objective(config, dist, load_teacher(config))
+        random = load_config(None, overrides)  # a student from random weights may differ as it likes
+        assert build_objective(random, dist, load_teacher(random)).student is not None
+    finally:
+        teardown(dist)
+
+
+def test_a_teacher_that_cannot_run_on_the_data_is_named_before_training(tmp_path):
+    options = {"width": 8, "in_channels": 3}  # the digits are 1-channel images
+    overrides = _distill_overrides(tmp_path, "small_cnn", options, {**options, "width": 4}, "classifier", "digits",
+                                   "{kd: 1.0}")  # fmt: skip
+    dist = setup("cpu")
+    try:
+        for setting, key in (("distill.student_init=teacher", "student_init is 'teacher'"),
+                             ("distill.student_macs=0.5", "student_macs is 0.5")):  # fmt: skip
+            config = load_config(None, [*overrides, setting])
+            items = example_items(build_dataset(config, "train"), config.seed)
+            with pytest.raises(ValueError, match=rf"config\.distill\.{key}: the teacher cannot run on the data "
+                               r"digits \(.*channels.*\); check the teacher's options \(in_channels"):  # fmt: skip
+                build_objective(sized_student(config, load_teacher(config), items), dist, load_teacher(config), items)
+    finally:
+        teardown(dist)
+
+
+def test_student_init_teacher_needs_a_distill_run():
+    with pytest.raises(ConfigError, match=r"config\.distill\.student_init 'teacher' starts a student from its "
+                       r"teacher: it needs mode distill \(set it to random\)"):  # fmt: skip
+        load_config(None, ["mode=scratch", "distill.student_init=teacher"])
 
 
 def test_teacher_mapping_is_checked_at_load():

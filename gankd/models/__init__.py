@@ -13,7 +13,7 @@ from gankd.models.discriminators import DCGANDiscriminator, PatchGANDiscriminato
 from gankd.models.from_teacher import init_from_teacher
 from gankd.models.generators import DCGANGenerator, ResnetGenerator
 from gankd.models.inputs import set_input_convention
-from gankd.models.sizing import width_for_macs, width_option
+from gankd.models.sizing import resolved_options, width_for_macs, width_option
 from gankd.models.torchvision_models import classification_archs
 from gankd.models.unet import UnetGenerator
 from gankd.models.weight_formats import (
@@ -47,6 +47,7 @@ __all__ = [
     "load_weights",
     "names",
     "register",
+    "resolved_options",
     "register_weights_format",
     "set_input_convention",
     "weights_formats",

@@ -92,6 +92,7 @@ def init_from_teacher(
     _check_not_parametrized(student, "student")
     student_shapes = _tensor_shapes(student)
     _check_same_architecture(student_shapes, _tensor_shapes(teacher))
+    _check_same_layers(student, teacher)
 
     if example_inputs is None:
         example_inputs = default_example_inputs(teacher, batch_size=4)
@@ -105,6 +106,28 @@ def init_from_teacher(
     for parameter in pruned.parameters():
         parameter.requires_grad_(True)
     teacher_outputs = _TeacherOutputs(pruned, example_inputs)
+    try:
+        report = _prune(tp, pruned, student, student_shapes, example_inputs, teacher_outputs)
+    except (IndexError, KeyError, RuntimeError, AssertionError, NotImplementedError) as error:
+        # torch-pruning's dependency graph does not know every op (e.g. PixelShuffle mixes channels into pixels).
+        message = str(error).strip().splitlines()[-1] if str(error).strip() else "no message"
+        raise ValueError(
+            f"torch-pruning cannot prune the teacher {type(teacher).__name__} ({type(error).__name__}: {message}); "
+            "an op it does not handle (such as PixelShuffle) is the likely cause: use student_init: random"
+        ) from error
+    _check_same_output_shapes(pruned, teacher_outputs.output_shapes, example_inputs)
+    student.load_state_dict(pruned.state_dict(), strict=True)
+    return {
+        **report,
+        "params_teacher": sum(parameter.numel() for parameter in teacher.parameters()),
+        "params_student": sum(parameter.numel() for parameter in student.parameters()),
+    }
+
+
+def _prune(tp, pruned: nn.Module, student: nn.Module, student_shapes: dict[str, tuple[int, ...]],
+           example_inputs: tuple, teacher_outputs: _TeacherOutputs) -> dict[str, Any]:  # fmt: skip
+    """Prune `pruned` (the teacher's copy) in place to the student's widths and recalibrate it; the report's
+    groups_pruned, groups_unchanged, layers_recalibrated and kept (see init_from_teacher)."""
     with torch.enable_grad():
         graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example_inputs, verbose=False)
     importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer=None)
@@ -144,16 +167,8 @@ def init_from_teacher(
                 module.num_features = student.get_submodule(path).num_features
         _check_pruned_shapes(pruned, student_shapes)  # before any forward of the pruned copy
         recalibrated = _recalibrate(pruned, example_inputs, teacher_outputs, kept_outputs) if groups else 0
-
-    student.load_state_dict(pruned.state_dict(), strict=True)
-    return {
-        "groups_pruned": len(kept),
-        "groups_unchanged": unchanged,
-        "params_teacher": sum(parameter.numel() for parameter in teacher.parameters()),
-        "params_student": sum(parameter.numel() for parameter in student.parameters()),
-        "layers_recalibrated": recalibrated,
-        "kept": kept,
-    }
+    return {"groups_pruned": len(kept), "groups_unchanged": unchanged, "layers_recalibrated": recalibrated,
+            "kept": kept}  # fmt: skip
 
 
 def _recalibrated(module: nn.Module) -> bool:
@@ -185,6 +200,7 @@ class _TeacherOutputs:
 
     def __init__(self, model: nn.Module, example_inputs: tuple):
         self.statistics: dict[nn.Module, tuple[Tensor, Tensor]] = {}
+        self.output_shapes: Any = None  # the model's output shapes without the batch dimension (_shapes)
         self.last, self.last_output = None, None
         seen = set()
 
@@ -200,19 +216,50 @@ class _TeacherOutputs:
             if isinstance(module, _ROOT_TYPES):
                 self.last, self.last_output = module, values
 
-        _forward_with_hook(model, example_inputs, record, lambda module: isinstance(module, _ROOT_TYPES))
+        output = _forward_with_hook(model, example_inputs, record, lambda module: isinstance(module, _ROOT_TYPES))
+        self.output_shapes = _shapes(output)
 
 
-def _forward_with_hook(model: nn.Module, example_inputs: tuple, hook, also=lambda module: False) -> None:
-    """One no-grad forward with `hook` on every recalibrated layer (and those `also` picks)."""
+def _forward_with_hook(model: nn.Module, example_inputs: tuple, hook, also=lambda module: False) -> Any:
+    """One no-grad forward with `hook` on every recalibrated layer (and those `also` picks); its output."""
     modules = [module for module in model.modules() if _recalibrated(module) or also(module)]
     handles = [module.register_forward_hook(hook) for module in modules]
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            return model(*example_inputs)
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _shapes(output: Any) -> Any:
+    """A model output's shapes without the batch dimension: a tuple for a tensor, a list of those for a tuple
+    or list of outputs, None for anything else."""
+    if isinstance(output, Tensor):
+        return tuple(output.shape[1:])
+    if isinstance(output, (tuple, list)):
+        return [_shapes(part) for part in output]
+    return None
+
+
+# Items of the example inputs the student runs on to compare its output shapes with the teacher's.
+SHAPE_CHECK_ITEMS = 2
+
+
+def _check_same_output_shapes(pruned: nn.Module, teacher_shapes: Any, example_inputs: tuple) -> None:
+    """Pruning removes hidden channels only: a student whose outputs differ from the teacher's (fewer classes or
+    image channels) would silently get a subset of the teacher's outputs, so it is refused. `pruned` is the
+    teacher's copy pruned to the student's widths (eval mode)."""
+    few = tuple(value[:SHAPE_CHECK_ITEMS] if isinstance(value, Tensor) and value.dim() else value
+                for value in example_inputs)  # fmt: skip
+    with torch.no_grad():
+        student_shapes = _shapes(pruned(*few))
+    if student_shapes != teacher_shapes:
+        raise ValueError(
+            f"the student's output is {student_shapes} but the teacher's {teacher_shapes} (per item): pruning "
+            "removes hidden channels only, so build the student with the teacher's outputs (the same num_classes, "
+            "out_channels, image size)"
+        )
 
 
 def _kept_outputs(graph, groups: list, statistics: dict) -> dict[nn.Module, Tensor]:
@@ -313,11 +360,13 @@ def _check_pruned_shapes(pruned: nn.Module, student_shapes: dict[str, tuple[int,
 
 def _check_not_parametrized(model: nn.Module, role: str) -> None:
     for path, module in model.named_modules():
-        if parametrize.is_parametrized(module):
+        # torch.nn.utils.spectral_norm (the hook-based API) keeps the weight as `weight_orig`
+        if parametrize.is_parametrized(module) or "weight_orig" in module._parameters:
             raise ValueError(
                 f"{role} layer {path or '(root)'} has parametrized weights (e.g. spectral norm), which torch-pruning "
                 "cannot prune: build teacher and student without spectral_norm (remove it from the teacher with "
-                "torch.nn.utils.parametrize.remove_parametrizations), initialize, then apply spectral norm"
+                "torch.nn.utils.parametrize.remove_parametrizations, or remove_spectral_norm for the hook-based API), "
+                "initialize, then apply spectral norm"
             )
 
 
@@ -342,3 +391,30 @@ def _check_same_architecture(student_shapes: dict[str, tuple[int, ...]], teacher
                 f"student {key} is {shape}, wider than the teacher's {teacher_shapes[key]}: the student must be "
                 "the teacher's architecture at an equal or smaller width"
             )
+
+
+# Layers that do nothing in eval mode: a teacher with dropout prunes into a student without (pix2pix's U-Net).
+_NO_OPS_IN_EVAL = {"absent", "Identity", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
+                   "FeatureAlphaDropout"}  # fmt: skip
+
+
+def _check_same_layers(student: nn.Module, teacher: nn.Module) -> None:
+    """The same layer types at the same paths (a norm of one kind in one and of another, or none, in the
+    other holds the same keys when it has no weights) and the same input convention."""
+    student_layers, teacher_layers = dict(student.named_modules()), dict(teacher.named_modules())
+    for path in sorted(set(student_layers) | set(teacher_layers)):
+        ours, theirs = (type(layers[path]).__name__ if path in layers else "absent"
+                        for layers in (student_layers, teacher_layers))  # fmt: skip
+        if ours != theirs and not {ours, theirs} <= _NO_OPS_IN_EVAL:
+            raise ValueError(
+                f"student layer {path or '(root)'} is {ours} but the teacher's is {theirs}: student_init: teacher "
+                "needs the teacher's architecture at a smaller width (the same norm and other options)"
+            )
+    conventions = [
+        getattr(model, "input_convention", None) or "none (images in [-1, 1])" for model in (student, teacher)
+    ]
+    if conventions[0] != conventions[1]:
+        raise ValueError(
+            f"the student's input convention is {conventions[0]} but the teacher's {conventions[1]}: a student "
+            "pruned from its teacher reads its inputs as the teacher does; give it the teacher's (model.input)"
+        )

@@ -9,6 +9,7 @@ no compute), so the fraction is the ratio the compression table reports.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -31,6 +32,24 @@ def width_option(name: str) -> str:
             "student's width in its options instead, or give its class a width_option attribute (e.g. 'ngf')"
         )
     return option
+
+
+def resolved_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options model `name` is built with from `options`: its constructor's defaults filled in."""
+    signature = inspect.signature(constructor(name))
+    try:
+        bound = signature.bind_partial(**options)
+    except TypeError as error:
+        raise ValueError(f"model {name!r}: {error}") from None
+    bound.apply_defaults()
+    resolved = {}
+    for key, value in bound.arguments.items():
+        kind = signature.parameters[key].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            resolved.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:
+            resolved[key] = value
+    return resolved
 
 
 def width_for_macs(

@@ -31,6 +31,9 @@ def check_run(config: RunConfig) -> None:
     if config.mode != "distill" and config.distill.student_macs:
         raise ValueError("config.distill.student_macs sizes a student against its teacher: it needs mode distill "
                          "(set it to 0, or set the width in model.options)")  # fmt: skip
+    if config.mode != "distill" and config.distill.student_init != "random":
+        raise ValueError(f"config.distill.student_init {config.distill.student_init!r} starts a student from its "
+                         "teacher: it needs mode distill (set it to random)")  # fmt: skip
     _check_name("config.model.name", config.model.name, models.names())
     conventions = {"config.model": config.model, "config.gan.discriminator": config.gan.discriminator}
     if isinstance(config.distill.teacher, TeacherConfig):

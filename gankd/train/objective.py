@@ -40,9 +40,12 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
         if config.distill.student_init == "teacher":
             try:
                 inputs = None if example_items is None else _example_inputs(task, teacher.model, example_items)
+                _check_width_only(config, teacher, None if inputs is None else _first(inputs, CHANNEL_BATCH_ITEMS))
                 models.init_from_teacher(student, teacher.model, inputs)
             except ValueError as error:
                 raise ValueError(f"config.distill.student_init is 'teacher': {error}") from None
+            except RuntimeError as error:  # the teacher's forward on the run's data
+                raise ValueError(f"config.distill.student_init is 'teacher': {_misfit(config, error)}") from None
         if discriminator is not None and config.distill.discriminator_from_teacher:
             if teacher.load_discriminator is None:
                 raise ValueError("config.distill.discriminator_from_teacher is true but the teacher has no "
@@ -62,6 +65,11 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
 
 # Items of the example batch the Distiller runs to read tapped channels (see build_objective).
 CHANNEL_BATCH_ITEMS = 2
+
+
+def _first(inputs: tuple, count: int) -> tuple:
+    """The first `count` items of a model's inputs."""
+    return tuple(value[:count] if isinstance(value, torch.Tensor) and value.dim() else value for value in inputs)
 
 
 def _channel_batch(task, teacher: Teacher | None, items: tuple | None):
@@ -104,8 +112,57 @@ def sized_student(config: RunConfig, teacher: Teacher | None, example_items: tup
                                       student_input=dataclasses.asdict(config.model.input))  # fmt: skip
     except ValueError as error:
         raise ValueError(f"config.distill.student_macs is {fraction}: {error}") from None
+    except RuntimeError as error:  # the teacher's (or the student's) forward on the run's data
+        raise ValueError(f"config.distill.student_macs is {fraction}: {_misfit(config, error)}") from None
     model = dataclasses.replace(config.model, options={**config.model.options, option: width})
     return dataclasses.replace(config, model=model)
+
+
+def _check_width_only(config: RunConfig, teacher: Teacher, inputs: tuple | None) -> None:
+    """A student pruned from a teacher of its own zoo model must differ from it in the model's width option only.
+    gankd.models.init_from_teacher checks layers and shapes, which some options (such as residual) leave alone;
+    so the student's model is built at the teacher's width, given the teacher's weights, and must compute what
+    the teacher computes (in eval mode, where dropout, which may differ, does nothing)."""
+    name = config.model.name
+    if teacher.config.name != name:
+        return
+    try:
+        option = models.width_option(name)
+    except ValueError:  # a model that declares no width option: init_from_teacher's checks only
+        return
+    ours, theirs = (models.resolved_options(name, model.options) for model in (config.model, teacher.config))
+    twin = build_model(dataclasses.replace(config.model, options={**config.model.options, option: theirs[option]}))
+    try:
+        twin.load_state_dict(teacher.model.state_dict())
+    except RuntimeError:  # other layers or shapes: init_from_teacher names them
+        return
+    inputs = models.example_inputs(teacher.model, batch_size=2) if inputs is None else inputs
+    twin.to(adapter_device(teacher.model)).eval()
+    with torch.no_grad():
+        same = _outputs_close(twin(*inputs), teacher.model.eval()(*inputs))
+    if not same:
+        keys = [key for key in sorted(set(ours) | set(theirs)) if key != option and ours.get(key) != theirs.get(key)]
+        differing = "; ".join(f"model.options.{key} is {ours.get(key)!r} but the teacher's is {theirs.get(key)!r}"
+                              for key in keys) or "model.input differs from the teacher's"  # fmt: skip
+        raise ValueError(
+            f"{differing}: at the teacher's {option} the student's model does not compute the teacher's function, "
+            f"and a student pruned from its teacher differs from it in {option} only; set those to the teacher's"
+        )
+
+
+def _outputs_close(first, second) -> bool:
+    if isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor):
+        return first.shape == second.shape and torch.allclose(first, second, rtol=1e-4, atol=1e-5)
+    if isinstance(first, (tuple, list)) and isinstance(second, (tuple, list)) and len(first) == len(second):
+        return all(_outputs_close(a, b) for a, b in zip(first, second, strict=True))
+    return type(first) is type(second)
+
+
+def _misfit(config: RunConfig, error: RuntimeError) -> str:
+    """What to say when the teacher cannot run on the run's data before training starts."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return (f"the teacher cannot run on the data {config.data.name} ({lines[-1]}); check the teacher's options "
+            "(in_channels, num_classes, image size) against the data")  # fmt: skip
 
 
 def synchronized(module: nn.Module | None, dist: Distributed) -> nn.Module | None:

@@ -10,7 +10,7 @@ from functools import partial
 from torch import nn
 
 from gankd import models
-from gankd.config import RunConfig, config_from_saved
+from gankd.config import ModelConfig, RunConfig, config_from_saved
 
 from .builders import build_model
 from .checkpoint import load_checkpoint, trained_weights
@@ -18,11 +18,12 @@ from .checkpoint import load_checkpoint, trained_weights
 
 @dataclass
 class Teacher:
-    """A loaded teacher: the model with its weights (CPU, eval mode), and how to warm-start a discriminator
-    from the teacher's (None when the teacher has none)."""
+    """A loaded teacher: the model with its weights (CPU, eval mode), how to warm-start a discriminator from
+    the teacher's (None when the teacher has none), and the model's config (name, options, input convention)."""
 
     model: nn.Module
     load_discriminator: Callable[[nn.Module], None] | None
+    config: ModelConfig
 
 
 def load_teacher(config: RunConfig) -> Teacher:
@@ -31,16 +32,17 @@ def load_teacher(config: RunConfig) -> Teacher:
     source = config.distill.teacher
     if isinstance(source, str):
         state = load_checkpoint(source)
-        model = build_model(config_from_saved(state["config"], f"the checkpoint at {source}").model)
+        model_config = config_from_saved(state["config"], f"the checkpoint at {source}").model
+        model = build_model(model_config)
         model.load_state_dict(trained_weights(state))
         discriminator = state.get("discriminator")
         load = None if discriminator is None else (lambda module: module.load_state_dict(discriminator))
-        return Teacher(model.eval(), load)
+        return Teacher(model.eval(), load, model_config)
     model = build_model(source.model, weights=source.weights, weights_format=source.weights_format)
     load = None
     if source.discriminator_weights:
         load = partial(_load_file, path=source.discriminator_weights, weights_format=source.weights_format)
-    return Teacher(model.eval(), load)
+    return Teacher(model.eval(), load, source.model)
 
 
 def _load_file(module: nn.Module, *, path: str, weights_format: str) -> None:
