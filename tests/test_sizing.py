@@ -49,6 +49,20 @@ def test_a_student_that_resizes_its_inputs_is_counted_at_the_size_it_runs_at():
     assert macs(width) <= budget < macs(width + 1)
 
 
+def test_a_prunable_width_has_the_teachers_layers():
+    # A CIFAR ResNet has a stem-to-stage shortcut conv only where the stage width differs from the stem's: at
+    # width 2 (stage 32 = stem 32) it has none, so the teacher resnet32x4 (which has one) cannot be pruned to it.
+    teacher = models.build("resnet32x4", num_classes=10)
+    inputs = models.example_inputs(teacher, 2, 16)
+    options = {"depth": 32, "num_classes": 10, "stem_channels": 32}
+    assert models.width_for_macs("cifar_resnet", options, teacher, 0.3, inputs) == 2
+    width = models.width_for_macs("cifar_resnet", options, teacher, 0.3, inputs, prunable=True)
+    assert width == 1
+    assert models.init_from_teacher(models.build("cifar_resnet", **options, width=width), teacher, inputs)["kept"]
+    with pytest.raises(ValueError, match=r"no width up to \d+ gives cifar_resnet .* the teacher's layers"):
+        models.width_for_macs("cifar_resnet", {**options, "depth": 8}, teacher, 0.3, inputs, prunable=True)
+
+
 def test_sizing_errors_name_the_problem():
     teacher = models.build("small_cnn", width=8, in_channels=1)
     with pytest.raises(ValueError, match="model 'resnet8x4' declares no width_option"):

@@ -59,10 +59,13 @@ def width_for_macs(
     fraction: float,
     inputs: tuple[Tensor, ...] | None = None,
     student_input: dict[str, Any] | None = None,
+    prunable: bool = False,
 ) -> int:
     """The largest width of model `name` (its `width_option`, the other `options` as given) whose MACs are at
     most `fraction` of `teacher`'s, both counted on `inputs` (default: `example_inputs(teacher)`); the student
     with `student_input` (set_input_convention's mean, std, size) when it resizes its inputs as the teacher may.
+    With `prunable`, only widths at which the student has the teacher's layers (state-dict keys) count, so that
+    init_from_teacher can prune the teacher to it (a CIFAR ResNet has a shortcut conv at some widths only).
 
     Raises ValueError when `fraction` is not in (0, 1] or when even width 1 costs more than the budget (the
     message gives the smallest fraction reachable: reduce the depth options instead).
@@ -93,9 +96,18 @@ def width_for_macs(
     fits, too_wide = 1, 2
     while too_wide <= MAX_WIDTH and macs(too_wide) <= budget:
         fits, too_wide = too_wide, too_wide * 2
-    if too_wide > MAX_WIDTH:
+    if too_wide <= MAX_WIDTH:
+        while too_wide - fits > 1:
+            middle = (fits + too_wide) // 2
+            fits, too_wide = (middle, too_wide) if macs(middle) <= budget else (fits, middle)
+    if not prunable:
         return fits
-    while too_wide - fits > 1:
-        middle = (fits + too_wide) // 2
-        fits, too_wide = (middle, too_wide) if macs(middle) <= budget else (fits, middle)
-    return fits
+    teacher_keys = set(teacher.state_dict())
+    for width in range(fits, 0, -1):  # MACs fall with the width: the widest prunable one within the budget
+        with torch.device("meta"):
+            if set(build(name, **{**options, option: width}).state_dict()) == teacher_keys:
+                return width
+    raise ValueError(
+        f"no {option} up to {fits} gives {name} {options} the teacher's layers (state-dict keys), so the teacher "
+        "cannot be pruned to it: build the student with the teacher's options except the width"
+    )

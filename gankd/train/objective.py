@@ -109,7 +109,8 @@ def sized_student(config: RunConfig, teacher: Teacher | None, example_items: tup
             inputs = tuple(value.to(device) for value in _example_inputs(tasks.build(config.task), teacher.model,
                                                                         one_item))  # fmt: skip
         width = models.width_for_macs(config.model.name, config.model.options, teacher.model, fraction, inputs,
-                                      student_input=dataclasses.asdict(config.model.input))  # fmt: skip
+                                      student_input=dataclasses.asdict(config.model.input),
+                                      prunable=config.distill.student_init == "teacher")  # fmt: skip
     except ValueError as error:
         raise ValueError(f"config.distill.student_macs is {fraction}: {error}") from None
     except RuntimeError as error:  # the teacher's (or the student's) forward on the run's data
