@@ -59,7 +59,8 @@ def random_teacher(config: RunConfig) -> Teacher:
     discriminator warm start, used only when the objective trains one)."""
     teacher_config = load_config(configs.path(f"{config.name.removesuffix('_distill')}_teacher"))
     discriminator = build_model(config.gan.discriminator).state_dict()
-    return Teacher(build_model(teacher_config.model).eval(), lambda module: module.load_state_dict(discriminator))
+    model = build_model(teacher_config.model).eval()
+    return Teacher(model, lambda module: module.load_state_dict(discriminator), teacher_config.model)
 
 
 def first_batch(config: RunConfig) -> tuple[Tensor, Tensor]:
