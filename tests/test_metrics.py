@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from gankd import weights
-from gankd.metrics import export, fidelity, perceptual
+from gankd.metrics import export, fidelity, image_quality, perceptual
 from gankd.metrics.classification import teacher_agreement, top1_accuracy
 from gankd.metrics.export import export_onnx
 from gankd.metrics.image_quality import psnr, ssim
@@ -127,12 +127,31 @@ def test_psnr_and_ssim_agree_with_scikit_image():
         ssim(clean[..., :8, :8], clean[..., :8, :8])
 
 
+def test_psnr_and_ssim_work_through_large_sets_in_chunks(monkeypatch):
+    # SSIM's float64 maps of a whole validation set at once took gigabytes; chunks give the same numbers.
+    torch.manual_seed(0)
+    clean = torch.rand(19, 3, 16, 16) * 2 - 1
+    noisy = (clean + 0.1 * torch.randn_like(clean)).clamp(-1, 1)
+    one_by_one = torch.cat([ssim(noisy[i : i + 1], clean[i : i + 1]) for i in range(19)])
+    batches = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, *a, **k: batches.append(len(x)) or conv2d(x, *a, **k))
+    together = ssim(noisy, clean)
+    assert torch.equal(together, one_by_one) and max(batches) <= image_quality.IMAGES_PER_CHUNK
+    assert torch.equal(psnr(noisy, clean), torch.cat([psnr(noisy[i : i + 1], clean[i : i + 1]) for i in range(19)]))
+
+
 def test_classifier_metrics():
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
     assert top1_accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
     assert teacher_agreement(logits, torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="labels must be"):
         top1_accuracy(logits, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 1\], got values from -1 to 1 "
+                       r"\(-1 marks an unlabelled item"):  # fmt: skip
+        top1_accuracy(logits, torch.tensor([-1, 1, -1]))
+    with pytest.raises(ValueError, match=r"got values from 0 to 2"):
+        top1_accuracy(logits, torch.tensor([0, 2, 1]))
 
 
 def test_latency_reports_each_batch_size():

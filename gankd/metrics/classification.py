@@ -16,6 +16,12 @@ def top1_accuracy(logits: Tensor, labels: Tensor) -> float:
     _check_logits("logits", logits)
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"labels must be [N] = [{logits.shape[0]}], got {tuple(labels.shape)}")
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < logits.shape[1]:
+        raise ValueError(
+            f"labels must be class indices in [0, {logits.shape[1] - 1}], got values from {int(labels.min())} to "
+            f"{int(labels.max())} (-1 marks an unlabelled item, as a flat image folder gives): evaluate accuracy on "
+            "labelled data (a folder of class subfolders)"
+        )
     return (logits.argmax(1) == labels).float().mean().item() if labels.numel() else float("nan")
 
 

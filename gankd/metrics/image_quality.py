@@ -26,11 +26,35 @@ def _check_pair(prediction: Tensor, target: Tensor) -> None:
         )
 
 
+# Images per chunk: SSIM's float64 maps take about 70 MB per 256x256 colour image, so sets are done in chunks.
+IMAGES_PER_CHUNK = 8
+
+
 def psnr(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
     """Peak signal-to-noise ratio in dB per image, [N] (inf for identical images)."""
     _check_pair(prediction, target)
-    mse = (prediction.double() - target.double()).square().flatten(1).mean(1)
-    return (10 * torch.log10(data_range**2 / mse)).float()
+    return _per_chunk(_psnr, prediction, target, data_range)
+
+
+def ssim(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
+    """Structural similarity per image, [N], in float64 arithmetic."""
+    _check_pair(prediction, target)
+    if min(prediction.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(prediction.shape)}")
+    return _per_chunk(_ssim, prediction, target, data_range)
+
+
+def _per_chunk(measure, prediction: Tensor, target: Tensor, data_range: float) -> Tensor:
+    """`measure` per image, IMAGES_PER_CHUNK images at a time (the same numbers, bounded memory)."""
+    chunks = [measure(prediction[start : start + IMAGES_PER_CHUNK].double(),
+                      target[start : start + IMAGES_PER_CHUNK].double(), data_range)
+              for start in range(0, len(prediction), IMAGES_PER_CHUNK)]  # fmt: skip
+    return torch.cat(chunks).float() if chunks else prediction.new_zeros(0)
+
+
+def _psnr(x: Tensor, y: Tensor, data_range: float) -> Tensor:
+    mse = (x - y).square().flatten(1).mean(1)
+    return 10 * torch.log10(data_range**2 / mse)
 
 
 def _gaussian_window(channels: int, device: torch.device) -> Tensor:
@@ -40,12 +64,7 @@ def _gaussian_window(channels: int, device: torch.device) -> Tensor:
     return (kernel[:, None] * kernel[None, :]).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW).contiguous()
 
 
-def ssim(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
-    """Structural similarity per image, [N], in float64 arithmetic."""
-    _check_pair(prediction, target)
-    if min(prediction.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(prediction.shape)}")
-    x, y = prediction.double(), target.double()
+def _ssim(x: Tensor, y: Tensor, data_range: float) -> Tensor:
     window = _gaussian_window(x.shape[1], x.device)
 
     def blur(image: Tensor) -> Tensor:
@@ -57,7 +76,7 @@ def ssim(prediction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
     cov = blur(x * y) - mean_x * mean_y
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     ssim_map = ((2 * mean_x * mean_y + c1) * (2 * cov + c2)) / ((mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.flatten(1).mean(1).float()
+    return ssim_map.flatten(1).mean(1)
 
 
 @register_metric("psnr", evidence=PairedImages)
