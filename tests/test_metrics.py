@@ -83,7 +83,11 @@ def test_standard_fid_kid_plumbing_with_random_inception_weights(monkeypatch, tm
     with pytest.warns(UserWarning, match="rank-deficient"):
         result = fidelity.standard_fid_kid(images, torch.rand(4, 3, 16, 16) * 2 - 1, weights_path=fake_weights)
     assert np.isfinite(result["fid"]) and np.isfinite(result["kid"])
+    assert "kid_std" not in result  # every KID subset is the whole set of 4: no spread to report
     assert result["samples_generated"] == 4 and result["extractor"] == "inception-v3-compat"
+    monkeypatch.setattr(fidelity, "MAX_KID_SUBSET", 2)  # subsets of 2 of the 4 images do spread
+    result = fidelity.standard_fid_kid(images, torch.rand(4, 3, 16, 16) * 2 - 1, weights_path=fake_weights, fid=False)
+    assert "kid_std" in result and result["kid_std"] >= 0
     assert result["weights_sha256"].startswith(spec.sha256_prefix)
 
 

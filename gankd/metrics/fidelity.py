@@ -58,8 +58,10 @@ def fid_kid(
 ) -> dict[str, float]:
     """FID and/or KID between two image sets with a registered torch-fidelity extractor.
 
-    KID's subset size adapts to the sample count (at most 1000). FID from fewer samples than feature
-    dimensions is biased (rank-deficient covariance) and warns; fewer than 2 samples raise.
+    KID's subset size adapts to the sample count (at most 1000); `kid_std`, the spread over torch-fidelity's
+    subsets, is given only where a subset is smaller than the smaller set: otherwise every subset is that
+    whole set and the spread is 0 by construction, not a measured precision. FID from fewer samples than
+    feature dimensions is biased (rank-deficient covariance) and warns; fewer than 2 samples raise.
     """
     import torch_fidelity
 
@@ -73,9 +75,10 @@ def fid_kid(
             "rank-deficient and the value is biased upward; compare only figures computed from equal sample counts",
             stacklevel=2,
         )
+    subset_size = min(MAX_KID_SUBSET, *counts)
     values = torch_fidelity.calculate_metrics(
         input1=generated_set, input2=reference_set, fid=fid, kid=kid, feature_extractor=extractor,
-        feature_extractor_weights_path=str(weights_path), kid_subset_size=min(MAX_KID_SUBSET, *counts),
+        feature_extractor_weights_path=str(weights_path), kid_subset_size=subset_size,
         cuda=torch.device(device).type == "cuda", batch_size=batch_size, cache=False, verbose=False,
         save_cpu_ram=(os.cpu_count() or 1) < 4,  # no loader worker processes on small machines
     )  # fmt: skip
@@ -84,7 +87,8 @@ def fid_kid(
         result["fid"] = float(values["frechet_inception_distance"])
     if kid:
         result["kid"] = float(values["kernel_inception_distance_mean"])
-        result["kid_std"] = float(values["kernel_inception_distance_std"])
+        if subset_size < min(counts):
+            result["kid_std"] = float(values["kernel_inception_distance_std"])
     return result
 
 
