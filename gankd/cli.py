@@ -35,6 +35,17 @@ def _models(arguments: argparse.Namespace) -> None:
     print("Batch 1 at each model's default input size; MACs = torch.utils.flop_counter FLOPs / 2 (conv, matmul).")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _option(text: str) -> tuple[str, Any]:
     """'key=value' -> (key, value), the value read as YAML (8, 0.5, true, [1, 2], text), as config --set does."""
     from gankd.config import read_yaml
@@ -81,8 +92,10 @@ def _eval(arguments: argparse.Namespace) -> None:
 
 
 def _evaluate(arguments: argparse.Namespace) -> None:
+    from torch import Tensor
+
     from gankd import data, metrics, tasks
-    from gankd.models import cost, example_inputs
+    from gankd.models import cost
 
     names = arguments.metrics.split(",") if arguments.metrics else None
     if arguments.generated or arguments.reference:
@@ -92,7 +105,7 @@ def _evaluate(arguments: argparse.Namespace) -> None:
             metrics.stack_images(data.build("image_folder", "test", root=folder, flip=False))
             for folder in (arguments.generated, arguments.reference)
         )
-        if arguments.resize:
+        if arguments.resize is not None:
             generated, reference = (_resized(images, arguments.resize) for images in (generated, reference))
         try:
             result = metrics.evaluate_images(generated, reference, names or ["fid", "kid"],
@@ -118,24 +131,60 @@ def _evaluate(arguments: argparse.Namespace) -> None:
         data_name, data_options = arguments.data, dict(arguments.data_set)
     else:
         raise SystemExit("gankd eval: give --checkpoint, or --model and --data, or --generated and --reference")
-    dataset = data.build(data_name, arguments.split, **data_options)
+    if arguments.resize is not None:
+        raise SystemExit("gankd eval: --resize applies to --generated and --reference image folders only; a model's "
+                         "images come out at its data set's size (change it with --data-set)")  # fmt: skip
+    # A run's own evaluation settings (config.eval) unless an argument says otherwise, so that it gives its
+    # metrics.json's figures.
+    run_eval = config.eval if config is not None else None
+    split = arguments.split or (run_eval.split if run_eval is not None else "test")
+    dataset = data.build(data_name, split, **data_options)
     task_name = arguments.task or (config.task if config is not None else None)
     task = tasks.build(task_name) if task_name else tasks.infer(model, dataset[0])
     if arguments.teacher_model:
         teacher = _built_model(arguments.teacher_model, arguments.teacher_set, arguments.teacher_weights,
                                arguments.teacher_weights_format, random_weights=arguments.random_weights,
                                command="eval", flag="--teacher-weights")  # fmt: skip
-    names = names or task.default_metrics(dataset, teacher=teacher is not None or _has_teacher(config))
+    names = (
+        names
+        or (run_eval.metrics if run_eval is not None else None)
+        or task.default_metrics(dataset, teacher=teacher is not None or _has_teacher(config))
+    )
     wants_teacher = metrics.needs_teacher(names) or task.compares_with_teacher
     if teacher is None and _has_teacher(config) and wants_teacher:  # only then load the teacher
         # A task that compares with the teacher (no ground truth) needs it for every metric.
         teacher = _run_teacher(config, [name for name in names if metrics.needs_teacher([name])] or names)
     settings = metrics.MetricSettings(inception_weights=arguments.inception_weights)
-    result = task.evaluate(model, dataset, names, teacher=teacher, settings=settings)
+    num_samples = None
+    if run_eval is not None:
+        inception = arguments.inception_weights or run_eval.inception_weights
+        settings = metrics.MetricSettings(inception_weights=inception, lpips_net=run_eval.lpips_net,
+                                          lpips_weights=run_eval.lpips_weights)  # fmt: skip
+        num_samples = run_eval.num_samples or None
+    result = task.evaluate(model, dataset, names, teacher=teacher, settings=settings, num_samples=num_samples)
     if arguments.speed:
-        result["cost"] = cost(model, *example_inputs(model))
-        result["latency"] = metrics.measure_latency(model, lambda batch: example_inputs(model, batch))
+        inputs = _speed_inputs(task, model, dataset)
+        result["cost"] = dict(cost(model, *inputs(1)), input_shapes=[
+            list(value.shape) for value in inputs(1) if isinstance(value, Tensor)])  # fmt: skip
+        result["latency"] = metrics.measure_latency(model, inputs)
     _write_json(result, arguments.out)
+
+
+def _speed_inputs(task, model, dataset):
+    """batch -> the model's inputs for `batch` copies of the data set's first item, as the task feeds it: cost
+    and latency at the size of the data, not of the model's default example."""
+    from torch import Tensor
+    from torch.utils.data import default_collate
+
+    from gankd.train import model_inputs
+
+    one = model_inputs(task, model, tuple(default_collate([dataset[0]])))
+
+    def inputs(batch: int) -> tuple:
+        return tuple(value.expand(batch, *value.shape[1:]).contiguous() if isinstance(value, Tensor) else value
+                     for value in one)  # fmt: skip
+
+    return inputs
 
 
 def _resized(images, size: int):
@@ -281,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--checkpoint", help="a gankd run directory or checkpoint (its model, data and teacher)")
     evaluate.add_argument("--generated", help="folder of generated images")
     evaluate.add_argument("--reference", help="folder of reference images")
-    evaluate.add_argument("--resize", type=int, metavar="SIZE",
+    evaluate.add_argument("--resize", type=_positive_int, metavar="SIZE",
                           help="resize generated and reference images to SIZE x SIZE (sizes must agree)")  # fmt: skip
     evaluate.add_argument("--model", help="zoo name of the model to evaluate (see `gankd models`)")
     evaluate.add_argument("--set", type=_option, action="append", default=[], metavar="KEY=VALUE",
@@ -299,11 +348,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--data-set", type=_option, action="append", default=[], metavar="KEY=VALUE",
                           help="a data set option, e.g. --data-set root=photos/ (repeatable); with --checkpoint it "
                           "replaces that one of the run's options and keeps the others")  # fmt: skip
-    evaluate.add_argument("--split", default="test", choices=["train", "test"])
+    evaluate.add_argument("--split", choices=["train", "test"],
+                          help="default: the run's eval.split with --checkpoint, else test")  # fmt: skip
     evaluate.add_argument("--task", help="a gankd.tasks name (default: the run's, or told from the model and data)")
-    evaluate.add_argument("--metrics", help="comma-separated metric names (default: the task's usual ones)")
+    evaluate.add_argument("--metrics", help="comma-separated metric names (default: the run's eval.metrics with "
+                          "--checkpoint, else the task's usual ones)")  # fmt: skip
     evaluate.add_argument("--inception-weights", help="local Inception weights for standard fid/kid")
-    evaluate.add_argument("--speed", action="store_true", help="also params, MACs and CPU latency at batch 1 and 64")
+    evaluate.add_argument("--speed", action="store_true",
+                          help="also params, MACs and latency at batch 1 and 64 on the data's first item")  # fmt: skip
     evaluate.add_argument("--out", help="JSON file to write (default: print)")
     evaluate.set_defaults(run=_eval)
 

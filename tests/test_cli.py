@@ -79,6 +79,9 @@ def test_gankd_eval_classifier_with_speed_and_export(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert 0 <= result["metrics"]["accuracy"] <= 1 and result["details"]["samples"] == 359
     assert result["cost"]["params"] > 0 and [row["batch"] for row in result["latency"]] == [1, 64]
+    assert result["cost"]["input_shapes"] == [[1, 1, 32, 32]]  # the data's size (the digits' 32 px)
+    images = torch.zeros(1, 1, 32, 32)
+    assert result["cost"]["macs"] == models.cost(models.build("small_cnn", width=4, in_channels=1), images)["macs"]
     pytest.importorskip("onnxruntime")
     main(["export", "--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1", "--weights", str(weights),
           "--out", str(tmp_path / "cnn.onnx")])  # fmt: skip
@@ -233,3 +236,27 @@ def test_eval_of_a_distilled_run_needs_its_teacher_only_for_metrics_that_use_it(
     ):
         main(["eval", "--model", "small_cnn", "--set", "width=4", "--set", "in_channels=1", "--weights", moved,
               "--data", "digits"])  # fmt: skip
+
+
+def test_eval_of_a_run_uses_the_runs_eval_settings(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    # A run evaluated on its train split, and only for accuracy: `gankd eval --checkpoint` gives its figures.
+    main(["train", "digits_cnn_teacher", "--set", f"output_dir={tmp_path}", "--set", "steps=2", "--set",
+          "checkpoint_every=2", "--set", "eval.split=train", "--set", "eval.metrics=[accuracy]"])  # fmt: skip
+    run = tmp_path / "digits_cnn_teacher"
+    capsys.readouterr()
+    main(["eval", "--checkpoint", str(run)])
+    result = json.loads(capsys.readouterr().out)
+    recorded = json.loads((run / "metrics.json").read_text())
+    assert result["metrics"] == recorded["metrics"] and result["details"] == recorded["details"]
+    main(["eval", "--checkpoint", str(run), "--split", "test"])  # an argument still says otherwise
+    assert json.loads(capsys.readouterr().out)["details"]["samples"] != recorded["details"]["samples"]
+    for size in ("0", "-4"):
+        with pytest.raises(SystemExit):
+            main(["eval", "--generated", str(tmp_path), "--reference", str(tmp_path), "--resize", size])
+    assert "--resize: must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--resize applies to --generated and --reference image folders only"):
+        main(["eval", "--checkpoint", str(run), "--resize", "16"])

@@ -3,6 +3,7 @@
 from .checkpoint import CheckpointError, load_checkpoint
 from .generate import generate
 from .loop import TrainingError, evaluate, load_trained_model, resumed_config, run_directory, train
+from .objective import model_inputs
 from .teacher import Teacher, load_teacher
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "load_checkpoint",
     "load_teacher",
     "load_trained_model",
+    "model_inputs",
     "resumed_config",
     "run_directory",
     "train",

@@ -39,7 +39,7 @@ def build_objective(config: RunConfig, dist: Distributed, teacher: Teacher | Non
     if teacher is not None:
         if config.distill.student_init == "teacher":
             try:
-                inputs = None if example_items is None else _example_inputs(task, teacher.model, example_items)
+                inputs = None if example_items is None else model_inputs(task, teacher.model, example_items)
                 _check_width_only(config, teacher, None if inputs is None else _first(inputs, CHANNEL_BATCH_ITEMS))
                 models.init_from_teacher(student, teacher.model, inputs)
             except ValueError as error:
@@ -88,8 +88,9 @@ def _example_batch(task, model: nn.Module, items: tuple) -> tuple:
     return task.from_data(items, model, draw_noise)
 
 
-def _example_inputs(task, model: nn.Module, items: tuple) -> tuple:
-    """The model inputs a collated batch of data items gives."""
+def model_inputs(task, model: nn.Module, items: tuple) -> tuple:
+    """The inputs of `model` that a collated batch of data items gives under `task` (seeded noise drawn for a
+    generator)."""
     return task.split(*_example_batch(task, model, items)).inputs
 
 
@@ -106,7 +107,7 @@ def sized_student(config: RunConfig, teacher: Teacher | None, example_items: tup
         if example_items is not None:
             one_item = tuple(part[:1] for part in example_items)
             device = adapter_device(teacher.model)  # where the teacher's MACs are counted
-            inputs = tuple(value.to(device) for value in _example_inputs(tasks.build(config.task), teacher.model,
+            inputs = tuple(value.to(device) for value in model_inputs(tasks.build(config.task), teacher.model,
                                                                         one_item))  # fmt: skip
         width = models.width_for_macs(config.model.name, config.model.options, teacher.model, fraction, inputs,
                                       student_input=dataclasses.asdict(config.model.input),
