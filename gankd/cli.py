@@ -154,13 +154,12 @@ def _evaluate(arguments: argparse.Namespace) -> None:
     if teacher is None and _has_teacher(config) and wants_teacher:  # only then load the teacher
         # A task that compares with the teacher (no ground truth) needs it for every metric.
         teacher = _run_teacher(config, [name for name in names if metrics.needs_teacher([name])] or names)
-    settings = metrics.MetricSettings(inception_weights=arguments.inception_weights)
-    num_samples = None
-    if run_eval is not None:
-        inception = arguments.inception_weights or run_eval.inception_weights
-        settings = metrics.MetricSettings(inception_weights=inception, lpips_net=run_eval.lpips_net,
-                                          lpips_weights=run_eval.lpips_weights)  # fmt: skip
-        num_samples = run_eval.num_samples or None
+    # Where the standard metrics' weights are and which LPIPS backbone: the arguments, else the run's settings.
+    keys = ("inception_weights", "lpips_net", "lpips_weights")
+    given = {key: getattr(run_eval, key) for key in keys} if run_eval is not None else {}
+    given |= {key: getattr(arguments, key) for key in keys if getattr(arguments, key)}
+    settings = metrics.MetricSettings(**{key: value for key, value in given.items() if value})
+    num_samples = (run_eval.num_samples or None) if run_eval is not None else None
     result = task.evaluate(model, dataset, names, teacher=teacher, settings=settings, num_samples=num_samples)
     if arguments.speed:
         inputs = _speed_inputs(task, model, dataset)
@@ -354,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     evaluate.add_argument("--metrics", help="comma-separated metric names (default: the run's eval.metrics with "
                           "--checkpoint, else the task's usual ones)")  # fmt: skip
     evaluate.add_argument("--inception-weights", help="local Inception weights for standard fid/kid")
+    evaluate.add_argument("--lpips-net", help="the lpips metric's backbone, alex or vgg (default: the run's "
+                          "eval.lpips_net, else alex)")  # fmt: skip
+    evaluate.add_argument("--lpips-weights", help="local weights of that backbone (torchvision's file)")
     evaluate.add_argument("--speed", action="store_true",
                           help="also params, MACs and latency at batch 1 and 64 on the data's first item")  # fmt: skip
     evaluate.add_argument("--out", help="JSON file to write (default: print)")

@@ -25,14 +25,15 @@ class MetricWeightsError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """A published weights file: its canonical name, full SHA-256, environment variable, purpose and size in
-    bytes (None: not pinned)."""
+    """A published weights file: its canonical name, full SHA-256, environment variable, purpose, size in
+    bytes (None: not pinned) and where a user gives its path (`setting`)."""
 
     filename: str
     sha256: str
     env_var: str
     used_for: str
     size: int | None = None
+    setting: str = "its path argument"
 
     @property
     def sha256_prefix(self) -> str:
@@ -46,6 +47,7 @@ INCEPTION_V3 = WeightsFile(
     env_var="GANKD_INCEPTION_WEIGHTS",
     used_for="standard FID/KID (torch-fidelity's inception-v3-compat)",
     size=95_628_359,
+    setting="a run's eval.inception_weights, gankd eval --inception-weights",
 )
 LPIPS_BACKBONES = {
     "alex": WeightsFile(
@@ -54,6 +56,7 @@ LPIPS_BACKBONES = {
         "GANKD_LPIPS_BACKBONE",
         "LPIPS (AlexNet backbone)",
         size=244_408_911,
+        setting="a run's eval.lpips_weights, gankd eval --lpips-weights",
     ),
     "vgg": WeightsFile(
         "vgg16-397923af.pth",
@@ -61,6 +64,7 @@ LPIPS_BACKBONES = {
         "GANKD_LPIPS_BACKBONE",
         "LPIPS (VGG16 backbone)",
         size=553_433_881,
+        setting="a run's eval.lpips_weights, gankd eval --lpips-weights",
     ),
 }
 
@@ -94,22 +98,23 @@ def resolve_weights(weights: WeightsFile, explicit_path: str | os.PathLike | Non
     else:
         source, path = "the torch hub cache", hub_checkpoint_path(weights)
     if not path.is_file():
+        what = "is a folder, not the file" if path.is_dir() else "does not exist"
         raise MetricWeightsError(
             f"{weights.used_for} needs the file {weights.filename} (SHA-256 starting {weights.sha256_prefix}); "
-            f"{source} points to {path}, which does not exist. gankd never downloads: copy the file there, "
-            f"or set {weights.env_var}=/path/to/{weights.filename}, or pass its path explicitly "
+            f"{source} points to {path}, which {what}. gankd never downloads: copy the file there, "
+            f"or set {weights.env_var}=/path/to/{weights.filename}, or give its path ({weights.setting}) "
             f"(the torch hub cache is {hub_checkpoint_path(weights).parent})."
         )
     size = path.stat().st_size
     if weights.size is not None and size != weights.size:
         raise MetricWeightsError(
             f"{path} (from {source}) is not {weights.filename}: it has {size:,} bytes, the published file "
-            f"{weights.size:,}. Standard {weights.used_for} needs exactly that file."
+            f"{weights.size:,}. {weights.used_for[0].upper()}{weights.used_for[1:]} needs exactly that file."
         )
     digest = sha256_of(path)
     if digest != weights.sha256:
         raise MetricWeightsError(
             f"{path} (from {source}) is not {weights.filename}: its SHA-256 is {digest}, the published file's "
-            f"is {weights.sha256}. Standard {weights.used_for} needs exactly that file."
+            f"is {weights.sha256}. {weights.used_for[0].upper()}{weights.used_for[1:]} needs exactly that file."
         )
     return path

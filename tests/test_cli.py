@@ -260,3 +260,14 @@ def test_eval_of_a_run_uses_the_runs_eval_settings(tmp_path, capsys):
     assert "--resize: must be >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--resize applies to --generated and --reference image folders only"):
         main(["eval", "--checkpoint", str(run), "--resize", "16"])
+    # The LPIPS backbone's weights file is given as the Inception one is.
+    generator = ["eval", "--model", "resnet_g", "--set", "ngf=4", "--set", "n_blocks=1", "--set", "n_downsampling=0",
+                 "--set", "upscale=4", "--set", "residual=true", "--random-weights", "--data", "photos_sr",
+                 "--metrics", "lpips"]  # fmt: skip
+    missing = tmp_path / "alexnet.pth"
+    with pytest.raises(SystemExit, match=rf"the path given points to {missing}, which does not exist"):
+        main([*generator, "--lpips-weights", str(missing)])
+    with pytest.raises(
+        SystemExit, match=r"LPIPS \(VGG16 backbone\) needs the file vgg16-397923af\.pth .*the path given"
+    ):
+        main([*generator, "--lpips-net", "vgg", "--lpips-weights", str(missing)])

@@ -38,8 +38,15 @@ def test_resolution_order_and_hash_check(monkeypatch, tmp_path):
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not the inception weights")
     # A file at the right place with the wrong contents is rejected by its size, then by its hash.
-    with pytest.raises(weights.MetricWeightsError, match="it has 25 bytes, the published file 95,628,359"):
+    size_message = (r"it has 25 bytes, the published file 95,628,359\. Standard FID/KID \(torch-fidelity's "
+                    r"inception-v3-compat\) needs exactly that file")  # fmt: skip
+    with pytest.raises(weights.MetricWeightsError, match=size_message):
         weights.resolve_weights(weights.INCEPTION_V3)
+    # A folder where the file should be, and where to give the path instead.
+    folder_message = (r"points to \S+, which is a folder, not the file\. .* or give its path \(a run's "
+                      r"eval\.inception_weights, gankd eval --inception-weights\)")  # fmt: skip
+    with pytest.raises(weights.MetricWeightsError, match=folder_message):
+        weights.resolve_weights(weights.INCEPTION_V3, tmp_path)
     unsized = dataclasses.replace(weights.INCEPTION_V3, size=None)
     with pytest.raises(weights.MetricWeightsError, match="its SHA-256 is [0-9a-f]{64}, the published file's is 6726"):
         weights.resolve_weights(unsized)
