@@ -118,3 +118,18 @@ def test_evaluate_paired_and_classifier():
     assert 0 <= scores["metrics"]["accuracy"] <= 1 and scores["metrics"]["agreement"] == 1.0
     with pytest.raises(ValueError, match="needs a teacher"):
         evaluate_classifier(classifier, digits, ["agreement"])
+
+
+def test_evaluations_leave_the_global_random_stream_where_it_was():
+    # A user evaluating in the middle of their training must not move its random stream (data loaders draw a
+    # base seed from it; a train-mode teacher's dropout draws too).
+    pairs = torch.utils.data.Subset(data.build("photos_sr", split="test", scale=4), range(4))
+    dropout = torch.nn.Sequential(torch.nn.Upsample(scale_factor=4, mode="bicubic"), torch.nn.Dropout(0.5))
+    classifier = models.build("small_cnn", width=4, in_channels=1)
+    digits = torch.utils.data.Subset(data.build("digits", split="test"), range(16))
+    for evaluate in (lambda: evaluate_paired(dropout, pairs), lambda: evaluate_classifier(classifier, digits)):
+        torch.manual_seed(0)
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        evaluate()
+        assert torch.equal(torch.rand(3), expected)

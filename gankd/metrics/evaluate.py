@@ -6,12 +6,28 @@ many samples were used, which extractor and weights (hash) produced each number,
 comparable with published figures (standard FID/KID) or only with gankd's own proxy (fd_digits, kid_digits).
 """
 
+import functools
+
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .classification import predict_logits
 from .registry import ImageSets, MetricSettings, PairedImages, Predictions, check_names, measure, needs_teacher
+
+
+def keeps_random_state(function):
+    """`function` run under a fork of torch's random generators (the CPU's, and the CUDA devices' once CUDA is in
+    use): data loaders draw their base seed from the global generator, and a train-mode teacher's dropout draws
+    too, so an evaluation in the middle of a user's training would otherwise move the training's random stream."""
+
+    @functools.wraps(function)
+    def forked(*args, **kwargs):
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return function(*args, **kwargs)
+
+    return forked
 
 
 def stack_images(dataset: Dataset, limit: int | None = None) -> Tensor:
@@ -21,6 +37,7 @@ def stack_images(dataset: Dataset, limit: int | None = None) -> Tensor:
     return torch.stack([item[0] if isinstance(item, (tuple, list)) else item for item in items])
 
 
+@keeps_random_state
 def evaluate_images(
     generated: Tensor, reference: Tensor, metrics=("fid", "kid"), *, inception_weights=None, device="cpu"
 ) -> dict:
@@ -64,6 +81,7 @@ def generator_batches(generator: nn.Module, count: int, *, batch_size: int = 64,
         generator.train(was_training)
 
 
+@keeps_random_state
 def evaluate_generator(
     generator: nn.Module,
     reference: Dataset,
@@ -82,6 +100,7 @@ def evaluate_generator(
     return evaluate_images(fake, real, names, inception_weights=inception_weights, device=device)
 
 
+@keeps_random_state
 @torch.no_grad()
 def translate(model: nn.Module, dataset: Dataset, *, batch_size: int = 32, device="cpu") -> tuple[Tensor, Tensor]:
     """(model(input) clamped to [-1, 1], target) over a paired data set, in eval mode, on the CPU."""
@@ -97,6 +116,7 @@ def translate(model: nn.Module, dataset: Dataset, *, batch_size: int = 32, devic
     return torch.cat(outputs), torch.cat(targets)
 
 
+@keeps_random_state
 def evaluate_paired(
     model: nn.Module,
     dataset: Dataset,
@@ -116,6 +136,7 @@ def evaluate_paired(
     return measure([PairedImages(prediction, target), ImageSets(prediction, target)], names, settings)
 
 
+@keeps_random_state
 def evaluate_classifier(
     model: nn.Module,
     dataset: Dataset,
