@@ -167,6 +167,27 @@ def test_cost_matches_a_hand_count_on_a_small_conv_net():
     assert cost(model, images[:1])["macs"] == counted["macs"] // 2
 
 
+def test_attention_is_counted_on_the_cpu_as_on_the_meta_device():
+    # In eval mode under no_grad, CPU attention takes fused kernels the FLOP counter has no formula for.
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x):
+            attended = self.mha(x, x, x, need_weights=False)[0]
+            return nn.functional.scaled_dot_product_attention(attended[:, None], x[:, None], x[:, None])
+
+    tokens = torch.randn(2, 64, 32)
+    # Projections: 4 linear layers 32 -> 32 on 128 tokens; attention: QK^T and AV, 2 x 128 x 64 x 32 each, twice.
+    expected = 4 * 128 * 32 * 32 + 2 * (2 * 2 * 64 * 64 * 32)
+    model = Attention()
+    assert cost(model, tokens)["macs"] == expected
+    with torch.device("meta"):
+        assert cost(Attention(), torch.empty(2, 64, 32))["macs"] == expected
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
+
+
 def test_spectral_norm_bounds_the_largest_singular_value():
     torch.manual_seed(0)
     discriminator = build("patchgan_d", ndf=8, n_layers=2, spectral_norm=True, norm="none")

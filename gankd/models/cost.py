@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -13,8 +14,10 @@ def cost(model: nn.Module, *example_inputs: Tensor) -> dict[str, int]:
     MACs are `torch.utils.flop_counter.FlopCounterMode`'s FLOPs / 2: they count convolutions, transposed
     convolutions, matrix products and attention, which dominate these models; normalization, activations,
     pooling and additions are not counted. The forward runs in eval mode under `torch.no_grad()` (BatchNorm
-    running statistics are left untouched) and the model's mode is restored afterwards. Meta-device models
-    and inputs work and cost no compute.
+    running statistics are left untouched) and the model's mode is restored afterwards. Attention runs on
+    torch's math path while counting (nn.MultiheadAttention's fast path off, scaled_dot_product_attention's math
+    backend): the fused CPU kernels that eval mode would pick have no formula in the FLOP counter and counted 0,
+    so CPU and meta-device counts differed. Meta-device models and inputs work and cost no compute.
 
     Returns:
         {"params": number of parameter elements (shared parameters once), "macs": MACs of the forward}
@@ -23,13 +26,15 @@ def cost(model: nn.Module, *example_inputs: Tensor) -> dict[str, int]:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = sum(parameter.numel() for parameter in model.parameters())
     counter = FlopCounterMode(display=False)
-    was_training = model.training
+    was_training, fast_path = model.training, torch.backends.mha.get_fastpath_enabled()
     model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with counter, torch.no_grad():
+        with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             model(*example_inputs)
     finally:
         model.train(was_training)
+        torch.backends.mha.set_fastpath_enabled(fast_path)
     return {"params": params, "macs": counter.get_total_flops() // 2}
 
 
