@@ -91,6 +91,11 @@ def _eval(arguments: argparse.Namespace) -> None:
         raise SystemExit(f"gankd eval: {error}") from None
 
 
+# gankd eval's arguments for a model and its data, which comparing two image folders has no use for.
+FOLDER_EVAL_IGNORES = ("checkpoint", "model", "set", "weights", "random_weights", "teacher_model", "teacher_set",
+                       "teacher_weights", "data", "data_set", "split", "task", "speed")  # fmt: skip
+
+
 def _evaluate(arguments: argparse.Namespace) -> None:
     from torch import Tensor
 
@@ -101,6 +106,10 @@ def _evaluate(arguments: argparse.Namespace) -> None:
     if arguments.generated or arguments.reference:
         if not (arguments.generated and arguments.reference):
             raise SystemExit("gankd eval: --generated and --reference go together")
+        ignored = [f"--{name.replace('_', '-')}" for name in FOLDER_EVAL_IGNORES if getattr(arguments, name)]
+        if ignored:
+            raise SystemExit(f"gankd eval: {', '.join(ignored)}: for a model and its data, not for --generated and "
+                             "--reference (two image folders compared as sets); leave them out")  # fmt: skip
         generated, reference = (
             metrics.stack_images(data.build("image_folder", "test", root=folder, flip=False))
             for folder in (arguments.generated, arguments.reference)
@@ -327,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "or the torch hub cache); fd_digits/kid_digits are offline proxies comparable only with each other.",
     )
     evaluate.add_argument("--checkpoint", help="a gankd run directory or checkpoint (its model, data and teacher)")
-    evaluate.add_argument("--generated", help="folder of generated images")
+    evaluate.add_argument("--generated", help="folder of generated images (compared with --reference as sets: "
+                          "fid, kid, fd_digits, kid_digits)")  # fmt: skip
     evaluate.add_argument("--reference", help="folder of reference images")
     evaluate.add_argument("--resize", type=_positive_int, metavar="SIZE",
                           help="resize generated and reference images to SIZE x SIZE (sizes must agree)")  # fmt: skip

@@ -258,6 +258,10 @@ def test_eval_of_a_run_uses_the_runs_eval_settings(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["eval", "--generated", str(tmp_path), "--reference", str(tmp_path), "--resize", size])
     assert "--resize: must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"--data-set, --speed: for a model and its data, not for --generated"):
+        main(
+            ["eval", "--generated", str(tmp_path), "--reference", str(tmp_path), "--data-set", "channels=1", "--speed"]
+        )
     with pytest.raises(SystemExit, match="--resize applies to --generated and --reference image folders only"):
         main(["eval", "--checkpoint", str(run), "--resize", "16"])
     # The LPIPS backbone's weights file is given as the Inception one is.
