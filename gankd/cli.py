@@ -172,8 +172,9 @@ def _evaluate(arguments: argparse.Namespace) -> None:
     result = task.evaluate(model, dataset, names, teacher=teacher, settings=settings, num_samples=num_samples)
     if arguments.speed:
         inputs = _speed_inputs(task, model, dataset)
-        result["cost"] = dict(cost(model, *inputs(1)), input_shapes=[
-            list(value.shape) for value in inputs(1) if isinstance(value, Tensor)])  # fmt: skip
+        one = inputs(1)
+        shapes = [list(value.shape) for value in one if isinstance(value, Tensor)]
+        result["cost"] = dict(cost(model, *one), input_shapes=shapes)
         result["latency"] = metrics.measure_latency(model, inputs)
     _write_json(result, arguments.out)
 

@@ -242,7 +242,7 @@ def _shapes(output: Any) -> Any:
     return None
 
 
-# Items of the example inputs the student runs on to compare its output shapes with the teacher's.
+# Items of the example inputs the pruned copy runs on to compare its output shapes with the teacher's.
 SHAPE_CHECK_ITEMS = 2
 
 
