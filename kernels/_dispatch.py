@@ -7,6 +7,7 @@ Every fused op in gankd.kernels resolves its `impl` argument here:
 - "reference": the plain-PyTorch specification.
 """
 
+import functools
 import os
 import warnings
 
@@ -141,3 +142,24 @@ def no_gradients(ctx) -> tuple[None, ...]:
     """A fused op's backward when its loss got no upstream gradient (None: every path from it to the graph's root
     returned None, which autograd passes on once `only_the_loss_is_differentiable` stopped it filling zeros)."""
     return (None,) * len(ctx.needs_input_grad)
+
+
+def first_order_only(op_name: str):
+    """Decorates a fused op's backward: the kernels compute first-order gradients only, so a backward that
+    would record a graph of them (create_graph=True, e.g. for a gradient penalty or double backward) raises,
+    rather than return gradients whose own derivative would silently miss this op's share."""
+
+    def decorate(backward):
+        @functools.wraps(backward)
+        def wrapped(ctx, *grads):
+            wanted = any(grad is not None for grad in grads)
+            if wanted and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                raise RuntimeError(
+                    f"{op_name}(impl='triton') has no second-order gradients, and this backward records a graph of "
+                    "its gradients (create_graph=True): use impl='reference' there"
+                )
+            return backward(ctx, *grads)
+
+        return wrapped
+
+    return decorate

@@ -36,13 +36,13 @@ def check_inputs(student_logits, teacher_logits, labels, ce_weight) -> None:
         )
     if student_logits.dim() == 0 or student_logits.shape[-1] == 0:
         raise ValueError(f"logits need a non-empty class dimension (last), got shape {tuple(student_logits.shape)}")
+    if labels is not None and not isinstance(labels, Tensor):
+        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
     check_same_device(student_logits=student_logits, teacher_logits=teacher_logits, labels=labels)
     if labels is None:
         if ce_weight != 0.0:
             raise ValueError(f"ce_weight={ce_weight} needs labels, got labels=None")
         return
-    if not isinstance(labels, Tensor):
-        raise TypeError(f"labels must be a torch.Tensor or None, got {type(labels).__name__}")
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
     if labels.shape != student_logits.shape[:-1]:

@@ -20,7 +20,7 @@ from ._adapter_kernels import (
     positions_pass,
     weight_pass,
 )
-from ._dispatch import no_gradients, only_the_loss_is_differentiable, runs_triton, saveable
+from ._dispatch import first_order_only, no_gradients, only_the_loss_is_differentiable, runs_triton, saveable
 from ._features import (
     as_channels_positions,
     dense,
@@ -116,6 +116,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(*(output[1:] if ctx.fused else saveable(student, teacher, weight, bias)))
 
 
+@first_order_only("adapted_feature_match")
 def _backward(ctx, grad_loss, *_unused_grads):
     if grad_loss is None:
         return no_gradients(ctx)

@@ -16,7 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice, check_number
-from ._dispatch import IMPLS, no_gradients, only_the_loss_is_differentiable, runs_triton, saveable, tl, triton
+from ._dispatch import (
+    IMPLS,
+    first_order_only,
+    no_gradients,
+    only_the_loss_is_differentiable,
+    runs_triton,
+    saveable,
+    tl,
+    triton,
+)
 from ._features import (
     REDUCTIONS,
     as_channels_positions,
@@ -316,6 +325,7 @@ def _setup_attention_transfer(ctx, inputs, output):
     ctx.save_for_backward(*saveable(*wanted), maps)
 
 
+@first_order_only("attention_transfer")
 def _backward_attention_transfer(ctx, grad_loss, _unused_maps):
     if grad_loss is None or not (ctx.student_grad or ctx.teacher_grad):
         return no_gradients(ctx)
@@ -344,6 +354,17 @@ def _check_attention_transfer(student, teacher, p, reduction) -> float:
         raise ValueError(
             "student and teacher must have the same batch size and spatial sizes (channels may differ), got "
             f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    for name, features in (("student", student), ("teacher", teacher)):
+        if features.shape[1] == 0:
+            raise ValueError(f"{name} has no channels, shape {tuple(features.shape)}: an attention map averages "
+                             "|x|^p over channels")  # fmt: skip
+    if math.prod(student.shape[2:]) == 1:
+        # One position normalizes to 1 (0 where q is 0) in every map: a loss of 0 whatever the features.
+        raise ValueError(
+            f"student and teacher need more than one spatial position, got {tuple(student.shape)} and "
+            f"{tuple(teacher.shape)}: with one, every attention map is the same and the loss is always 0; tap layers "
+            "before global pooling, or match vectors with feature_match"
         )
     return check_number("p", p, positive=True)
 
@@ -381,8 +402,9 @@ def attention_transfer(
     positions (as F.normalize); e = (a(student) - a(teacher))^2, one value per position.
 
     Args:
-        student: [N, Cs, *spatial] (or [N, Cs]) float16/bfloat16/float32 (float64 on the reference path);
-            contiguous and channels_last maps are read in place.
+        student: [N, Cs, *spatial] float16/bfloat16/float32 (float64 on the reference path), Cs ≥ 1 and
+            more than one position (one would give every map the same value, a loss of 0); contiguous and
+            channels_last maps are read in place.
         teacher: [N, Ct, *spatial]: same batch and spatial sizes and device, any channel count and dtype.
             Gets a gradient when it requires grad.
         p: the power, > 0 (2 in the paper).

@@ -13,7 +13,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice
-from ._dispatch import IMPLS, no_gradients, only_the_loss_is_differentiable, runs_triton, saveable, tl, triton
+from ._dispatch import (
+    IMPLS,
+    first_order_only,
+    no_gradients,
+    only_the_loss_is_differentiable,
+    runs_triton,
+    saveable,
+    tl,
+    triton,
+)
 from ._features import (
     REDUCTIONS,
     as_channels_positions,
@@ -292,6 +301,7 @@ def _setup_elementwise(ctx, inputs, output):
     ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else saveable(student, teacher)))
 
 
+@first_order_only("feature_match")
 def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
     if grad_loss is None:
         return no_gradients(ctx)
@@ -316,6 +326,7 @@ def _setup_cosine(ctx, inputs, output):
     ctx.save_for_backward(*((grad_s, grad_t) if ctx.fused else (*saveable(student, teacher), stats)))
 
 
+@first_order_only("feature_match")
 def _backward_cosine(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_stats):
     if grad_loss is None:
         return no_gradients(ctx)

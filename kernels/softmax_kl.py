@@ -14,7 +14,15 @@ import math
 import torch
 from torch import Tensor
 
-from ._dispatch import no_gradients, only_the_loss_is_differentiable, rounds_to_fp16, runs_triton, saveable, triton
+from ._dispatch import (
+    first_order_only,
+    no_gradients,
+    only_the_loss_is_differentiable,
+    rounds_to_fp16,
+    runs_triton,
+    saveable,
+    triton,
+)
 from ._softmax_kl_args import check_inputs, check_label_values, check_softmax_kl_options
 from ._softmax_kl_kernels import (
     STATS,
@@ -237,6 +245,7 @@ def _setup_context(ctx, inputs, output):
         ctx.save_for_backward(*saveable(student, teacher), labels, counted)
 
 
+@first_order_only("softmax_kl")
 def _backward(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
     if grad_loss is None:
         return no_gradients(ctx)
@@ -383,8 +392,8 @@ def softmax_kl(
 
     Classes that are -inf in both student and teacher do not exist for that row: finite loss, zero
     gradient. NaN logits give a NaN loss. On the Triton path the gradient is computed in the forward
-    launch; calling backward twice through the same graph raises (use impl="reference" for that, or for
-    double backward).
+    launch; calling backward twice through the same graph raises, and so does a backward with
+    create_graph=True (use impl="reference" for those).
     """
     check_softmax_kl_options(temperature, direction=direction, beta=beta, kd_weight=kd_weight,
                              ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip

@@ -215,14 +215,25 @@ def test_ground_truth_psnr_kind_is_the_negated_mean_psnr():
         Distiller(None, student, task="image2image", terms={"ground_truth": {"kind": "ssim"}})
 
 
+def test_attention_on_pooled_features_is_refused_naming_the_pair():
+    # One position per sample: every attention map would be 1, the term 0 whatever the features.
+    teacher, student = models.build("small_cnn", width=8), models.build("small_cnn", width=4)
+    distiller = Distiller(teacher, student, task="classifier", terms={"attention": {"pairs": {"pool": "pool"}}},
+                          impl="reference")  # fmt: skip
+    with pytest.raises(ValueError, match=r"'attention' term on student 'pool' \(2, 16\) and teacher 'pool' .*"
+                                         "more than one spatial position"):  # fmt: skip
+        distiller((torch.randn(2, 1, 16, 16), torch.randint(0, 10, (2,))))
+
+
 def test_classifier_terms_with_adapted_pooled_features():
     torch.manual_seed(2)
     teacher, student = models.build("small_cnn", width=8), models.build("small_cnn", width=4)
     weights_ = {"kd": 0.9, "ce": 0.1, "adapted": 1.0, "attention": 3.0}
     # "pool" gives [N, C] features; the channels of pool (no layer of its own) are read from conv3 before it.
     pairs = {"pool": "pool", "conv2": "conv2"}
+    # Attention maps need positions: pooled features would give every map the same value.
     terms_ = {"kd": {"weight": 0.9, "temperature": 3.0}, "ce": 0.1, "adapted": {"weight": 1.0, "pairs": pairs},
-              "attention": {"weight": 3.0, "pairs": pairs}}  # fmt: skip
+              "attention": {"weight": 3.0, "pairs": {"conv2": "conv2"}}}  # fmt: skip
     distiller = Distiller(teacher, student, task="classifier", terms=terms_, impl="reference")
     adapters = distiller.terms["adapted"].adapters
     assert [(a.student_channels, a.teacher_channels) for a in adapters] == [(16, 32), (8, 16)]
@@ -239,7 +250,7 @@ def test_classifier_terms_with_adapted_pooled_features():
         "kd": softmax_kl_ref(s_logits, t_logits, 3.0),
         "ce": F.cross_entropy(s_logits, labels),
         "adapted": adapted_ref(s_pool, t_pool, adapters[0]) + adapted_ref(s_conv2, t_conv2, adapters[1]),
-        "attention": attention_transfer_ref(s_conv2, t_conv2) + attention_transfer_ref(s_pool, t_pool),
+        "attention": attention_transfer_ref(s_conv2, t_conv2),
     }
     for name, value in expected.items():
         torch.testing.assert_close(terms[name], value, msg=name)

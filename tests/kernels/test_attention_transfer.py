@@ -207,6 +207,11 @@ BAD_INPUTS = [
     (dict(reduction="batchmean"), ValueError, "reduction must be one of"),
     (dict(impl="fast"), ValueError, "impl must be one of"),
     (dict(teacher=MAP.to("meta")), ValueError, "same device"),
+    (dict(student=torch.randn(2, 0, 4, 4)), ValueError, "student has no channels"),
+    (dict(teacher=torch.randn(2, 0, 4, 4)), ValueError, "teacher has no channels"),
+    # One position: every normalized map is 1, so the loss would be 0 whatever the features.
+    (dict(student=torch.randn(2, 3, 1, 1), teacher=torch.randn(2, 5, 1, 1)), ValueError, "more than one spatial"),
+    (dict(student=torch.randn(2, 3), teacher=torch.randn(2, 3)), ValueError, "tap layers before global pooling"),
 ]
 
 

@@ -12,7 +12,14 @@ import pytest
 import torch
 from compare import ARITHMETIC_OPS, torch_ops_called
 
-from gankd.kernels import _dispatch, adapted_feature_match, feature_match, softmax_kl, softmax_kl_ref
+from gankd.kernels import (
+    _dispatch,
+    adapted_feature_match,
+    attention_transfer,
+    feature_match,
+    softmax_kl,
+    softmax_kl_ref,
+)
 
 softmax_kl_module = importlib.import_module("gankd.kernels.softmax_kl")
 
@@ -182,3 +189,25 @@ def test_backward_takes_a_loss_that_gets_no_gradient(op, device):
     (_NoGradient.apply(loss).sum() + anchor).backward()
     assert anchor.grad is not None
     assert leaves and all(leaf.grad is None for leaf in leaves)
+
+
+# Also the backwards that read the inputs again (fp16 gradients) and attention_transfer's.
+FIRST_ORDER_LOSSES = FUSED_LOSSES | {
+    "softmax_kl fp16": lambda d: softmax_kl(torch.randn(8, 50, device=d, dtype=torch.float16, requires_grad=True),
+                                            torch.randn(8, 50, device=d), 2.0, impl="triton"),
+    "attention_transfer": lambda d: attention_transfer(torch.randn(2, 4, 3, 3, device=d, requires_grad=True),
+                                                       torch.randn(2, 5, 3, 3, device=d), impl="triton"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("op", FIRST_ORDER_LOSSES)
+def test_a_graph_of_the_gradients_is_refused(op, device):
+    # The kernels' gradients have no derivative of their own: a gradient penalty or double backward through
+    # them would silently miss this op's share, so create_graph=True says so instead; first order is unchanged.
+    torch.manual_seed(0)
+    loss = FIRST_ORDER_LOSSES[op](device)
+    leaves = _leaves(loss.grad_fn)
+    with pytest.raises(RuntimeError, match=r"has no second-order gradients.*create_graph=True.*impl='reference'"):
+        torch.autograd.grad(loss, leaves, create_graph=True)
+    loss = FIRST_ORDER_LOSSES[op](device)
+    assert all(gradient is not None for gradient in torch.autograd.grad(loss, _leaves(loss.grad_fn)))

@@ -96,6 +96,7 @@ BAD_INPUTS = [
     (dict(labels=torch.zeros(3, dtype=torch.long)), ValueError, "labels must have the logits' leading shape"),
     (dict(labels=torch.zeros(4)), TypeError, "labels must have an integer dtype"),
     (dict(labels=torch.zeros(4, dtype=torch.bool)), TypeError, "labels must have an integer dtype"),
+    (dict(labels=[0, 1, 2, 3]), TypeError, "labels must be a torch.Tensor or None, got list"),
     (dict(labels=torch.tensor([0, 1, 10, 2])), ValueError, "labels must lie in [0, 10)"),
     (dict(labels=torch.tensor([0, -1, 2, 2])), ValueError, "got -1"),
     (dict(ce_weight=1.0), ValueError, "ce_weight=1.0 needs labels"),

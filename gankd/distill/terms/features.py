@@ -115,4 +115,7 @@ class AttentionTerm(FeaturePairsTerm):
 
     def pair_loss(self, index: int, pair: PairShapes) -> Tensor:
         pair.check_positions("attention")
-        return self.loss(pair.student_map, pair.teacher_map)
+        try:  # e.g. pooled features, which attention_transfer refuses: the error names the pair
+            return self.loss(pair.student_map, pair.teacher_map)
+        except ValueError as error:
+            raise ValueError(f"the 'attention' term on {pair.names}: {error}") from None
