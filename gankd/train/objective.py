@@ -68,14 +68,14 @@ CHANNEL_BATCH_ITEMS = 2
 
 
 def _first(inputs: tuple, count: int) -> tuple:
-    """The first `count` items of a model's inputs."""
+    """The first `count` items of a batch (of data items, or a model's inputs); other values as they are."""
     return tuple(value[:count] if isinstance(value, torch.Tensor) and value.dim() else value for value in inputs)
 
 
 def _channel_batch(task, teacher: Teacher | None, items: tuple | None):
     if teacher is None or items is None:
         return None
-    return _example_batch(task, teacher.model, tuple(part[:CHANNEL_BATCH_ITEMS] for part in items))
+    return _example_batch(task, teacher.model, _first(items, CHANNEL_BATCH_ITEMS))
 
 
 def _example_batch(task, model: nn.Module, items: tuple) -> tuple:
@@ -105,7 +105,7 @@ def sized_student(config: RunConfig, teacher: Teacher | None, example_items: tup
     try:
         inputs = None
         if example_items is not None:
-            one_item = tuple(part[:1] for part in example_items)
+            one_item = _first(example_items, 1)
             device = adapter_device(teacher.model)  # where the teacher's MACs are counted
             inputs = tuple(value.to(device) for value in model_inputs(tasks.build(config.task), teacher.model,
                                                                         one_item))  # fmt: skip
