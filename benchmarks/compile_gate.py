@@ -15,6 +15,8 @@ Exit status 1 when a variant fails to compile, spills registers, or needs more s
 may have on the target (SHARED_LIMIT). Reports are cached under $GANKD_CACHE/compile_gate (default
 ~/.cache/gankd), keyed by the hash of the kernels' sources, this file and the Triton version, so an
 unchanged tree reruns in seconds. Run it without TRITON_INTERPRET (the interpreter replaces the compiler).
+Another Triton version (the GPU machine's) is checked the same way, its wheel in front on the path:
+`pip install --no-deps --target DIR triton==X`, then `PYTHONPATH=DIR python -m benchmarks.compile_gate --out ...`.
 """
 
 from __future__ import annotations

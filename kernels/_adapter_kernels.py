@@ -27,14 +27,19 @@ MAX_STUDENT_CHANNELS_IEEE = 256
 # tiles of at most TILE_ELEMENTS, each dim >= 16 (tl.dot's minimum); IEEE fp32 products take tiles IEEE_SHRINK
 # times smaller and 4 warps up to 128 student channels. Both kernels are built with ptxas's register cap at
 # 255 where its own heuristics stopped at 64 or 128 registers and spilled (the weight kernel; the positions
-# kernel with IEEE products). Chosen from the compile gate's sm_90 and sm_80 builds: no variant spills and
-# none needs more than 99 KiB of shared memory (benchmarks/results/compile_report.csv; re-measure with
-# python -m benchmarks.compile_gate --ops adapted_feature_match).
+# kernel with fp32 products, IEEE or TF32). Chosen from the compile gate's sm_90 and sm_80 builds with Triton
+# 3.6 and 3.8: no variant spills and none needs more than 99 KiB of shared memory
+# (benchmarks/results/compile_report.csv; re-measure with python -m benchmarks.compile_gate --ops
+# adapted_feature_match).
 WEIGHT_BLOCK_ELEMENTS = 4096
 TILE_ELEMENTS = 8192
 MAX_BLOCK_P = 64
 MAX_BLOCK_CT = 32
 IEEE_SHRINK = 4
+# TF32 products (fp32 operands, twice the registers of 16-bit ones) take student tiles TF32_SHRINK times smaller,
+# and ptxas's cap of 255 in both kernels: at 128 student channels, Triton 3.6's builds (torch 2.11's) spilled
+# 32 bytes in the weight kernel on sm_90 and 48 in the positions kernel on sm_80 with the full tile.
+TF32_SHRINK = 2
 MAX_REGISTERS = 255
 # Hopper's wgmma takes tiles of at least 64 rows (mma.sync, sm_80's, 16): on sm_90 and later, tensor-core
 # products get BLOCK_CT = 64 where the student has at most WGMMA_MAX_STUDENT_CHANNELS channels, so y = W s
@@ -232,15 +237,16 @@ def launch_config(student: Tensor, weight: Tensor, bias: Tensor | None, upstream
     precision = _dot_precision()
     shrink = IEEE_SHRINK if precision == "ieee" and not low_precision else 1
     block_ct = max(16, min(MAX_BLOCK_CT, WEIGHT_BLOCK_ELEMENTS // shrink // block_cs))
+    tile_shrink = shrink if shrink > 1 else 1 if low_precision else TF32_SHRINK
     if shrink == 1 and block_cs <= WGMMA_MAX_STUDENT_CHANNELS:  # tensor-core products
         block_ct = max(block_ct, _min_tensor_core_rows(student.device))
     return dict(
         KIND=_KIND_CODE[kind], HAS_BIAS=bias is not None, HAS_UPSTREAM=upstream is not None,
         LOW_PRECISION_DOT=low_precision and not TRITON_INTERPRET, PRECISION=precision, BLOCK_CS=block_cs,
         BLOCK_CT=block_ct,
-        BLOCK_P=max(16, min(MAX_BLOCK_P, TILE_ELEMENTS // shrink // block_cs)),
+        BLOCK_P=max(16, min(MAX_BLOCK_P, TILE_ELEMENTS // tile_shrink // block_cs)),
         num_warps=4 if block_cs <= (128 if shrink > 1 else 32) else 8,
-        **({"maxnreg": MAX_REGISTERS} if shrink > 1 else {}),
+        **({} if low_precision else {"maxnreg": MAX_REGISTERS}),
     )  # fmt: skip
 
 
