@@ -1,5 +1,7 @@
 """Argument checks of softmax_kl and softmax_kl_ref: each error names the argument and what was seen."""
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -8,22 +10,30 @@ from ._dispatch import IMPLS
 
 DIRECTIONS = ("forward", "reverse", "jsd")
 REDUCTIONS = ("batchmean", "sum", "none")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def check_softmax_kl_options(temperature: float = 1.0, *, direction: str = "forward", beta: float = 0.5,
-                             kd_weight: float = 1.0, ce_weight: float = 0.0, ignore_index: int = -100,
-                             reduction: str = "batchmean", impl: str = "auto") -> None:  # fmt: skip
-    """Raise ValueError/TypeError for a bad scalar option of `softmax_kl` (tensors are checked per call)."""
+                             t2_scale: bool = True, kd_weight: float = 1.0, ce_weight: float = 0.0,
+                             ignore_index: int = -100, reduction: str = "batchmean",
+                             impl: str = "auto") -> int:  # fmt: skip
+    """Raise ValueError/TypeError for a bad scalar option of `softmax_kl` (tensors are checked per call); returns
+    ignore_index as a Python int (a NumPy integer is accepted)."""
     check_number("temperature", temperature, positive=True)
     check_choice("impl", impl, IMPLS)
     check_choice("direction", direction, DIRECTIONS)
     check_choice("reduction", reduction, REDUCTIONS)
     check_number("kd_weight", kd_weight)
     check_number("ce_weight", ce_weight)
-    if direction == "jsd" and not 0.0 < check_number("beta", beta) < 1.0:
+    if not 0.0 < check_number("beta", beta) < 1.0 and direction == "jsd":
         raise ValueError(f"beta must lie in (0, 1) for direction='jsd', got {beta}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+    if not isinstance(t2_scale, bool):
+        raise TypeError(f"t2_scale must be True or False, got {t2_scale!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not INT64_MIN <= ignore_index <= INT64_MAX:
+        raise ValueError(f"ignore_index must fit in int64 (the labels' dtype at most), got {ignore_index}")
+    return int(ignore_index)
 
 
 def check_inputs(student_logits, teacher_logits, labels, ce_weight) -> None:

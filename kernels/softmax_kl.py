@@ -128,7 +128,9 @@ def _launch(student: Tensor, teacher: Tensor, labels: Tensor | None, counted: Te
     labels = labels if labels is not None else loss_rows
     counted = counted if counted is not None else loss_rows
     row_weights = (labels, counted, rows_counted, *_upstream_args(upstream, loss_rows))
-    inv_t, log_beta, log_one_minus_beta = 1.0 / temperature, math.log(beta), math.log1p(-beta)
+    inv_t = 1.0 / temperature
+    # beta is JSD's alone (other directions accept any number for it and never read these).
+    log_beta, log_one_minus_beta = (math.log(beta), math.log1p(-beta)) if direction == "jsd" else (0.0, 0.0)
     splits, chunk_blocks = _row_splits(n_rows, n_cols, block, _sm_count(student.device))
     if splits == 1:
         _softmax_kl_kernel[(n_rows,)](
@@ -301,8 +303,9 @@ def softmax_kl_ref(student_logits: Tensor, teacher_logits: Tensor, temperature: 
                    kd_weight: float = 1.0, ce_weight: float = 0.0, ignore_index: int = -100,
                    reduction: str = "batchmean") -> Tensor:  # fmt: skip
     """Pure-PyTorch specification of `softmax_kl` (fp32 or wider accumulation); same arguments, no `impl`."""
-    check_softmax_kl_options(temperature, direction=direction, beta=beta, kd_weight=kd_weight,
-                             ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip
+    ignore_index = check_softmax_kl_options(temperature, direction=direction, beta=beta, t2_scale=t2_scale,
+                                            kd_weight=kd_weight, ce_weight=ce_weight, ignore_index=ignore_index,
+                                            reduction=reduction)  # fmt: skip
     check_inputs(student_logits, teacher_logits, labels, ce_weight)
     n_classes = student_logits.shape[-1]
     if labels is not None:
@@ -332,7 +335,7 @@ def softmax_kl_ref(student_logits: Tensor, teacher_logits: Tensor, temperature: 
     if labels is not None:
         in_range = (labels >= 0) & (labels < n_classes)
         if ce_weight != 0.0:
-            safe_labels = labels.clamp(0, n_classes - 1).unsqueeze(-1)
+            safe_labels = labels.long().clamp(0, n_classes - 1).unsqueeze(-1)  # gather takes int64 indices
             label_logit = student.gather(-1, safe_labels).squeeze(-1)
             loss = loss + ce_weight * (torch.logsumexp(student, dim=-1) - label_logit)
         loss = torch.where(counted, loss, 0.0)
@@ -377,9 +380,9 @@ def softmax_kl(
             requires grad (online distillation).
         temperature: T > 0, a finite Python number.
         direction: "forward", "reverse" or "jsd".
-        beta: mixture weight of the teacher for "jsd", in (0, 1).
+        beta: mixture weight of the teacher for "jsd", in (0, 1); other directions ignore it.
         t2_scale: multiply the divergence by T^2 so gradient magnitudes do not shrink with T.
-        labels: [...] integer class indices in [0, V) or `ignore_index`. On CPU bad values raise; on a GPU
+        labels: [...] class indices in [0, V) or `ignore_index`, any integer dtype. On CPU bad values raise; on a GPU
             (where checking would cost a host sync) a row with an out-of-range label gets a NaN loss.
         kd_weight, ce_weight: weights of the divergence and of the cross-entropy (needs labels).
         reduction: "batchmean" (sum over counted rows / their number; 0 when none is counted), "sum", or
@@ -391,12 +394,14 @@ def softmax_kl(
         [...] for reduction="none".
 
     Classes that are -inf in both student and teacher do not exist for that row: finite loss, zero
-    gradient. NaN logits give a NaN loss. On the Triton path the gradient is computed in the forward
+    gradient (a row with no class left, or with NaN or +inf logits, gives a NaN loss; ignore such rows with
+    labels). On the Triton path the gradient is computed in the forward
     launch; calling backward twice through the same graph raises, and so does a backward with
     create_graph=True (use impl="reference" for those).
     """
-    check_softmax_kl_options(temperature, direction=direction, beta=beta, kd_weight=kd_weight,
-                             ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip
+    ignore_index = check_softmax_kl_options(temperature, direction=direction, beta=beta, t2_scale=t2_scale,
+                                            kd_weight=kd_weight, ce_weight=ce_weight, ignore_index=ignore_index,
+                                            reduction=reduction)  # fmt: skip
     check_inputs(student_logits, teacher_logits, labels, ce_weight)
     options = dict(direction=direction, beta=beta, t2_scale=t2_scale, labels=labels, kd_weight=kd_weight,
                    ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction)  # fmt: skip

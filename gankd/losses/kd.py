@@ -26,9 +26,9 @@ class KDLoss(nn.Module):
         impl: str = "auto",
     ):
         super().__init__()
-        check_softmax_kl_options(temperature, direction=direction, beta=beta, kd_weight=kd_weight,
-                                 ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction,
-                                 impl=impl)  # fmt: skip
+        ignore_index = check_softmax_kl_options(temperature, direction=direction, beta=beta, t2_scale=t2_scale,
+                                                kd_weight=kd_weight, ce_weight=ce_weight, ignore_index=ignore_index,
+                                                reduction=reduction, impl=impl)  # fmt: skip
         self.temperature = float(temperature)
         self.options = dict(direction=direction, beta=beta, t2_scale=t2_scale, kd_weight=kd_weight,
                             ce_weight=ce_weight, ignore_index=ignore_index, reduction=reduction, impl=impl)  # fmt: skip

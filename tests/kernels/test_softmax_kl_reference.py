@@ -51,6 +51,28 @@ def test_cross_entropy_term_agrees_with_torch(impl, device):
     assert torch.allclose(ours, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int16, torch.int32])
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+def test_labels_of_every_integer_dtype(impl, dtype, device):
+    # Narrow integer labels (a uint8 segmentation map's classes) give what int64 labels give, CE included.
+    torch.manual_seed(2)
+    student, teacher = torch.randn(4, 30, device=device), torch.randn(4, 30, device=device)
+    labels = torch.tensor([1, 2, 29, 4], device=device)
+    options = dict(labels=labels, ce_weight=0.5, ignore_index=29)
+    expected = softmax_kl(student, teacher, 2.0, **options, impl="reference")
+    options["labels"] = labels.to(dtype)
+    assert torch.allclose(softmax_kl(student, teacher, 2.0, **options, impl=impl), expected)
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+def test_beta_is_read_by_jsd_only(impl, device):
+    # Other directions ignore beta, whatever number it is (0 and 1 included: math.log(0) must not run for them).
+    logits, other = torch.randn(3, 8, device=device), torch.randn(3, 8, device=device)
+    expected = softmax_kl(logits, other, impl=impl)
+    for beta in (0.0, 1.0, 2.5):
+        assert torch.equal(softmax_kl(logits, other, beta=beta, impl=impl), expected)
+
+
 def test_reverse_is_forward_with_roles_swapped():
     torch.manual_seed(3)
     student, teacher = torch.randn(5, 20), torch.randn(5, 20)
@@ -102,6 +124,9 @@ BAD_INPUTS = [
     (dict(ce_weight=1.0), ValueError, "ce_weight=1.0 needs labels"),
     (dict(kd_weight=float("nan")), ValueError, "kd_weight must be finite"),
     (dict(ignore_index=1.5), TypeError, "ignore_index must be an int"),
+    (dict(ignore_index=2**70), ValueError, "ignore_index must fit in int64"),
+    (dict(beta="0.5"), TypeError, "beta must be a real number"),
+    (dict(t2_scale="no"), TypeError, "t2_scale must be True or False, got 'no'"),
     (dict(student_logits=torch.randn(4, 0), teacher_logits=torch.randn(4, 0)), ValueError, "non-empty class"),
     (dict(student_logits=torch.tensor(1.0), teacher_logits=torch.tensor(1.0)), ValueError, "non-empty class"),
     (dict(student_logits=LOGITS.to("meta")), ValueError, "same device"),
