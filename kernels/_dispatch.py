@@ -163,3 +163,17 @@ def first_order_only(op_name: str):
         return wrapped
 
     return decorate
+
+
+def fused_gradients(ctx, op_name: str) -> tuple[torch.Tensor, ...]:
+    """The gradients a fused op's forward saved, for its backward to rescale in place: once. A second backward
+    through the same graph (retain_graph=True) would find them scaled already; it is refused by name here
+    rather than by autograd's version check on the saved buffers, whose message speaks of an in-place op."""
+    if getattr(ctx, "gradients_taken", False):
+        raise RuntimeError(
+            f"{op_name}(impl='triton') writes its gradients in the forward and scales them in place in the "
+            "backward, so each forward backpropagates once: for a second backward through the same graph "
+            "(retain_graph=True), use impl='reference'"
+        )
+    ctx.gradients_taken = True
+    return ctx.saved_tensors

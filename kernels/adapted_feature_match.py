@@ -20,7 +20,14 @@ from ._adapter_kernels import (
     positions_pass,
     weight_pass,
 )
-from ._dispatch import first_order_only, no_gradients, only_the_loss_is_differentiable, runs_triton, saveable
+from ._dispatch import (
+    first_order_only,
+    fused_gradients,
+    no_gradients,
+    only_the_loss_is_differentiable,
+    runs_triton,
+    saveable,
+)
 from ._features import (
     as_channels_positions,
     dense,
@@ -121,8 +128,7 @@ def _backward(ctx, grad_loss, *_unused_grads):
     if grad_loss is None:
         return no_gradients(ctx)
     if ctx.fused:
-        # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
-        grads = ctx.saved_tensors
+        grads = fused_gradients(ctx, "adapted_feature_match")
         scale_wanted_(grads, ctx.wanted, grad_loss)
     else:
         student, teacher, weight, bias = ctx.saved_tensors

@@ -16,6 +16,7 @@ from ._checks import check_choice
 from ._dispatch import (
     IMPLS,
     first_order_only,
+    fused_gradients,
     no_gradients,
     only_the_loss_is_differentiable,
     runs_triton,
@@ -306,8 +307,7 @@ def _backward_elementwise(ctx, grad_loss, _unused_grad_s, _unused_grad_t):
     if grad_loss is None:
         return no_gradients(ctx)
     if ctx.fused:
-        # Buffers written by the forward, rescaled in place: a second backward fails autograd's version check.
-        grad_s, grad_t = ctx.saved_tensors
+        grad_s, grad_t = fused_gradients(ctx, "feature_match")
         scale_wanted_((grad_s, grad_t), (ctx.student_grad, ctx.teacher_grad), grad_loss)
     else:
         student, teacher = ctx.saved_tensors
@@ -331,7 +331,7 @@ def _backward_cosine(ctx, grad_loss, _unused_grad_s, _unused_grad_t, _unused_sta
     if grad_loss is None:
         return no_gradients(ctx)
     if ctx.fused:
-        grad_s, grad_t = ctx.saved_tensors
+        grad_s, grad_t = fused_gradients(ctx, "feature_match")
         scale_wanted_((grad_s, grad_t), (ctx.student_grad, ctx.teacher_grad), grad_loss)
     else:
         student, teacher, stats = ctx.saved_tensors

@@ -296,7 +296,9 @@ def test_second_backward_through_same_graph_raises(device):
     student.requires_grad_(True)
     loss = adapted_feature_match(student, teacher, weight, bias, impl="triton") * 2.0
     loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+    with pytest.raises(
+        RuntimeError, match=r"adapted_feature_match\(impl='triton'\) .* backpropagates once.*impl='reference'"
+    ):
         loss.backward()
 
 
