@@ -360,11 +360,11 @@ def _check_attention_transfer(student, teacher, p, reduction) -> float:
             raise ValueError(f"{name} has no channels, shape {tuple(features.shape)}: an attention map averages "
                              "|x|^p over channels")  # fmt: skip
     if math.prod(student.shape[2:]) == 1:
-        # One position normalizes to 1 (0 where q is 0) in every map: a loss of 0 whatever the features.
+        # One position normalizes to 1 (0 where q is 0) in every map: a constant loss without gradient.
         raise ValueError(
             f"student and teacher need more than one spatial position, got {tuple(student.shape)} and "
-            f"{tuple(teacher.shape)}: with one, every attention map is the same and the loss is always 0; tap layers "
-            "before global pooling, or match vectors with feature_match"
+            f"{tuple(teacher.shape)}: with one, every attention map is 1 (0 where |x|^p is all 0), so the loss is "
+            "constant and gives no gradient; tap layers before global pooling, or compare vectors with feature_match"
         )
     return check_number("p", p, positive=True)
 
@@ -403,7 +403,7 @@ def attention_transfer(
 
     Args:
         student: [N, Cs, *spatial] float16/bfloat16/float32 (float64 on the reference path), Cs ≥ 1 and
-            more than one position (one would give every map the same value, a loss of 0); contiguous and
+            more than one position (with one, every map is constant and the loss gives no gradient); contiguous and
             channels_last maps are read in place.
         teacher: [N, Ct, *spatial]: same batch and spatial sizes and device, any channel count and dtype.
             Gets a gradient when it requires grad.

@@ -216,13 +216,22 @@ def test_ground_truth_psnr_kind_is_the_negated_mean_psnr():
 
 
 def test_attention_on_pooled_features_is_refused_naming_the_pair():
-    # One position per sample: every attention map would be 1, the term 0 whatever the features.
+    # One position per sample: every attention map would be constant, the term without gradient. With an example
+    # batch the Distiller refuses it at construction; without, at the first call.
     teacher, student = models.build("small_cnn", width=8), models.build("small_cnn", width=4)
-    distiller = Distiller(teacher, student, task="classifier", terms={"attention": {"pairs": {"pool": "pool"}}},
-                          impl="reference")  # fmt: skip
-    with pytest.raises(ValueError, match=r"'attention' term on student 'pool' \(2, 16\) and teacher 'pool' .*"
-                                         "more than one spatial position"):  # fmt: skip
-        distiller((torch.randn(2, 1, 16, 16), torch.randint(0, 10, (2,))))
+    batch = (torch.randn(2, 1, 16, 16), torch.randint(0, 10, (2,)))
+    refused = (r"'attention' term on student 'pool' \(2, 16\) and teacher 'pool' .*more than one spatial position.*"
+               "the 'feature' and 'adapted' terms compare pooled features")  # fmt: skip
+    options = dict(task="classifier", terms={"attention": {"pairs": {"pool": "pool"}}}, impl="reference")
+    with pytest.raises(ValueError, match=refused):
+        Distiller(teacher, student, example_batch=batch, **options)
+    distiller = Distiller(teacher, student, **options)
+    with pytest.raises(ValueError, match=refused):
+        distiller(batch)
+    # Tapped maps with positions pass the construction check.
+    Distiller(
+        teacher, student, example_batch=batch, **options | {"terms": {"attention": {"pairs": {"conv2": "conv2"}}}}
+    )
 
 
 def test_classifier_terms_with_adapted_pooled_features():

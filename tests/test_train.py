@@ -247,6 +247,11 @@ def test_distill_from_a_missing_teacher_or_wrong_layer(tmp_path):
     with pytest.raises(ConfigError, match="student .*no module at path 'conv4'"):
         terms = "terms={kd: 1.0, attention: {pairs: {conv4: conv3}}}"
         train(small_config("digits_cnn_distill", tmp_path, f"distill.teacher={teacher}", terms))
+    # Pooled taps give the attention term nothing to compare: refused before the run starts, naming the pair.
+    with pytest.raises(ConfigError, match="'attention' term on student 'pool' .*more than one spatial position"):
+        terms = "terms={kd: 1.0, attention: {pairs: {pool: pool}}}"
+        train(small_config("digits_cnn_distill", tmp_path / "pooled", f"distill.teacher={teacher}", terms))
+    assert not (tmp_path / "pooled").exists()
 
 
 def test_demo_pipeline_on_a_reduced_budget(tmp_path, monkeypatch):

@@ -126,8 +126,10 @@ class Distiller(nn.Module):
         self.last_student_output: Tensor | None = None
         self.last_condition: Tensor | None = None
 
-        context = TermContext(student, teacher, adapter_device(student), lambda pairs: self._pair_channels(
-            pairs, example_batch))  # fmt: skip
+        self._example_shapes: dict[str, dict[str, torch.Size]] | None = None  # filled once by _tapped_shapes
+        context = TermContext(student, teacher, adapter_device(student),
+                              lambda pairs: self._pair_channels(pairs, example_batch),
+                              lambda pairs: self._pair_shapes(pairs, example_batch))  # fmt: skip
         for term in self.terms.values():
             term.setup(context)
 
@@ -263,9 +265,10 @@ class Distiller(nn.Module):
             self.teacher._apply(fn)
         return super()._apply(fn, recurse)
 
-    def _pair_channels(self, pairs: tuple[tuple[str, str], ...], example_batch: Any) -> list[tuple[int, int]]:
-        """(student channels, teacher channels) of each pair, for the adapters."""
-        if example_batch is not None:
+    def _tapped_shapes(self, example_batch: Any) -> dict[str, dict[str, torch.Size]]:
+        """{"student": {path: shape}, "teacher": {path: shape}} of every tapped feature, from one forward of
+        `example_batch` (run once, however many terms ask)."""
+        if self._example_shapes is None:
             # Both in eval mode: a train-mode teacher's batch norms would take this batch into their statistics.
             modes = {model: model.training for model in (self.student, self.teacher) if model is not None}
             device = adapter_device(self.student)
@@ -275,12 +278,30 @@ class Distiller(nn.Module):
                         model.eval()
                     inputs = self._unpack(example_batch).inputs
                     self._run_models(tuple(x.to(device) if isinstance(x, Tensor) else x for x in inputs))
-                return [(self._student_taps[student].shape[1], self._teacher_taps[teacher].shape[1])
-                        for student, teacher in pairs]  # fmt: skip
+                self._example_shapes = {
+                    role: {path: taps[path].shape for path in dict.fromkeys(pair[side] for pair in self.feature_pairs)}
+                    for role, side, taps in (("student", 0, self._student_taps), ("teacher", 1, self._teacher_taps))
+                    if taps is not None
+                }
             finally:
                 for model, training in modes.items():
                     model.train(training)
                 self._clear_taps()
+        return self._example_shapes
+
+    def _pair_shapes(self, pairs: tuple[tuple[str, str], ...],
+                     example_batch: Any) -> list[tuple[torch.Size, torch.Size]] | None:  # fmt: skip
+        """(student shape, teacher shape) of each pair's features on the example batch; None without one."""
+        if example_batch is None:
+            return None
+        shapes = self._tapped_shapes(example_batch)
+        return [(shapes["student"][student], shapes["teacher"][teacher]) for student, teacher in pairs]
+
+    def _pair_channels(self, pairs: tuple[tuple[str, str], ...], example_batch: Any) -> list[tuple[int, int]]:
+        """(student channels, teacher channels) of each pair, for the adapters."""
+        shapes = self._pair_shapes(pairs, example_batch)
+        if shapes is not None:
+            return [(student[1], teacher[1]) for student, teacher in shapes]
         channels = []
         for student_path, teacher_path in pairs:
             pair = [declared_channels(_wrapped(model), path, role=role) for model, path, role in (

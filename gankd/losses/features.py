@@ -31,7 +31,8 @@ class FeatureMatchLoss(nn.Module):
 class AttentionTransferLoss(nn.Module):
     """Attention transfer (Zagoruyko & Komodakis); see gankd.kernels.attention_transfer.
 
-    `forward(student, teacher)` takes maps with equal batch and spatial sizes (channels may differ).
+    `forward(student, teacher)` takes maps with equal batch and spatial sizes (channels may differ) and more
+    than one spatial position.
     """
 
     def __init__(self, p: float = 2.0, *, reduction: str = "mean", impl: str = "auto"):

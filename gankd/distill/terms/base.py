@@ -55,6 +55,8 @@ class TermContext:
     teacher: nn.Module | None
     device: Any
     pair_channels: Callable[[tuple[tuple[str, str], ...]], list[tuple[int, int]]]  # (student, teacher) channels
+    # (student, teacher) feature shapes on the Distiller's example batch, or None when it was given none
+    pair_shapes: Callable[[tuple[tuple[str, str], ...]], list[tuple[tuple[int, ...], tuple[int, ...]]] | None]
 
 
 class LossTerm(nn.Module):

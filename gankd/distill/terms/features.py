@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 
 from gankd.distill.shapes import PairShapes
@@ -103,7 +104,7 @@ class AdaptedTerm(FeaturePairsTerm):
 @register_term("attention")
 class AttentionTerm(FeaturePairsTerm):
     """attention_transfer(student map, teacher map, p) per pair (Zagoruyko & Komodakis); channels may
-    differ, batch and spatial sizes must not."""
+    differ, batch and spatial sizes must not, and the maps need more than one spatial position."""
 
     def __init__(self, weight: float = 1.0, *, pairs: Mapping[str, str] | None = None, p: float = 2.0,
                  impl: str = "auto"):  # fmt: skip
@@ -113,9 +114,19 @@ class AttentionTerm(FeaturePairsTerm):
         except ValueError as error:
             raise ValueError(f"the 'attention' term: {error}") from None
 
+    def setup(self, context: TermContext) -> None:
+        # Features of the wrong shape (pooled ones) are refused at construction where the example batch shows them.
+        for (student_path, teacher_path), shapes in zip(self.pairs, context.pair_shapes(self.pairs) or (),
+                                                        strict=False):  # fmt: skip
+            student, teacher = (torch.empty(shape, device="meta") for shape in shapes)
+            self.pair_loss(0, PairShapes(student_path, student, teacher_path, teacher))
+
     def pair_loss(self, index: int, pair: PairShapes) -> Tensor:
         pair.check_positions("attention")
         try:  # e.g. pooled features, which attention_transfer refuses: the error names the pair
             return self.loss(pair.student_map, pair.teacher_map)
         except ValueError as error:
-            raise ValueError(f"the 'attention' term on {pair.names}: {error}") from None
+            raise ValueError(
+                f"the 'attention' term on {pair.names}: {error} (the 'feature' and 'adapted' terms "
+                "compare pooled features)"
+            ) from None
