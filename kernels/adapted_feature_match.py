@@ -162,7 +162,9 @@ def adapted_feature_match_ref(
     n_student, n_teacher = student.shape[1], teacher.shape[1]
     # y[n, o, ...] = sum_c W[o, c] s[n, c, ...] + b[o]: channels moved last for one matmul, then back.
     matrix = weight.reshape(n_teacher, n_student).to(dtype)
-    adapted = torch.movedim(torch.movedim(student.to(dtype), 1, -1) @ matrix.t(), -1, 1)
+    # Outside autocast, which would run the product in fp16/bf16 (the kernels ignore autocast, as does this spec).
+    with torch.autocast(student.device.type, enabled=False):
+        adapted = torch.movedim(torch.movedim(student.to(dtype), 1, -1) @ matrix.t(), -1, 1)
     if bias is not None:
         adapted = adapted + bias.to(dtype).reshape(n_teacher, *[1] * (student.dim() - 2))
     diff = adapted - teacher.to(dtype)
@@ -198,6 +200,9 @@ def adapted_feature_match(
     Returns:
         float32 loss (float64 for float64 inputs), a scalar unless reduction="none". Each gradient has its
         input's dtype.
+
+    On the Triton path gradients are first order: a backward with create_graph=True raises, and so does a
+    second backward through the same graph where the forward wrote the gradients (use impl="reference").
     """
     check_adapted_feature_match_options(kind=kind, reduction=reduction, impl=impl)
     check_adapter_inputs(student, teacher, weight, bias)

@@ -397,6 +397,9 @@ def feature_match(
 
     Returns:
         float32 loss (float64 for float64 inputs), a scalar unless reduction="none".
+
+    On the Triton path gradients are first order: a backward with create_graph=True raises, and so does a
+    second backward through the same graph where the forward wrote the gradients (use impl="reference").
     """
     _check_feature_match(student, teacher, kind, reduction)
     if not runs_triton(impl, "feature_match", student, teacher):

@@ -510,3 +510,15 @@ def test_no_host_sync(reduction, device):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert student.grad is not None and weight.grad is not None and bias.grad is not None
+
+
+def test_reference_keeps_fp32_under_autocast():
+    # The specification accumulates in fp32 or wider: an enclosing autocast must not run its product in bf16 (the
+    # kernels ignore autocast, and impl="auto" falls back to the reference for wide adapters and float64).
+    torch.manual_seed(0)
+    student, teacher, weight = torch.randn(2, 64, 4, 4) * 30, torch.randn(2, 8, 4, 4), torch.randn(8, 64)
+    expected = oracle(student, teacher, weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = adapted_feature_match_ref(student, teacher, weight)
+    assert loss.dtype == torch.float32
+    assert relative_error(loss, expected) < 1e-6
