@@ -394,9 +394,9 @@ def softmax_kl(
 
     Classes that are -inf in both student and teacher do not exist for that row: finite loss, zero
     gradient (a row with no class left, or with NaN or +inf logits, gives a NaN loss; ignore such rows with
-    labels). On the Triton path the gradient is computed in the forward
-    launch; calling backward twice through the same graph raises, and so does a backward with
-    create_graph=True (use impl="reference" for those).
+    labels). On the Triton path the gradient is computed in the forward launch; calling backward twice
+    through the same graph raises, and so does a backward with create_graph=True (use impl="reference"
+    for those).
     """
     ignore_index = check_softmax_kl_options(temperature, direction=direction, beta=beta, t2_scale=t2_scale,
                                             kd_weight=kd_weight, ce_weight=ce_weight, ignore_index=ignore_index,

@@ -116,10 +116,13 @@ class AttentionTerm(FeaturePairsTerm):
 
     def setup(self, context: TermContext) -> None:
         # Features of the wrong shape (pooled ones) are refused at construction where the example batch shows them.
-        for (student_path, teacher_path), shapes in zip(self.pairs, context.pair_shapes(self.pairs) or (),
-                                                        strict=False):  # fmt: skip
-            student, teacher = (torch.empty(shape, device="meta") for shape in shapes)
-            self.pair_loss(0, PairShapes(student_path, student, teacher_path, teacher))
+        shapes = context.pair_shapes(self.pairs)
+        if shapes is None:
+            return
+        for (student_path, teacher_path), (student, teacher) in zip(self.pairs, shapes, strict=True):
+            pair = PairShapes(student_path, torch.empty(student, device="meta"), teacher_path,
+                              torch.empty(teacher, device="meta"))  # fmt: skip
+            self.pair_loss(0, pair)
 
     def pair_loss(self, index: int, pair: PairShapes) -> Tensor:
         pair.check_positions("attention")
